@@ -1,0 +1,5 @@
+import sys
+
+from jndplug.cli import main
+
+sys.exit(main())

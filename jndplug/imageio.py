@@ -1,0 +1,176 @@
+"""Image files and arrays in and out of jndplug, with the checks every entry point shares.
+
+Conventions: arrays are HxWx3 ``uint8`` or ``uint16``; tensors are float ``[3,H,W]`` or
+``[B,3,H,W]`` in [0,1]. Grayscale and RGBA files are converted to RGB with a warning (alpha is
+dropped, not composited, since JND is about the colour content). Every file write goes through
+``atomic_write`` so an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MIN_SIDE = 16
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted, hidden files skipped)."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {root}")
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 (8-bit files) or uint16 (16-bit files)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return pil_to_array(im, source=str(path))
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageReadError(f"{path}: not a readable image file ({exc})") from exc
+
+
+def pil_to_array(im: Image.Image, source: str = "image") -> np.ndarray:
+    """A PIL image as HxWx3 uint8, or uint16 for 16-bit grayscale / 48-bit files."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        warnings.warn(f"{source}: 16-bit grayscale converted to RGB", stacklevel=3)
+        arr = np.asarray(im).astype(np.uint16)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if im.mode == "RGB":
+        return np.asarray(im).copy()
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        warnings.warn(f"{source}: alpha channel ({im.mode}) dropped", stacklevel=3)
+    if im.mode in ("L", "LA", "1"):
+        warnings.warn(f"{source}: grayscale ({im.mode}) converted to RGB", stacklevel=3)
+    elif im.mode not in ("P", "PA", "RGBA"):
+        warnings.warn(f"{source}: mode {im.mode} converted to RGB", stacklevel=3)
+    return np.asarray(im.convert("RGB")).copy()
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write HxWx3 uint8/uint16 (or HxW for maps) atomically; the format follows the suffix."""
+    path = Path(path)
+    if array.dtype == np.uint16:
+        if path.suffix.lower() != ".png":
+            raise ValueError(f"{path}: 16-bit images can only be written as PNG")
+        # PIL cannot write 16-bit RGB; cv2 can, and is installed with the basicsr/compressai stacks,
+        # but the core must not need it, so write 16-bit through imageio (a scikit-image dependency).
+        import imageio.v3 as iio
+
+        data = iio.imwrite("<bytes>", array, extension=".png")
+        with atomic_write(path) as f:
+            f.write(data)
+        return
+    if array.dtype != np.uint8:
+        raise TypeError(f"{path}: write_image takes uint8 or uint16 arrays, got {array.dtype}")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image file extension {path.suffix!r}")
+    with atomic_write(path) as f:
+        Image.fromarray(array).save(f, format=fmt)
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8/uint16 (or float in [0,1]) array to a float32 ``[3,H,W]`` tensor in [0,1]."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(array).__name__}")
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 array, got shape {tuple(array.shape)}")
+    if array.dtype == np.uint8:
+        t = torch.from_numpy(array.astype(np.float32) / 255.0)
+    elif array.dtype == np.uint16:
+        t = torch.from_numpy(array.astype(np.float32) / 65535.0)
+    elif np.issubdtype(array.dtype, np.floating):
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    else:
+        raise TypeError(f"unsupported array dtype {array.dtype}; use uint8, uint16 or float in [0,1]")
+    return t.permute(2, 0, 1).contiguous()
+
+
+def tensor_to_array(t: torch.Tensor, dtype=np.uint8) -> np.ndarray:
+    """Float ``[3,H,W]`` tensor in [0,1] to an HxWx3 array of ``dtype`` (uint8 or uint16), rounded."""
+    if t.ndim != 3:
+        raise ValueError(f"expected a [3,H,W] tensor, got shape {tuple(t.shape)}")
+    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype))
+    if peak is None:
+        raise TypeError(f"tensor_to_array writes uint8 or uint16, not {dtype}")
+    a = t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return np.round(a * peak).astype(dtype)
+
+
+def pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    return array_to_tensor(pil_to_array(im))
+
+
+def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    return Image.fromarray(tensor_to_array(t, np.uint8))
+
+
+def check_image_tensor(x: torch.Tensor, name: str = "input") -> None:
+    """Raise a ValueError/TypeError naming the problem if ``x`` is not a batch or image in [0,1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+                        "convert PIL images or numpy arrays with jndplug.to_tensor()")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has integer dtype {x.dtype}; convert to float in [0,1] "
+                        "(for uint8 data: x.float() / 255)")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name} must be [3,H,W] or [B,3,H,W], got shape {tuple(x.shape)}")
+    channels = x.shape[-3]
+    if channels != 3:
+        raise ValueError(f"{name} must have 3 (RGB) channels in dim -3, got {channels} "
+                         f"(shape {tuple(x.shape)}); repeat grayscale to 3 channels, drop alpha")
+    h, w = x.shape[-2:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"{name} is {h}x{w}; jndplug needs images of at least {MIN_SIDE}x{MIN_SIDE}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if hi > 1.0 + 1e-3 or lo < -1e-3:
+        hint = " (values look like 0-255: divide by 255)" if hi > 2.0 else ""
+        raise ValueError(f"{name} values must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]{hint}")

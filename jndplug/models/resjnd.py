@@ -1,0 +1,47 @@
+"""ResJND: critical-perceptual-lossless (CPL) image prediction by residual learning.
+
+A DRRN-style network (Tai et al., CVPR 2017) as used by ResJND: one 3->C convolution, one
+recursive block of two 3x3 CxC convolutions whose weights are shared across ``recursions``
+applications (each adding the block input back), a C->3 convolution and a global residual.
+Pre-activation ReLUs and no biases, matching the authors' released checkpoint (keys ``input.*``,
+``conv1.*``, ``conv2.*``, ``output.*``), so that checkpoint loads without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from jndplug.models import register_estimator
+
+
+@register_estimator("resjnd")
+class ResJND(nn.Module):
+    size_divisor = 1
+    accepts_sur = False
+
+    def __init__(self, channels: int = 128, recursions: int = 25):
+        super().__init__()
+        if channels < 1 or recursions < 1:
+            raise ValueError("resjnd needs channels >= 1 and recursions >= 1")
+        self.config = {"channels": channels, "recursions": recursions}
+        self.recursions = recursions
+        self.input = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.output = nn.Conv2d(channels, 3, 3, padding=1, bias=False)
+        self.relu = nn.ReLU(inplace=False)
+        for conv in (self.input, self.conv1, self.conv2, self.output):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        # 25 shared applications of a Kaiming-initialised block explode; scale the block so an
+        # untrained network starts near the identity and training is stable.
+        with torch.no_grad():
+            self.conv2.weight.mul_(1.0 / recursions)
+            self.output.weight.mul_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        block_in = self.input(self.relu(x))
+        out = block_in
+        for _ in range(self.recursions):
+            out = self.conv2(self.relu(self.conv1(self.relu(out)))) + block_in
+        return x + self.output(self.relu(out))
