@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         # user errors: one clear line, no traceback
         print(f"jndplug {args.command}: error: {exc}", file=sys.stderr)
         return 1
