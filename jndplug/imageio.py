@@ -60,16 +60,42 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 (8-bit files) or uint16 (16-bit files)."""
+    """Read an image file as HxWx3 uint8 (8-bit files) or uint16 (16-bit PNG files)."""
     path = Path(path)
     try:
+        if _png_bit_depth(path) == 16:
+            return _read_png16(path)
         with Image.open(path) as im:
             im.load()
             return pil_to_array(im, source=str(path))
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image file ({exc})") from exc
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 26:
+        return None
+    return head[24]
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    # Pillow reads 16-bit RGB PNGs as 8-bit, silently; pypng keeps all 16 bits.
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = info["planes"]
+    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    if planes in (2, 4):
+        warnings.warn(f"{path}: alpha channel dropped", stacklevel=3)
+        arr = arr[..., :-1]
+    if arr.shape[2] == 1:
+        warnings.warn(f"{path}: 16-bit grayscale converted to RGB", stacklevel=3)
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr)
 
 
 def pil_to_array(im: Image.Image, source: str = "image") -> np.ndarray:
@@ -96,13 +122,12 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     if array.dtype == np.uint16:
         if path.suffix.lower() != ".png":
             raise ValueError(f"{path}: 16-bit images can only be written as PNG")
-        # PIL cannot write 16-bit RGB; cv2 can, and is installed with the basicsr/compressai stacks,
-        # but the core must not need it, so write 16-bit through imageio (a scikit-image dependency).
-        import imageio.v3 as iio
+        import png  # Pillow cannot write 16-bit RGB
 
-        data = iio.imwrite("<bytes>", array, extension=".png")
+        rgb = array.ndim == 3
+        writer = png.Writer(array.shape[1], array.shape[0], bitdepth=16, greyscale=not rgb)
         with atomic_write(path) as f:
-            f.write(data)
+            writer.write(f, array.reshape(array.shape[0], -1).tolist())
         return
     if array.dtype != np.uint8:
         raise TypeError(f"{path}: write_image takes uint8 or uint16 arrays, got {array.dtype}")
@@ -141,11 +166,20 @@ def tensor_to_array(t: torch.Tensor, dtype=np.uint8) -> np.ndarray:
     return np.round(a * peak).astype(dtype)
 
 
-def pil_to_tensor(im: Image.Image) -> torch.Tensor:
-    return array_to_tensor(pil_to_array(im))
+def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """A PIL image or an HxWx3 uint8/uint16/float array as a float32 ``[3,H,W]`` tensor in [0,1]."""
+    if isinstance(image, Image.Image):
+        image = pil_to_array(image)
+    return array_to_tensor(image)
 
 
-def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+def to_array(t: torch.Tensor, dtype=np.uint8) -> np.ndarray:
+    """A ``[3,H,W]`` tensor in [0,1] as an HxWx3 uint8 (default) or uint16 array."""
+    return tensor_to_array(t, dtype)
+
+
+def to_pil(t: torch.Tensor) -> Image.Image:
+    """A ``[3,H,W]`` tensor in [0,1] as an 8-bit RGB PIL image."""
     return Image.fromarray(tensor_to_array(t, np.uint8))
 
 

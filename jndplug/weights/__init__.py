@@ -1,0 +1,199 @@
+"""Estimator weights files: safetensors plus the metadata needed to rebuild and trust them.
+
+A weights file stores the tensors and, as safetensors string metadata:
+``format`` (``jndplug-estimator/1``), ``arch`` (registry name), ``config`` (JSON), ``jndplug_version``,
+``tensors_sha256`` (hash of every tensor's name, dtype, shape and bytes) and ``provenance``
+(free-form JSON: training data, label source, command). Loading verifies all of it. Nothing here
+unpickles: foreign ``.pth`` checkpoints are converted by dedicated importers that use
+``torch.load(weights_only=True)``.
+
+Pretrained estimators shipped with the package live beside this module and are listed in
+``PRETRAINED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from jndplug.imageio import atomic_write
+
+FORMAT = "jndplug-estimator/1"
+WEIGHTS_DIR = Path(__file__).resolve().parent
+
+# name -> (file inside jndplug/weights, one-line description)
+PRETRAINED: dict[str, tuple[str, str]] = {
+    "default": ("jnd-default.safetensors", "the shipped JND inference model (see MODEL_CARD.md)"),
+}
+
+
+def list_pretrained() -> dict[str, bool]:
+    """Pretrained names and whether each one's file is installed."""
+    return {name: (WEIGHTS_DIR / fname).is_file() for name, (fname, _) in PRETRAINED.items()}
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves (independent of file layout and metadata)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def estimator_fingerprint(model: nn.Module) -> str:
+    """Identity of an estimator's behaviour: architecture, config and weights."""
+    arch = getattr(model, "arch_name", type(model).__qualname__)
+    config = json.dumps(getattr(model, "config", {}), sort_keys=True)
+    return hashlib.sha256(f"{arch}\n{config}\n{tensors_sha256(_state_tensors(model))}".encode()).hexdigest()
+
+
+def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` as a jndplug weights file; ``metadata`` is the free-form provenance.
+
+    ``model`` must come from the registry (``create_estimator`` / ``load_estimator``), which
+    gives it ``arch_name`` and ``config``. The write is atomic.
+    """
+    from jndplug import __version__
+
+    arch = getattr(model, "arch_name", None)
+    if arch is None or not hasattr(model, "config"):
+        raise TypeError(
+            f"{type(model).__name__} is not a registered jndplug estimator (no arch_name/config); "
+            "build it with jndplug.create_estimator"
+        )
+    provenance = dict(metadata or {})
+    try:
+        provenance_json = json.dumps(provenance, sort_keys=True)
+    except TypeError as exc:
+        raise TypeError(f"metadata must be JSON-serialisable: {exc}") from exc
+    tensors = _state_tensors(model)
+    header = {
+        "format": FORMAT,
+        "arch": arch,
+        "config": json.dumps(model.config, sort_keys=True),
+        "jndplug_version": __version__,
+        "tensors_sha256": tensors_sha256(tensors),
+        "provenance": provenance_json,
+    }
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: estimator weights are written as .safetensors")
+    with atomic_write(path) as f:
+        f.write(_st_save(tensors, metadata=header))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file, checking that the file is complete."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: truncated or not a safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 100_000_000:
+            raise ValueError(f"{path}: corrupt or truncated safetensors header")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: corrupt safetensors header ({exc})") from exc
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise ValueError(f"{path}: truncated or corrupt file (expected {8 + n + end} bytes, found {size})")
+    return header.get("__metadata__") or {}
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Map a pretrained name or a file path to an existing weights file, or explain why not."""
+    key = os.fspath(name_or_path)
+    if key in PRETRAINED:
+        fname, _ = PRETRAINED[key]
+        path = WEIGHTS_DIR / fname
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained estimator {key!r} is not installed ({path} is missing). It is produced by "
+                "`python -m jndplug.train_estimator` (see MODEL_CARD.md); pass the path of a "
+                ".safetensors file you trained, or an nn.Module, instead."
+            )
+        return path
+    path = Path(key).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix or os.sep in key:
+        raise FileNotFoundError(f"estimator weights file not found: {path}")
+    raise ValueError(f"unknown pretrained estimator {key!r}; known names: {', '.join(PRETRAINED)} "
+                     "(or give the path of a .safetensors file)")
+
+
+def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Module:
+    """Rebuild an estimator from a pretrained name or a jndplug ``.safetensors`` file, verified.
+
+    Refuses, with a message naming the problem, a truncated or corrupt file, a file that is not a
+    jndplug estimator, a tensor-hash mismatch, an unknown architecture and a shape mismatch.
+    The model is returned in eval mode with ``provenance`` and ``weights_path`` attributes.
+    """
+    from jndplug.models import create_estimator, list_estimators
+
+    path = resolve(name_or_path)
+    if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        raise ValueError(
+            f"{path}: jndplug loads only .safetensors weights; convert foreign checkpoints first "
+            "(for the authors' ResJND checkpoint: `jndplug convert-resjnd IN.pth OUT.safetensors`)"
+        )
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a jndplug estimator file (metadata format is {meta.get('format')!r})")
+    for key in ("arch", "config", "tensors_sha256"):
+        if key not in meta:
+            raise ValueError(f"{path}: metadata lacks {key!r}")
+    arch = meta["arch"]
+    if arch not in list_estimators():
+        raise ValueError(f"{path}: unknown estimator architecture {arch!r}; this jndplug knows "
+                         f"{', '.join(list_estimators())} (a newer version may be needed)")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        tensors = _st_load(data)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: corrupt safetensors data ({exc})") from exc
+    digest = tensors_sha256(tensors)
+    if digest != meta["tensors_sha256"]:
+        raise ValueError(f"{path}: tensor hash mismatch (file says {meta['tensors_sha256'][:12]}..., "
+                         f"content is {digest[:12]}...); the file is corrupt or was modified")
+    model = create_estimator(arch, **json.loads(meta["config"]))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match architecture {arch!r} "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for k, v in tensors.items():
+        if own[k].shape != v.shape:
+            raise ValueError(f"{path}: shape mismatch for {k}: file {tuple(v.shape)}, "
+                             f"architecture {tuple(own[k].shape)}")
+    model.load_state_dict(tensors)
+    model.provenance = json.loads(meta.get("provenance", "{}"))
+    model.weights_path = str(path)
+    model.eval()
+    if map_location is not None:
+        model.to(map_location)
+    return model

@@ -1,0 +1,154 @@
+"""Offline JND pseudo-ground-truth for a whole folder tree.
+
+``DST`` mirrors ``SRC`` file for file (same relative paths and extensions, so it can replace a
+ground-truth folder in any paired dataset). Bookkeeping lives in hidden files inside ``DST``
+(dataset loaders such as BasicSR's skip hidden files):
+
+- ``.jndplug-precompute.json``: the settings (estimator fingerprint, strength, sur), written first;
+- ``.jndplug-precompute/rank<R>.jsonl``: one line per finished file with the content hash of its
+  input and the settings key, appended only after the output file has been renamed into place.
+
+A rerun skips files whose input hash and settings key match a log line and whose output exists,
+and redoes everything else; so an interrupted run resumes and edited inputs are redone. Under
+``torchrun`` (``RANK``/``WORLD_SIZE`` set) rank R takes every WORLD_SIZE-th file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, list_images, read_image,
+                             tensor_to_array, write_image)
+from jndplug.target import JNDTarget
+from jndplug.weights import estimator_fingerprint
+
+MANIFEST = ".jndplug-precompute.json"
+LOG_DIR = ".jndplug-precompute"
+
+
+@dataclass
+class PrecomputeReport:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def settings_of(target: JNDTarget) -> dict:
+    """What determines the output of a JNDTarget, as recorded in the manifest."""
+    return {
+        "estimator_fingerprint": estimator_fingerprint(target.model),
+        "arch": getattr(target.model, "arch_name", type(target.model).__name__),
+        "weights": os.path.basename(getattr(target.model, "weights_path", "")) or None,
+        "strength": target.strength,
+        "sur": target.sur,
+    }
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def read_manifest(dst: str | os.PathLike) -> dict:
+    """Settings and finished files of a precomputed folder (used to check it before training)."""
+    dst = Path(dst)
+    path = dst / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{dst} has no {MANIFEST}: it was not made by `jndplug precompute`")
+    manifest = json.loads(path.read_text())
+    manifest["files"] = _read_logs(dst)
+    return manifest
+
+
+def shard(files: list, rank: int | None = None, world_size: int | None = None) -> list:
+    """This process's share of ``files`` under torchrun (every world_size-th, from rank)."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return files[rank::world_size]
+
+
+def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget, *,
+               rank: int | None = None, world_size: int | None = None, progress: bool = True,
+               ) -> PrecomputeReport:
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder not found: {src}")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise ValueError(f"destination {dst} must not be inside the source folder {src}")
+    settings = settings_of(target)
+    key = settings_key(settings)
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    manifest_path = dst / MANIFEST
+    if rank == 0 or not manifest_path.exists():
+        previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        if previous is None or previous.get("settings") != settings:
+            # a new setting does not invalidate the logs: each line carries its own settings key
+            with atomic_write(manifest_path, "w") as f:
+                json.dump({"settings": settings, "settings_key": key, "source": str(src.resolve())}, f, indent=2)
+    done = _read_logs(dst)
+    files = shard(list_images(src), rank, world_size)
+    report = PrecomputeReport()
+    log_path = dst / LOG_DIR / f"rank{rank}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        for path in tqdm(files, desc=f"precompute (rank {rank})", unit="img", disable=not progress):
+            rel = path.relative_to(src).as_posix()
+            out = dst / rel
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            entry = done.get(rel)
+            if entry and entry["input_sha256"] == digest and entry["settings_key"] == key and out.is_file():
+                report.skipped.append(rel)
+                continue
+            try:
+                array = read_image(path)
+                jnd = target(array_to_tensor(array))
+                _write_like_input(out, tensor_to_array(jnd, array.dtype))
+            except (ImageReadError, ValueError) as exc:
+                report.failed[rel] = str(exc)
+                continue
+            log.write(json.dumps({"file": rel, "input_sha256": digest, "settings_key": key}) + "\n")
+            log.flush()
+            report.written.append(rel)
+    return report
+
+
+def _write_like_input(out: Path, array: np.ndarray) -> None:
+    if out.suffix.lower() in (".jpg", ".jpeg"):
+        # keep the name so the folder stays a drop-in replacement; q100 without chroma subsampling
+        # adds far less error than the JND distortion itself
+        with atomic_write(out) as f:
+            Image.fromarray(array).save(f, format="JPEG", quality=100, subsampling=0)
+    elif array.dtype == np.uint16 and out.suffix.lower() != ".png":
+        write_image(out.with_suffix(".png"), array)
+    else:
+        write_image(out, array)
+
+
+def _read_logs(dst: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    for log in sorted((dst / LOG_DIR).glob("rank*.jsonl")):
+        for line in log.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill; its file is simply redone
+            done[rec["file"]] = rec
+    return done
+
+
+def torch_threads_for_rank() -> None:
+    """Under torchrun on CPU, split the cores between ranks instead of oversubscribing them."""
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
+    if world > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))

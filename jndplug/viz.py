@@ -1,0 +1,67 @@
+"""Pictures for people: JND heat maps and side-by-side comparisons."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import torch
+
+from jndplug.imageio import atomic_write, tensor_to_array
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap_array(jnd_map: torch.Tensor, vmax: float | None = None) -> np.ndarray:
+    """A ``[1,H,W]`` JND map as an HxWx3 uint8 colour image (inferno; vmax = 99th percentile)."""
+    from matplotlib import colormaps
+
+    m = jnd_map.detach().float().cpu().reshape(jnd_map.shape[-2:]).numpy()
+    vmax = vmax or float(np.percentile(m, 99)) or 1e-6
+    rgba = colormaps["inferno"](np.clip(m / vmax, 0, 1))
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)
+
+
+def save_comparison(path: str | os.PathLike, original: torch.Tensor, jnd: torch.Tensor,
+                    jnd_map: torch.Tensor, title: str = "") -> None:
+    """Original | JND image | amplified difference | JND map, plus a 1:1 crop of the busiest region."""
+    plt = _pyplot()
+    o, j = original.detach().float().cpu(), jnd.detach().float().cpu()
+    diff = ((j - o) * 10 + 0.5).clamp(0, 1)  # x10 so sub-threshold changes can be seen
+    m = jnd_map.detach().float().cpu().reshape(o.shape[-2:])
+    h, w = o.shape[-2:]
+    c = min(128, h, w)
+    # crop where the predicted distortion is strongest, so the figure shows what changed
+    pooled = torch.nn.functional.avg_pool2d(m[None, None], c, stride=max(1, c // 4))[0, 0]
+    iy, ix = divmod(int(pooled.argmax()), pooled.shape[1])
+    y0, x0 = min(iy * max(1, c // 4), h - c), min(ix * max(1, c // 4), w - c)
+    panels = [
+        (o, "original"), (j, "JND image"), (diff, "difference x10"), (None, "JND map (RMS)"),
+        (o[:, y0:y0 + c, x0:x0 + c], "original, 1:1 crop"), (j[:, y0:y0 + c, x0:x0 + c], "JND, 1:1 crop"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8 * h / max(w, 1) + 1.2))
+    for ax, (img, label) in zip(axes.flat, panels):
+        if img is None:
+            shown = ax.imshow(m.numpy() * 255, cmap="inferno")
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="RMS difference (/255)")
+        else:
+            ax.imshow(tensor_to_array(img))
+        ax.set_title(label)
+        ax.axis("off")
+    axes.flat[0].add_patch(plt.Rectangle((x0, y0), c, c, fill=False, edgecolor="cyan", lw=1.5))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())

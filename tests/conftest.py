@@ -1,0 +1,64 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Tests run on a 2-core machine next to other work: keep torch from oversubscribing it.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def unet():
+    import jndplug
+
+    torch.manual_seed(0)
+    return jndplug.create_estimator("unet").eval()
+
+
+@pytest.fixture(scope="session")
+def estimator_file(tmp_path_factory, unet):
+    import jndplug
+
+    path = tmp_path_factory.mktemp("weights") / "random-unet.safetensors"
+    jndplug.save_estimator(unet, path, {"training": "none: random initialisation for tests"})
+    return path
+
+
+def make_image(h=48, w=64, seed=0, dtype=np.uint8):
+    """A smooth colour image with some edges (random noise would be an unrealistic input)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * xx + rng.uniform(0, 3)), np.cos(5 * yy + rng.uniform(0, 3)),
+                     np.sin(4 * (xx + yy))], axis=-1) * 0.35 + 0.5
+    base[h // 3: h // 2, w // 4: w // 2] = rng.uniform(0.1, 0.9, 3)
+    peak = np.iinfo(dtype).max
+    return np.round(np.clip(base, 0, 1) * peak).astype(dtype)
+
+
+def run_cli(*args, env=None, cwd=None):
+    import subprocess
+
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([PYTHON, "-m", "jndplug", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(make_image(40, 56, 1)).save(src / "a.png")
+    Image.fromarray(make_image(33, 47, 2)).save(src / "sub" / "b.png")
+    Image.fromarray(make_image(64, 48, 3)).save(src / "c.jpg", quality=95)
+    return src
+
+
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,151 @@
+"""The command line (in subprocesses) and folder pre-computation: resume, atomicity, sharding."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jndplug
+from conftest import make_image, run_cli
+from jndplug.imageio import read_image
+from jndplug.precompute import LOG_DIR, MANIFEST, precompute, read_manifest, shard
+
+
+def test_infer_file_folder_map_compare(tmp_path, image_folder, estimator_file):
+    r = run_cli("infer", image_folder / "a.png", tmp_path / "one.png", "--estimator", estimator_file,
+                "--map", "--compare")
+    assert r.returncode == 0, r.stderr
+    out = read_image(tmp_path / "one.png")
+    assert out.shape == read_image(image_folder / "a.png").shape
+    assert (tmp_path / "one_jndmap.png").is_file() and (tmp_path / "one_compare.png").is_file()
+
+    r = run_cli("infer", image_folder, tmp_path / "all", "--estimator", estimator_file, "--strength", "0.5")
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.*"))
+    assert written == ["a.png", "c.jpg", "sub/b.png"]
+
+
+def test_infer_keeps_16_bit(tmp_path, estimator_file):
+    from jndplug.imageio import write_image
+
+    src = tmp_path / "deep.png"
+    deep = make_image(40, 40, dtype=np.uint16)
+    write_image(src, deep)
+    assert np.array_equal(read_image(src), deep)
+    r = run_cli("infer", src, tmp_path / "out.png", "--estimator", estimator_file)
+    assert r.returncode == 0, r.stderr
+    out = read_image(tmp_path / "out.png")
+    assert out.dtype == np.uint16 and out.shape == (40, 40, 3)
+
+
+def test_infer_bad_files_are_reported_and_write_nothing(tmp_path, image_folder, estimator_file):
+    (image_folder / "broken.png").write_bytes(b"not an image at all")
+    Image.fromarray(make_image(10, 40)).save(image_folder / "tiny.png")
+    Image.fromarray(make_image(40, 40)[..., 0]).save(image_folder / "gray.png")
+    r = run_cli("infer", image_folder, tmp_path / "out", "--estimator", estimator_file)
+    assert r.returncode == 1
+    assert "broken.png: not a readable image file" in r.stderr
+    assert "tiny.png" in r.stderr and "at least 16x16" in r.stderr
+    assert "grayscale (L) converted to RGB" in r.stderr
+    assert not (tmp_path / "out" / "broken.png").exists() and not (tmp_path / "out" / "tiny.png").exists()
+    assert read_image(tmp_path / "out" / "gray.png").shape == (40, 40, 3)
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    r = run_cli("infer", tmp_path / "missing.png", tmp_path / "o.png", "--estimator", tmp_path / "w.safetensors")
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("jndplug infer: error:") and "Traceback" not in r.stderr
+
+
+def test_demo_writes_images_and_figure(tmp_path, estimator_file):
+    r = run_cli("demo", "--estimator", estimator_file, "--out", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        assert read_image(tmp_path / "demo" / f"{name}_jnd.png").shape[2] == 3
+        assert (tmp_path / "demo" / f"{name}_jndmap.png").is_file()
+    assert (tmp_path / "demo" / "comparison.png").is_file()
+    assert "comparison figure" in r.stdout
+
+
+def test_precompute_resume_and_change_detection(tmp_path, image_folder, unet):
+    dst = tmp_path / "dst"
+    target = jndplug.JNDTarget(unet)
+    first = precompute(image_folder, dst, target, progress=False)
+    assert sorted(first.written) == ["a.png", "c.jpg", "sub/b.png"] and not first.failed
+    manifest = read_manifest(dst)
+    assert manifest["settings"]["arch"] == "unet" and manifest["settings"]["strength"] == 1.0
+    assert set(manifest["files"]) == {"a.png", "c.jpg", "sub/b.png"}
+    again = precompute(image_folder, dst, target, progress=False)
+    assert again.written == [] and sorted(again.skipped) == ["a.png", "c.jpg", "sub/b.png"]
+    # an edited input and a new setting are redone
+    Image.fromarray(make_image(40, 56, 99)).save(image_folder / "a.png")
+    assert precompute(image_folder, dst, target, progress=False).written == ["a.png"]
+    stronger = precompute(image_folder, dst, jndplug.JNDTarget(unet, strength=2.0), progress=False)
+    assert len(stronger.written) == 3
+    assert read_manifest(dst)["settings"]["strength"] == 2.0
+
+
+def test_precompute_interrupted_leaves_no_partial_file_and_resumes(tmp_path, image_folder, unet, monkeypatch):
+    import jndplug.precompute as pc
+
+    dst = tmp_path / "dst"
+    target = jndplug.JNDTarget(unet)
+    real_write = pc.write_image
+    calls = {"n": 0}
+
+    def dying_write(path, array):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed in the middle of writing the second file
+            with open(str(path) + ".partial", "wb"):
+                pass
+            raise KeyboardInterrupt
+        real_write(path, array)
+
+    monkeypatch.setattr(pc, "write_image", dying_write)
+    monkeypatch.setattr(pc, "_write_like_input", lambda out, a: dying_write(out, a))
+    with pytest.raises(KeyboardInterrupt):
+        precompute(image_folder, dst, target, progress=False)
+    monkeypatch.undo()
+    done = {p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file() and p.suffix in (".png", ".jpg")}
+    assert done == {"a.png"}  # the interrupted file was never renamed into place
+    resumed = precompute(image_folder, dst, target, progress=False)
+    assert resumed.skipped == ["a.png"] and sorted(resumed.written) == ["c.jpg", "sub/b.png"]
+
+
+def test_precompute_torn_log_line_is_ignored(tmp_path, image_folder, unet):
+    dst = tmp_path / "dst"
+    precompute(image_folder, dst, jndplug.JNDTarget(unet), progress=False)
+    log = dst / LOG_DIR / "rank0.jsonl"
+    log.write_text(log.read_text() + '{"file": "sub/b.p')  # killed mid-append
+    assert set(read_manifest(dst)["files"]) == {"a.png", "c.jpg", "sub/b.png"}
+
+
+def test_sharding_splits_files_between_ranks():
+    files = list(range(10))
+    parts = [shard(files, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == files and all(parts)
+    assert not set(parts[0]) & set(parts[1])
+    with pytest.raises(ValueError, match="outside world size"):
+        shard(files, 3, 3)
+
+
+def test_precompute_cli_under_torchrun_environment(tmp_path, image_folder, estimator_file):
+    dst = tmp_path / "dst"
+    for rank in (0, 1):
+        r = run_cli("precompute", image_folder, dst, "--estimator", estimator_file,
+                    env={"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
+        assert r.returncode == 0, r.stderr
+    logs = {p.name: [json.loads(line)["file"] for line in p.read_text().splitlines()]
+            for p in (dst / LOG_DIR).glob("*.jsonl")}
+    assert set(logs) == {"rank0.jsonl", "rank1.jsonl"}
+    assert sorted(logs["rank0.jsonl"] + logs["rank1.jsonl"]) == ["a.png", "c.jpg", "sub/b.png"]
+    assert (dst / MANIFEST).is_file()
+    r = run_cli("precompute", image_folder, dst, "--estimator", estimator_file)
+    assert "0 written, 3 already done" in r.stdout
+
+
+def test_precompute_refuses_destination_inside_source(image_folder, unet):
+    with pytest.raises(ValueError, match="must not be inside the source"):
+        precompute(image_folder, image_folder / "out", jndplug.JNDTarget(unet), progress=False)

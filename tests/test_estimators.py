@@ -1,0 +1,168 @@
+"""Registry, architectures, MAC counting and the weights file format."""
+
+import json
+import struct
+
+import pytest
+import torch
+
+import jndplug
+from jndplug.profile import count_parameters, macs_per_pixel
+from jndplug.weights import read_metadata
+
+
+def test_registry_lists_and_builds():
+    assert {"unet", "resjnd"} <= set(jndplug.list_estimators())
+    m = jndplug.create_estimator("resjnd", channels=8, recursions=2)
+    assert m.config == {"channels": 8, "recursions": 2}
+    with pytest.raises(ValueError, match="unknown estimator architecture 'nope'"):
+        jndplug.create_estimator("nope")
+    with pytest.raises(ValueError, match="bad config for estimator 'resjnd'"):
+        jndplug.create_estimator("resjnd", width=3)
+
+
+def test_unet_default_budget(unet):
+    # the brief's limits for the default config: 25k MACs per pixel and 2M parameters
+    assert macs_per_pixel(unet, (128, 128)) < 25_000
+    assert count_parameters(unet) < 2_000_000
+    assert unet.size_divisor == 32
+
+
+def test_resjnd_structure_and_macs():
+    m = jndplug.create_estimator("resjnd", channels=16, recursions=3)
+    keys = set(m.state_dict())
+    assert keys == {"input.weight", "conv1.weight", "conv2.weight", "output.weight"}  # the authors' keys, no biases
+    # input 3->16, 3 x (two 16->16), output 16->3, all 3x3
+    expected = 9 * (3 * 16 + 3 * 2 * 16 * 16 + 16 * 3)
+    assert macs_per_pixel(m, (32, 32)) == pytest.approx(expected)
+    x = torch.rand(2, 3, 20, 24)
+    assert m(x).shape == x.shape
+
+
+def test_macs_counts_linear_and_grouped_convs():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, groups=3), torch.nn.Flatten(),
+                              torch.nn.Linear(6 * 8 * 8, 10))
+    assert macs_per_pixel(net, (8, 8)) == pytest.approx((6 * 1 * 9 * 64 + 384 * 10) / 64)
+
+
+def test_unet_sur_conditioning():
+    m = jndplug.create_estimator("unet", sur_conditioning=True).eval()
+    assert m.accepts_sur
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = m(x, sur=0.5), m(x, sur=0.9)
+    assert a.shape == x.shape
+    assert torch.allclose(a, b)  # FiLM starts as identity; training makes them differ
+    plain = jndplug.create_estimator("unet")
+    with pytest.raises(ValueError, match="not trained with satisfied-user-ratio"):
+        plain(x, sur=0.5)
+
+
+def test_unet_encoder_weights_from_local_file_only(tmp_path):
+    with pytest.raises(FileNotFoundError, match="encoder_weights file not found"):
+        jndplug.create_estimator("unet", encoder_weights=tmp_path / "missing.safetensors")
+    # a timm checkpoint of the backbone, written locally, loads without any download
+    import timm
+    from safetensors.torch import save_file
+
+    full = timm.create_model("mobilenetv3_small_100")
+    path = tmp_path / "mnv3.safetensors"
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, path)
+    m = jndplug.create_estimator("unet", encoder_weights=path)
+    assert torch.equal(m.encoder.conv_stem.weight, full.conv_stem.weight)
+    assert "encoder_weights" not in m.config  # a path is not part of the architecture
+
+
+def test_save_load_roundtrip(tmp_path, unet):
+    path = jndplug.save_estimator(unet, tmp_path / "m.safetensors", {"data": "unit test", "n": 3})
+    meta = read_metadata(path)
+    assert meta["format"] == "jndplug-estimator/1" and meta["arch"] == "unet"
+    assert json.loads(meta["config"]) == unet.config
+    assert meta["jndplug_version"] == jndplug.__version__
+    assert len(meta["tensors_sha256"]) == 64
+    loaded = jndplug.load_estimator(path)
+    assert loaded.provenance == {"data": "unit test", "n": 3}
+    assert not loaded.training
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), unet(x))
+
+
+def test_save_refuses_unregistered_models_and_bad_metadata(tmp_path, unet):
+    with pytest.raises(TypeError, match="not a registered jndplug estimator"):
+        jndplug.save_estimator(torch.nn.Conv2d(3, 3, 1), tmp_path / "x.safetensors", {})
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        jndplug.save_estimator(unet, tmp_path / "x.safetensors", {"bad": object()})
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.fixture
+def small_file(tmp_path):
+    m = jndplug.create_estimator("resjnd", channels=4, recursions=2)
+    return jndplug.save_estimator(m, tmp_path / "small.safetensors", {})
+
+
+def test_load_refuses_truncated_file(small_file):
+    data = small_file.read_bytes()
+    small_file.write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        jndplug.load_estimator(small_file)
+    small_file.write_bytes(data[:5])
+    with pytest.raises(ValueError, match="truncated"):
+        jndplug.load_estimator(small_file)
+
+
+def test_load_refuses_modified_tensors(small_file):
+    data = bytearray(small_file.read_bytes())
+    data[-3] ^= 0xFF
+    small_file.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="tensor hash mismatch"):
+        jndplug.load_estimator(small_file)
+
+
+def _rewrite_metadata(path, **changes):
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"].update(changes)
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+
+
+def test_load_refuses_unknown_arch_and_shape_mismatch(small_file, tmp_path):
+    _rewrite_metadata(small_file, arch="vit_jnd")
+    with pytest.raises(ValueError, match="unknown estimator architecture 'vit_jnd'"):
+        jndplug.load_estimator(small_file)
+    _rewrite_metadata(small_file, arch="resjnd", config=json.dumps({"channels": 5, "recursions": 2}))
+    with pytest.raises(ValueError, match="shape mismatch for"):
+        jndplug.load_estimator(small_file)
+
+
+def test_load_refuses_foreign_files(tmp_path):
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, plain)
+    with pytest.raises(ValueError, match="not a jndplug estimator file"):
+        jndplug.load_estimator(plain)
+    pth = tmp_path / "ckpt.pth"
+    torch.save({"w": torch.zeros(3)}, pth)
+    with pytest.raises(ValueError, match="convert-resjnd"):
+        jndplug.load_estimator(pth)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="corrupt"):
+        jndplug.load_estimator(garbage)
+
+
+def test_pretrained_names():
+    with pytest.raises(ValueError, match="unknown pretrained estimator 'nonexistent'"):
+        jndplug.load_estimator("nonexistent")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        jndplug.load_estimator("missing/dir/file.safetensors")
+    installed = jndplug.list_pretrained()
+    assert "default" in installed
+    if not installed["default"]:
+        with pytest.raises(FileNotFoundError, match="'default' is not installed"):
+            jndplug.load_estimator("default")

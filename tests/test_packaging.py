@@ -1,0 +1,29 @@
+"""`integrations/` is installed as `jndplug.integrations`, editable and as a regular wheel."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_editable_install_maps_integrations():
+    import jndplug.integrations
+
+    assert Path(jndplug.integrations.__file__).resolve() == ROOT / "integrations" / "__init__.py"
+
+
+def test_wheel_contains_integrations_under_jndplug(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("jndplug-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "integrations").rglob("*.py")}
+    assert expected, "integrations/ has no Python files"
+    for rel in expected:
+        assert "jndplug/" + rel in names, f"{rel} missing from the wheel"
+    assert not any(n.startswith("integrations/") for n in names)
+    assert "jndplug/target.py" in names
+    for weights in (ROOT / "jndplug" / "weights").glob("*.safetensors"):
+        assert f"jndplug/weights/{weights.name}" in names, "shipped weights missing from the wheel"
