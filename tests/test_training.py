@@ -1,0 +1,184 @@
+"""train_estimator: dataset readers, split, resume, export, SUR conditioning, DDP, config errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import jndplug
+from conftest import make_image
+from jndplug.training.loop import split_records, train
+from jndplug.training.sources import read_source
+
+TINY = {"patch": 32, "batch": 2, "steps": 6, "val_every": 3, "checkpoint_every": 3, "loss": {"l1": 1.0, "ssim": 0.2},
+        "val_crop": 64, "warmup": 2, "model": {"decoder_channels": [8, 8, 8, 8, 8], "head_channels": 8}}
+
+
+def _shifted(a, amount):
+    return np.clip(a.astype(int) + amount, 0, 255).astype(np.uint8)
+
+
+def _save_pairs(orig_dir, target_dir, n=4, ext="png"):
+    orig_dir.mkdir(parents=True)
+    target_dir.mkdir(parents=True)
+    for i in range(n):
+        a = make_image(64, 96, i)
+        Image.fromarray(a).save(orig_dir / f"img{i}.{ext}")
+        Image.fromarray(_shifted(a, 6)).save(target_dir / f"img{i}.png")
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    _save_pairs(tmp_path / "o", tmp_path / "t")
+    return f"pairs:{tmp_path / 'o'},{tmp_path / 't'}"
+
+
+@pytest.fixture
+def generated(tmp_path):
+    """A miniature datagen dataset labelled in the study's labels.json schema."""
+    root = tmp_path / "gen"
+    images = {}
+    for i in range(5):
+        a = make_image(64, 96, 10 + i)
+        (root / "originals").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / "originals" / f"im{i}.png")
+        for level in range(1, 10):
+            d = root / "distorted" / f"im{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_shifted(a, 2 * level)).save(d / f"{level}.png")
+        sur = [max(0.0, 1.0 - 0.12 * max(0, k - i)) for k in range(1, 10)]
+        images[f"im{i}"] = {"jnd_level": 2 + i % 3, "sur": sur}
+    images["unlabelled"] = {"jnd_level": None, "sur": None}
+    (root / "study").mkdir()
+    (root / "study" / "labels.json").write_text(json.dumps({"schema": "jndplug-labels-v1", "images": images}))
+    return f"generated:{root}"
+
+
+def test_pairs_and_cplset_and_cnnjnd_readers(tmp_path, pairs):
+    recs = read_source(pairs)
+    assert [r.id for r in recs] == ["img0", "img1", "img2", "img3"]
+    assert all(r.target.parent.name == "t" for r in recs)
+    _save_pairs(tmp_path / "cpl" / "pristine", tmp_path / "cpl" / "CPL", n=3)
+    assert len(read_source(f"cplset:{tmp_path / 'cpl'}")) == 3
+    # the public CNN-Oriented JND Dataset as downloaded: Original_JND_Pair/{original,JND}
+    _save_pairs(tmp_path / "cnn" / "Original_JND_Pair" / "original", tmp_path / "cnn" / "Original_JND_Pair" / "JND", n=3)
+    (tmp_path / "cnn" / "Session1").mkdir()
+    assert len(read_source(f"cnnjnd:{tmp_path / 'cnn'}")) == 3
+    # layouts are adjustable
+    _save_pairs(tmp_path / "mine" / "Original_JND_Pair" / "refs", tmp_path / "mine" / "Original_JND_Pair" / "jnd", n=2)
+    with pytest.raises(FileNotFoundError, match="no original-image folder"):
+        read_source(f"cnnjnd:{tmp_path / 'mine'}")
+    assert len(read_source(f"cnnjnd:{tmp_path / 'mine'}", {"cnnjnd": {"original": ["refs"]}})) == 2
+
+
+def test_generated_reader(generated):
+    recs = read_source(generated)
+    assert len(recs) == 5  # the unlabelled image is left out
+    r = recs[0]
+    assert len(r.levels) == 9 and r.levels[0].name == "1.png" and r.label_level == 2
+    assert r.target == r.levels[1]
+    # im0: SUR 0.88, 0.76, 0.64, 0.52, 0.40, ...
+    assert (r.level_for_sur(0.95), r.level_for_sur(0.85), r.level_for_sur(0.5)) == (0, 1, 4)
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown kind 'zip'"):
+        read_source("zip:/x")
+    with pytest.raises(ValueError, match="expected KIND:PATH"):
+        read_source("pairs")
+    with pytest.raises(FileNotFoundError, match="no labels file"):
+        read_source(f"generated:{tmp_path}")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "t").mkdir()
+    Image.fromarray(make_image(40, 40)).save(tmp_path / "o" / "a.png")
+    with pytest.raises(ValueError, match="no target with the same name"):
+        read_source(f"pairs:{tmp_path / 'o'},{tmp_path / 't'}")
+
+
+def test_split_is_by_image_and_seeded(generated):
+    recs = read_source(generated)
+    tr, va = split_records(recs, 0.4, seed=3)
+    assert not {r.id for r in tr} & {r.id for r in va} and len(va) == 2
+    tr2, va2 = split_records(recs, 0.4, seed=3)
+    assert [r.id for r in va] == [r.id for r in va2]
+
+
+def _model_tensors(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_resume_continues_bit_for_bit(tmp_path, pairs):
+    train([pairs], tmp_path / "straight", TINY, progress=False, measure=None)
+    first = train([pairs], tmp_path / "resumed", TINY, progress=False, measure=None, max_steps_this_run=4)
+    assert first["step"] == 4 and not first["finished"]
+    second = train([pairs], tmp_path / "resumed", TINY, progress=False, measure=None)
+    assert second["finished"] and second["step"] == 6
+    a, b = _model_tensors(tmp_path / "straight"), _model_tensors(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="other data or config"):
+        train([pairs], tmp_path / "resumed", {**TINY, "lr": 1e-4}, progress=False, measure=None)
+
+
+def test_training_learns_and_exports(tmp_path, pairs):
+    cfg = {**TINY, "steps": 40, "val_every": 20, "checkpoint_every": 20, "lr": 3e-3, "loss": {"l1": 1.0}}
+    out = tmp_path / "run"
+    export = tmp_path / "model.safetensors"
+    result = train([pairs], out, cfg, export=str(export), progress=False, measure=None, command="test")
+    for name in ("config.json", "split.json", "log.csv", "log.json", "curves.png", "metrics.json", "best.safetensors"):
+        assert (out / name).is_file(), name
+    hist = result["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    model = jndplug.load_estimator(export)
+    assert model.provenance["data"] == [pairs] and model.provenance["command"] == "test"
+    assert model.provenance["validation"]["psnr"] == pytest.approx(result["validation"]["psnr"])
+    # the exported model runs through JNDTarget and moves images towards the (brighter) targets
+    x = jndplug.to_tensor(make_image(64, 96, 0))
+    out_img = jndplug.JNDTarget(export)(x)
+    assert (out_img - x).mean() > 0
+
+
+def test_sur_conditioning_and_level_metrics(tmp_path, generated):
+    cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4, "val_sur": [0.5, 0.9]}
+    mae = lambda img, ref: float((img - ref).abs().mean())  # noqa: E731
+    result = train([generated], tmp_path / "run", cfg, export=str(tmp_path / "c.safetensors"), progress=False,
+                   measure=mae)
+    v = result["validation"]
+    assert {"psnr", "ssim", "level_exact", "level_within1", "psnr@sur0.5", "psnr@sur0.9"} <= set(v)
+    assert 0 <= v["level_exact"] <= v["level_within1"] <= 1
+    t = jndplug.JNDTarget(str(tmp_path / "c.safetensors"), sur=0.9)
+    assert t(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_config_errors(tmp_path, pairs):
+    with pytest.raises(ValueError, match="unknown training config keys: epochs"):
+        train([pairs], tmp_path / "r", {"epochs": 3}, progress=False)
+    with pytest.raises(ValueError, match="ms_ssim needs patch >= 161"):
+        train([pairs], tmp_path / "r", {"patch": 64}, progress=False)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        train([pairs], tmp_path / "r", {"patch": 40, "loss": {"l1": 1}}, progress=False)
+    with pytest.raises(ValueError, match="smaller than patch 256"):
+        train([pairs], tmp_path / "r", {"loss": {"l1": 1}}, progress=False)
+    with pytest.raises(ValueError, match="needs SUR curves"):
+        train([pairs], tmp_path / "r", {**TINY, "sur_conditioning": True}, progress=False)
+
+
+def test_cli_and_ddp_two_cpu_processes(tmp_path, pairs):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**TINY, "steps": 4}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["--data", pairs, "--config", str(cfg), "--no-level-metrics"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                        "-m", "jndplug.train_estimator", *args, "--out", str(tmp_path / "ddp"),
+                        "--export", str(tmp_path / "ddp.safetensors")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "ddp.safetensors").is_file()
+    assert len(json.loads((tmp_path / "ddp" / "log.json").read_text())) >= 1
+    bad = subprocess.run([sys.executable, "-m", "jndplug.train_estimator", "--data", "nope:x", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "unknown kind 'nope'" in bad.stderr
