@@ -12,6 +12,7 @@ import sys
 
 _COMMAND_MODULES = (
     "jndplug.commands",
+    "jndplug.other_commands",
 )
 
 

@@ -47,7 +47,6 @@ def settings_of(target: JNDTarget) -> dict:
     return {
         "estimator_fingerprint": estimator_fingerprint(target.model),
         "arch": getattr(target.model, "arch_name", type(target.model).__name__),
-        "weights": os.path.basename(getattr(target.model, "weights_path", "")) or None,
         "strength": target.strength,
         "sur": target.sur,
     }
@@ -93,8 +92,11 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
         previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
         if previous is None or previous.get("settings") != settings:
             # a new setting does not invalidate the logs: each line carries its own settings key
+            # the weights file name is for people reading the manifest; the fingerprint is what counts
+            weights = os.path.basename(getattr(target.model, "weights_path", "")) or None
             with atomic_write(manifest_path, "w") as f:
-                json.dump({"settings": settings, "settings_key": key, "source": str(src.resolve())}, f, indent=2)
+                json.dump({"settings": settings, "settings_key": key, "weights_file": weights,
+                           "source": str(src.resolve())}, f, indent=2)
     done = _read_logs(dst)
     files = shard(list_images(src), rank, world_size)
     report = PrecomputeReport()

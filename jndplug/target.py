@@ -103,14 +103,20 @@ class JNDTarget:
         return out[0] if single else out
 
     @torch.no_grad()
-    def jnd_map(self, x: torch.Tensor) -> torch.Tensor:
+    def jnd_map(self, x: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Per-pixel JND magnitude: RMS over channels of ``jnd - x``.
 
         ``[B,1,H,W]`` for a batch, ``[1,H,W]`` for a single image, in the input's dtype.
+        ``normalize=True`` divides each image's map by its maximum, as ResJND does for its JND
+        maps (an image whose map is all zero stays zero).
         """
         check_image_tensor(x)
         diff = self(x).to(torch.float32) - x.to(torch.float32)
-        return diff.pow(2).mean(dim=-3, keepdim=True).sqrt().to(x.dtype)
+        m = diff.pow(2).mean(dim=-3, keepdim=True).sqrt()
+        if normalize:
+            peak = m.amax(dim=(-2, -1), keepdim=True)
+            m = m / torch.where(peak > 0, peak, torch.ones_like(peak))
+        return m.to(x.dtype)
 
     def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         device = self.device or batch.device

@@ -1,0 +1,107 @@
+"""jndplug for BasicSR: one ``jnd_target`` block in the option file turns training JND-adapted.
+
+Importing this module (first, before ``basicsr`` or a BasicSR-based package such as
+``realesrgan``)
+
+1. makes ``basicsr==1.4.2`` importable with current torchvision (see ``_compat``);
+2. hooks three names in ``basicsr.train``, which ``train_pipeline`` looks up at call time:
+   ``parse_options`` (the ``jnd_target`` block is checked at start-up),
+   ``build_model`` (in online mode the model's ``optimize_parameters`` is wrapped by
+   :func:`wrap_model`) and ``load_resume_state`` (resuming also works on CPU).
+
+Any ``model_type`` works because every BasicSR model computes its training losses inside
+``optimize_parameters`` from ``self.gt`` set by ``feed_data``, and validation never calls it.
+See docs/basicsr.md.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from jndplug.integrations.basicsr._compat import cpu_resume, install_torchvision_shim
+
+install_torchvision_shim()
+
+import basicsr.train  # noqa: E402
+from basicsr.utils import get_root_logger  # noqa: E402
+
+from jndplug.integrations.basicsr.options import JNDOptionError, check_options, make_target  # noqa: E402
+from jndplug.target import JNDTarget  # noqa: E402
+
+__all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
+
+# Model attributes holding training targets: `gt`, and the unsharp-masked copy that Real-ESRGAN
+# style models compute in feed_data and use for their pixel, perceptual and GAN losses.
+TARGET_ATTRIBUTES = ("gt", "gt_usm")
+
+
+def wrap_model(model, target: JNDTarget):
+    """Make ``model.optimize_parameters`` train against ``target(gt)`` instead of ``gt``.
+
+    During each call every tensor in :data:`TARGET_ATTRIBUTES` is replaced by its JND image
+    (batched, no autograd, on the tensor's device, which is the model's) and restored afterwards,
+    so code reading ``model.gt`` between steps still sees the true ground truth. All losses of the
+    step see the JND image, the GAN discriminator's real samples included: the generator is then
+    pulled towards one target, instead of its pixel loss asking for the JND image while the
+    discriminator learns to flag exactly that sub-threshold distortion; it is also what offline
+    mode, which replaces the ground truth on disk, trains on.
+    """
+    upstream = model.optimize_parameters
+
+    @functools.wraps(upstream)
+    def optimize_parameters(*args, **kwargs):
+        true = {name: getattr(model, name) for name in TARGET_ATTRIBUTES
+                if isinstance(getattr(model, name, None), torch.Tensor)}
+        for name, tensor in true.items():
+            # video models hold [B, T, 3, H, W] clips: JND images frame by frame
+            setattr(model, name, target(tensor.flatten(0, -4)).view_as(tensor))
+        try:
+            return upstream(*args, **kwargs)
+        finally:
+            for name, tensor in true.items():
+                setattr(model, name, tensor)
+
+    model.optimize_parameters = optimize_parameters
+    return model
+
+
+def _parse_options(upstream):
+    @functools.wraps(upstream)
+    def parse_options(root_path, is_train=True):
+        opt, args = upstream(root_path, is_train)
+        cfg = check_options(opt)
+        if cfg is not None:
+            opt["jnd_target"] = cfg  # defaults filled in, and logged by BasicSR with the other options
+        return opt, args
+
+    return parse_options
+
+
+def _build_model(upstream):
+    @functools.wraps(upstream)
+    def build_model(opt):
+        model = upstream(opt)
+        cfg = opt.get("jnd_target")
+        if not (cfg and cfg["enable"]):
+            return model
+        logger = get_root_logger()
+        if cfg["mode"] == "offline":
+            logger.info(f"jndplug: offline JND targets, read from {opt['datasets']['train']['dataroot_gt']}")
+            return model
+        # device=None: the estimator follows self.gt, i.e. this rank's GPU ('cuda:N') under torchrun
+        target = make_target(cfg)
+        logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target}")
+        return wrap_model(model, target)
+
+    return build_model
+
+
+# A second execution of this file (importlib.reload, or a source checkout imported as
+# `integrations.basicsr`) must not wrap the functions twice.
+if not getattr(basicsr.train, "_jndplug_hooked", False):
+    basicsr.train.parse_options = _parse_options(basicsr.train.parse_options)
+    basicsr.train.build_model = _build_model(basicsr.train.build_model)
+    basicsr.train.load_resume_state = cpu_resume(basicsr.train.load_resume_state)
+    basicsr.train._jndplug_hooked = True
