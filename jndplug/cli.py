@@ -12,6 +12,7 @@ import sys
 
 _COMMAND_MODULES = (
     "jndplug.commands",
+    "jndplug.study.cli",
     "jndplug.other_commands",
 )
 

@@ -435,3 +435,15 @@ def test_example_option_files(estimator_file):
         # the block is valid once an estimator exists (the shipped default is trained elsewhere)
         jnd["jnd_target"] = dict(block, estimator=str(estimator_file))
         assert check_options(jnd)["mode"] == "online"
+
+
+def test_jnd_tolerant_loss_is_a_basicsr_loss(estimator_file):
+    """`pixel_opt: {type: JNDTolerantLoss, ...}` in an option file builds through BasicSR's registry."""
+    import jndplug.integrations.basicsr  # noqa: F401  (registers the loss)
+    from basicsr.losses import build_loss
+
+    loss = build_loss({"type": "JNDTolerantLoss", "jnd": str(estimator_file), "kind": "l1", "loss_weight": 1.0})
+    gt = torch.rand(2, 3, 32, 32)
+    assert float(loss(gt, gt)) == 0.0
+    far = (gt + 0.5).clamp(0, 1)
+    assert float(loss(far, gt)) > 0

@@ -27,8 +27,15 @@ install_torchvision_shim()
 import basicsr.train  # noqa: E402
 from basicsr.utils import get_root_logger  # noqa: E402
 
+from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
+
 from jndplug.integrations.basicsr.options import JNDOptionError, check_options, make_target  # noqa: E402
+from jndplug.losses import JNDTolerantLoss  # noqa: E402
 from jndplug.target import JNDTarget  # noqa: E402
+
+# Option files can then use it like any BasicSR loss:
+#   pixel_opt: {type: JNDTolerantLoss, jnd: default, kind: l1, loss_weight: 1.0}
+LOSS_REGISTRY.register(JNDTolerantLoss)
 
 __all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
 

@@ -1,0 +1,138 @@
+"""``jndplug study simulate | aggregate | import``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="the JND study: simulate observers, aggregate judgements into labels",
+                              description="The JND study: binary-search protocol, screening and labels.")
+    sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    s = sub.add_parser("simulate", help="answer the study with simulated observers (visibility model)",
+                       description="Run simulated participants through the binary-search protocol. Model "
+                                   "predictions are cached in DATASET/study/cache/, so a rerun resumes.")
+    s.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
+    s.add_argument("--observers", type=int, default=20, help="number of simulated participants (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--model", choices=("cvvdp", "flip"), default="cvvdp",
+                   help="visibility model (default cvvdp: ColorVideoVDP)")
+    s.add_argument("--viewing-distance", type=float, default=0.6, metavar="M",
+                   help="viewing distance in metres from the 24-inch 1920x1080 display (default 0.6)")
+    s.add_argument("--sensitivity-sd", type=float, default=0.3,
+                   help="spread of observer sensitivity, sd of its natural log (default 0.3)")
+    s.add_argument("--sensitivity-median", type=float, default=1.0,
+                   help="median observer sensitivity, a multiplier on the model's distance (default 1)")
+    s.add_argument("--lapse-rate", type=float, default=0.02, help="probability of a random answer (default 0.02)")
+    s.add_argument("--catch-every", type=int, default=10, metavar="N",
+                   help="a catch trial after every N images (0: none; default 10)")
+    s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    s.add_argument("--out", type=Path, default=None,
+                   help="judgements file, .csv or .json (default DATASET/study/judgements.csv)")
+    s.set_defaults(func=_simulate)
+
+    a = sub.add_parser("aggregate", help="screen participants and write labels.json + pairs/",
+                       description="Screen participants (catch trials, ITU-R BT.500) and write labels.json, "
+                                   "pairs/original/<id>.png, pairs/jnd/<id>.png and plots.")
+    a.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
+    a.add_argument("--judgements", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="judgement files (default DATASET/study/judgements.csv)")
+    a.add_argument("--out", type=Path, default=None, help="output folder (default DATASET/study)")
+    a.add_argument("--jnd-rule", default="mean-floor",
+                   help="per-image JND level: mean-floor (default), mean-round, median-floor or sur:P")
+    a.add_argument("--max-catch-fail", type=float, default=0.2, metavar="RATE",
+                   help="reject participants failing more than this fraction of catch trials (default 0.2)")
+    a.add_argument("--min-participants", type=int, default=5,
+                   help="flag images with fewer retained participants (default 5)")
+    a.add_argument("--no-plots", action="store_true", help="skip sur_curves.png and jnd_histogram.png")
+    a.set_defaults(func=_aggregate)
+
+    i = sub.add_parser("import", help="convert a third-party judgement table into the jndplug schema",
+                       description="Map a CSV (or JSON list) of trial-level judgements into the jndplug "
+                                   "judgement schema. Example: --map participant=subject image=src "
+                                   "level=qp response=answer --noticeable-values 1 --not-noticeable-values 0")
+    i.add_argument("file", type=Path)
+    i.add_argument("--out", type=Path, required=True, help="output judgements file (.csv or .json)")
+    i.add_argument("--map", nargs="+", default=[], metavar="FIELD=COLUMN", help="schema field = column in the file")
+    i.add_argument("--noticeable-values", default=None, metavar="A,B",
+                   help="response texts meaning noticeable (default 1,yes,y,true,noticeable,visible,different)")
+    i.add_argument("--not-noticeable-values", default=None, metavar="A,B",
+                   help="response texts meaning not noticeable (default 0,no,n,false,not_noticeable,invisible,same)")
+    i.add_argument("--level-offset", type=int, default=0, help="added to the file's levels (1 for 0-based levels)")
+    i.add_argument("--observer-kind", choices=("human", "simulated"), default="human",
+                   help="for rows without an observer_kind (default human)")
+    i.set_defaults(func=_import)
+
+
+def _simulate(args) -> int:
+    from jndplug.study.dataset import StudyDataset
+    from jndplug.study.observers import make_model, simulate
+    from jndplug.study.records import write_judgements
+
+    ds = StudyDataset(args.dataset)
+    images = ds.ids[: args.limit] if args.limit else ds.ids
+    model = make_model(args.model, viewing_distance_m=args.viewing_distance)
+    judgements = simulate(ds, model, n_observers=args.observers, seed=args.seed,
+                          sensitivity_sd=args.sensitivity_sd, lapse_rate=args.lapse_rate,
+                          sensitivity_median=args.sensitivity_median,
+                          catch_every=args.catch_every, images=images)
+    out = args.out or ds.study_dir / "judgements.csv"
+    write_judgements(out, judgements)
+    print(f"{len(judgements)} simulated judgements ({args.observers} observers x {len(images)} images, "
+          f"model {model.key}) -> {out}")
+    return 0
+
+
+def _aggregate(args) -> int:
+    from jndplug.study.dataset import StudyDataset
+    from jndplug.study.labels import aggregate, write_outputs
+    from jndplug.study.records import read_judgements
+
+    ds = StudyDataset(args.dataset)
+    files = args.judgements or [ds.study_dir / "judgements.csv"]
+    judgements = [j for f in files for j in read_judgements(f)]
+    missing = sorted({j.image for j in judgements} - set(ds.ids))
+    if missing:
+        raise ValueError(f"judgements name image(s) not in {ds.root}: {', '.join(missing[:5])}")
+    labels = aggregate(judgements, jnd_rule=args.jnd_rule, max_catch_fail_rate=args.max_catch_fail,
+                       min_participants=args.min_participants)
+    out = args.out or ds.study_dir
+    write_outputs(labels, ds, out, plots=not args.no_plots)
+    scr = labels["screening"]
+    print(f"{scr['n_retained']} of {scr['n_participants']} participants retained "
+          f"({labels['observer_kind']} observers)")
+    for p, reasons in scr["rejected"].items():
+        print(f"  rejected {p}: {'; '.join(reasons)}")
+    flagged = {img: e["flags"] for img, e in labels["images"].items() if e.get("flags")}
+    levels = [e["jnd_level"] for e in labels["images"].values() if e.get("jnd_level") is not None]
+    print(f"{len(levels)} images labelled, JND level mean {sum(levels) / max(1, len(levels)):.2f}; "
+          f"{len(flagged)} flagged")
+    for img, flags in list(flagged.items())[:10]:
+        print(f"  {img}: {', '.join(flags)}")
+    if len(flagged) > 10:
+        print(f"  ... and {len(flagged) - 10} more (see labels.json)")
+    print(f"labels and pairs -> {out}")
+    return 0
+
+
+def _import(args) -> int:
+    from jndplug.study.records import import_judgements, write_judgements
+
+    columns = {}
+    for m in args.map:
+        field, sep, col = m.partition("=")
+        if not sep or not field or not col:
+            raise ValueError(f"--map takes FIELD=COLUMN, got {m!r}")
+        columns[field] = col
+    kw = {}
+    if args.noticeable_values is not None:
+        kw["noticeable_values"] = tuple(v.strip() for v in args.noticeable_values.split(","))
+    if args.not_noticeable_values is not None:
+        kw["not_noticeable_values"] = tuple(v.strip() for v in args.not_noticeable_values.split(","))
+    judgements = import_judgements(args.file, columns, level_offset=args.level_offset,
+                                   defaults={"observer_kind": args.observer_kind}, **kw)
+    write_judgements(args.out, judgements)
+    print(f"{len(judgements)} judgements from {args.file} -> {args.out}")
+    return 0

@@ -1,0 +1,309 @@
+"""Simulated observers: participants that answer the engine's questions from a visibility model.
+
+They stand in for people when none are available, and every record they produce says so
+(``observer_kind = "simulated"``, ``observer_model`` = the model and the observer's parameters).
+
+Psychometric function (ColorVideoVDP, the default)
+--------------------------------------------------
+ColorVideoVDP predicts quality ``Q`` in JOD (just-objectionable-difference) units, 10 meaning
+identical to the reference; ``d = 10 - Q`` is the distance of the test image from its reference.
+The JOD scale is a Thurstone case V scale: in a pairwise comparison, the probability that the
+better image is preferred is ``P_pref(d) = Phi(z75 * d)``, with the unit fixed so that
+``d = 1 JOD`` gives 75% preference, hence ``z75 = Phi^-1(0.75) = 0.6745``.
+
+In a reference-versus-test comparison an observer who detects the difference prefers the
+reference; one who does not, guesses. So ``P_pref = P_det + (1 - P_det) / 2 = 0.5 + 0.5 P_det``,
+which gives the detection probability
+
+    P_det(d) = 2 Phi(z75 d) - 1 = erf(z75 d / sqrt(2))
+
+(0 at d = 0, 26% at 0.5 JOD, 50% at 1 JOD, 82% at 2 JOD). Participant ``i`` scales the distance
+by a sensitivity ``s_i = m * exp(sigma_s * N(0, 1))`` (lognormal; with the default median
+``m = 1`` the median participant is the model's average observer; ``sigma_s = 0.3`` by default puts the 5-95% range of thresholds at
+0.61-1.64x, an assumption, not a measurement), and lapses with probability ``lambda``: on a lapse
+the answer is a coin flip. The probability of answering "noticeable" is
+
+    P_yes = (1 - lambda) * P_det(s_i d) + lambda / 2.
+
+With no lapse, an identical pair (d = 0) is never called noticeable.
+
+NVIDIA FLIP (the alternative)
+-----------------------------
+FLIP gives a mean per-pixel error ``e`` in [0, 1] with no probabilistic meaning. It is mapped to
+an equivalent JOD distance ``d = (e / e50) ** gamma`` and then through the function above.
+``e50 = 0.126`` and ``gamma = 2.17`` are a least-squares fit of log ColorVideoVDP distance on log
+FLIP error over 12 photographs x 9 JPEG levels seen on the same display (``python -m
+jndplug.study.validate``; see the study README). The calibration is to another model, not to
+people, and is weaker than ColorVideoVDP's own (rank correlation between the two: 0.93).
+
+Viewing conditions: the study's display, a 24-inch 1920x1080 monitor (ColorVideoVDP's
+``standard_fhd``: 200 cd/m^2 peak, contrast 1000:1, 250 lux office light) seen from 0.6 m
+(about 38 pixels per degree); each image is shown at its native pixel size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+from scipy.special import erf
+
+from jndplug.imageio import atomic_write, read_image
+from jndplug.study.dataset import StudyDataset
+from jndplug.study.engine import SEARCH, Session
+from jndplug.study.records import Judgement
+
+Z75 = 0.6744897501960817  # Phi^-1(0.75)
+
+
+def detection_probability(d, sensitivity: float = 1.0):
+    """P(detect) of a reference-vs-test difference ``d`` JOD for an observer of ``sensitivity``."""
+    d = np.maximum(np.asarray(d, dtype=float), 0.0)
+    return erf(Z75 * sensitivity * d / math.sqrt(2))
+
+
+class VisibilityModel:
+    """A full-reference model giving a distance in (equivalent) JOD between two images."""
+
+    name = "model"
+
+    @property
+    def key(self) -> str:
+        """Identifies the model and viewing conditions; predictions are cached under it."""
+        raise NotImplementedError
+
+    def distance(self, reference: np.ndarray, test: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+class CVVDP(VisibilityModel):
+    """ColorVideoVDP on the study display (see the module docstring); needs no downloads."""
+
+    name = "cvvdp"
+
+    def __init__(self, display: str = "standard_fhd", viewing_distance_m: float = 0.6,
+                 diagonal_inches: float = 24.0, resolution=(1920, 1080)):
+        import pycvvdp
+        import torch
+
+        if viewing_distance_m <= 0 or diagonal_inches <= 0:
+            raise ValueError("viewing distance and display size must be positive")
+        self.display, self.viewing_distance_m, self.diagonal_inches = display, viewing_distance_m, diagonal_inches
+        self.resolution = tuple(resolution)
+        geometry = pycvvdp.vvdp_display_geometry(self.resolution, distance_m=viewing_distance_m,
+                                                 diagonal_size_inches=diagonal_inches)
+        self.ppd = float(geometry.get_ppd())
+        try:
+            self._metric = pycvvdp.cvvdp(display_name=display, display_geometry=geometry,
+                                         device=torch.device("cpu"), quiet=True)
+        except Exception as exc:  # pycvvdp raises bare RuntimeError/vq_exception for unknown displays
+            raise ValueError(f"ColorVideoVDP could not use display {display!r}: {exc}") from None
+        self._version = getattr(pycvvdp, "__version__", "") or _param_version(pycvvdp)
+
+    @property
+    def key(self) -> str:
+        w, h = self.resolution
+        return (f"cvvdp-{self._version}_{self.display}_{w}x{h}_{self.diagonal_inches:g}in_"
+                f"{self.viewing_distance_m:g}m")
+
+    def distance(self, reference, test) -> float:
+        import torch
+
+        with torch.no_grad():
+            q, _ = self._metric.predict(test, reference, dim_order="HWC")
+        return max(0.0, 10.0 - float(q))
+
+
+def _param_version(pycvvdp) -> str:
+    try:
+        p = Path(pycvvdp.__file__).parent / "vvdp_data" / "cvvdp_parameters.json"
+        return json.loads(p.read_text()).get("version", "unknown")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+class FLIP(VisibilityModel):
+    """NVIDIA FLIP (LDR) mapped to an equivalent JOD distance ``(e / e50) ** gamma``."""
+
+    name = "flip"
+
+    def __init__(self, viewing_distance_m: float = 0.6, diagonal_inches: float = 24.0,
+                 resolution=(1920, 1080), e50: float = 0.126, gamma: float = 2.17):
+        if viewing_distance_m <= 0 or diagonal_inches <= 0 or e50 <= 0 or gamma <= 0:
+            raise ValueError("viewing distance, display size, e50 and gamma must be positive")
+        w, h = resolution
+        self.resolution = (w, h)
+        self.viewing_distance_m, self.diagonal_inches = viewing_distance_m, diagonal_inches
+        width_m = diagonal_inches * 0.0254 * w / math.hypot(w, h)
+        self._vc = [viewing_distance_m, float(w), width_m]
+        self.e50, self.gamma = e50, gamma
+
+    @property
+    def key(self) -> str:
+        w, h = self.resolution
+        return (f"flip_{w}x{h}_{self.diagonal_inches:g}in_{self.viewing_distance_m:g}m_"
+                f"e50-{self.e50:g}_g{self.gamma:g}")
+
+    def mean_error(self, reference, test) -> float:
+        import flip_evaluator
+
+        def f(a):
+            peak = 65535.0 if a.dtype == np.uint16 else 255.0
+            return np.ascontiguousarray(a, dtype=np.float32) / peak
+
+        _, err, _ = flip_evaluator.evaluate(f(reference), f(test), "LDR", applyMagma=False,
+                                            parameters={"vc": self._vc})
+        return float(err)
+
+    def distance(self, reference, test) -> float:
+        return (self.mean_error(reference, test) / self.e50) ** self.gamma
+
+
+MODELS = {"cvvdp": CVVDP, "flip": FLIP}
+
+
+def make_model(name: str, viewing_distance_m: float = 0.6, **kw) -> VisibilityModel:
+    if name not in MODELS:
+        raise ValueError(f"unknown visibility model {name!r}; choose {', '.join(MODELS)}")
+    return MODELS[name](viewing_distance_m=viewing_distance_m, **kw)
+
+
+class PredictionCache:
+    """The model's distance per (image, level), computed once and kept on disk.
+
+    One small JSON file per image under ``cache_dir``; an entry is recomputed when the image files
+    it came from change (size or modification time), so a regenerated dataset is not served stale
+    numbers. Interrupting loses at most the level being computed.
+    """
+
+    def __init__(self, dataset: StudyDataset, model: VisibilityModel, cache_dir: str | Path | None = None):
+        self.dataset, self.model = dataset, model
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model.key)
+        self.dir = Path(cache_dir) if cache_dir else dataset.study_dir / "cache" / safe
+        self._mem: dict[str, dict] = {}
+        self._ref: tuple[str, np.ndarray] | None = None
+        self.computed = 0  # model evaluations made by this instance (cache misses)
+
+    def _stamp(self, p: Path) -> list[int]:
+        s = p.stat()
+        return [s.st_size, s.st_mtime_ns]
+
+    def _entry(self, image: str) -> dict:
+        if image not in self._mem:
+            path = self.dir / f"{image}.json"
+            entry = None
+            if path.is_file():
+                try:
+                    entry = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    entry = None  # a damaged cache file is recomputed, not trusted
+            orig = self._stamp(self.dataset.original_path(image))
+            if not entry or entry.get("model") != self.model.key or entry.get("original") != orig:
+                entry = {"model": self.model.key, "original": orig, "levels": {}}
+            self._mem[image] = entry
+        return self._mem[image]
+
+    def distance(self, image: str, level: int) -> float:
+        if level == 0:
+            return 0.0
+        entry = self._entry(image)
+        path = self.dataset.level_path(image, level)
+        stamp = self._stamp(path)
+        hit = entry["levels"].get(str(level))
+        if hit and hit[1] == stamp:
+            return float(hit[0])
+        if self._ref is None or self._ref[0] != image:
+            self._ref = (image, read_image(self.dataset.original_path(image)))
+        ref, test = self._ref[1], read_image(path)
+        if ref.shape != test.shape:
+            raise ValueError(f"{path}: size {test.shape[1]}x{test.shape[0]} differs from its original "
+                             f"({ref.shape[1]}x{ref.shape[0]})")
+        d = float(self.model.distance(ref, test))
+        self.computed += 1
+        entry["levels"][str(level)] = [d, stamp]
+        with atomic_write(self.dir / f"{image}.json", "w") as f:
+            json.dump(entry, f)
+        return d
+
+
+class SimulatedObserver:
+    """One simulated participant: a sensitivity, a lapse rate and a seeded answer stream."""
+
+    def __init__(self, participant: str, sensitivity: float, lapse_rate: float, seed: int, index: int,
+                 model_key: str):
+        self.participant, self.sensitivity, self.lapse_rate = participant, sensitivity, lapse_rate
+        self.seed, self.index = seed, index
+        self.description = (f"{model_key};sensitivity={sensitivity:.4f};lapse={lapse_rate:g};"
+                            f"seed={seed};observer={index}")
+        self._streams: dict[str, np.random.Generator] = {}
+
+    def p_noticeable(self, d: float) -> float:
+        return float((1 - self.lapse_rate) * detection_probability(d, self.sensitivity) + self.lapse_rate / 2)
+
+    def respond(self, image: str, d: float) -> bool:
+        # one random stream per image, so answers do not depend on the order images are shown in
+        if image not in self._streams:
+            self._streams[image] = np.random.default_rng([self.seed, self.index, zlib.crc32(image.encode())])
+        return bool(self._streams[image].random() < self.p_noticeable(d))
+
+
+def make_observers(n: int, seed: int, model_key: str, sensitivity_sd: float = 0.3,
+                   lapse_rate: float = 0.02, sensitivity_median: float = 1.0) -> list[SimulatedObserver]:
+    if n < 1:
+        raise ValueError(f"need at least one observer, got {n}")
+    if sensitivity_sd < 0 or sensitivity_median <= 0 or not 0 <= lapse_rate <= 1:
+        raise ValueError("sensitivity_sd must be >= 0, sensitivity_median > 0 and lapse_rate in [0, 1]")
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i, 0x5e45])
+        s = float(sensitivity_median * np.exp(sensitivity_sd * rng.standard_normal()))
+        out.append(SimulatedObserver(f"sim{seed}-{i:03d}", s, lapse_rate, seed, i, model_key))
+    return out
+
+
+def simulate(dataset: StudyDataset, model: VisibilityModel, n_observers: int = 20, seed: int = 0,
+             sensitivity_sd: float = 0.3, lapse_rate: float = 0.02, catch_every: int = 10,
+             images: list[str] | None = None, progress: bool = True, sensitivity_median: float = 1.0,
+             cache_dir: str | Path | None = None) -> list[Judgement]:
+    """Run ``n_observers`` simulated participants through the protocol engine on ``dataset``.
+
+    Each observer gets its own seeded image order and, every ``catch_every`` images, a catch
+    trial. Model predictions come from (and go to) the on-disk cache, so an interrupted run
+    resumes where the model evaluations stopped. ``sensitivity_median`` scales every observer's
+    sensitivity (1: the model's own calibration; see the README's validation for why one might
+    raise it).
+    """
+    from tqdm import tqdm
+
+    images = list(images) if images is not None else list(dataset.ids)
+    unknown = sorted(set(images) - set(dataset.ids))
+    if unknown:
+        raise ValueError(f"image(s) not in the dataset: {', '.join(unknown[:5])}")
+    cache = PredictionCache(dataset, model, cache_dir)
+    observers = make_observers(n_observers, seed, model.key, sensitivity_sd, lapse_rate, sensitivity_median)
+    judgements: list[Judgement] = []
+    bar = tqdm(total=n_observers * len(images), desc=f"simulating ({model.name})", unit="search",
+               disable=not progress)
+    try:
+        for obs in observers:
+            order = list(images)
+            np.random.default_rng([seed, obs.index, 0x0DE7]).shuffle(order)
+            session = Session(order, dataset.n_levels, catch_every=catch_every)
+            while (trial := session.next_trial()) is not None:
+                answer = obs.respond(trial.image, cache.distance(trial.image, trial.level))
+                session.answer(trial.index, answer)
+                judgements.append(Judgement(
+                    participant=obs.participant, session=f"sim{seed}", image=trial.image,
+                    trial_index=trial.index, trial_kind=trial.kind, level=trial.level,
+                    response="noticeable" if answer else "not_noticeable",
+                    observer_kind="simulated", observer_model=obs.description))
+                if trial.kind == SEARCH and session.search.history == []:
+                    bar.update(1)
+                    bar.set_postfix(model_evaluations=cache.computed, refresh=False)
+    finally:
+        bar.close()
+    return judgements
