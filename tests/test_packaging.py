@@ -1,5 +1,6 @@
 """`integrations/` is installed as `jndplug.integrations`, editable and as a regular wheel."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,12 @@ def test_editable_install_maps_integrations():
 
 
 def test_wheel_contains_integrations_under_jndplug(tmp_path):
+    # build from a clean copy: setuptools leaves build/ behind, and stale files there leak into wheels
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                             "jndplug-demo", "runs"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "-w", str(tmp_path), str(src)], check=True, capture_output=True, timeout=300)
     wheel = next(tmp_path.glob("jndplug-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "integrations").rglob("*.py")}
