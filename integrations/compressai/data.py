@@ -1,0 +1,117 @@
+"""Training crops: originals from ``--dataset`` and, in offline mode, the same crops of their JND images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from jndplug.imageio import array_to_tensor, list_images, read_image
+from jndplug.precompute import read_manifest, settings_of
+from jndplug.target import JNDTarget
+
+from jndplug.integrations.compressai.codec import CodecError
+
+
+def split_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """Training and test images: ``root/train`` and ``root/test`` when ``root/train`` exists (the
+    layout of CompressAI's ImageFolder), otherwise every image under ``root`` and no test set."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if (root / "train").is_dir():
+        train = list_images(root / "train")
+        test = list_images(root / "test") if (root / "test").is_dir() else []
+    else:
+        train, test = list_images(root), []
+    if not train:
+        raise CodecError(f"no training images found under {root / 'train' if (root / 'train').is_dir() else root}")
+    return train, test
+
+
+def check_sizes(files: list[Path], patch: int) -> None:
+    small = []
+    for path in files:
+        try:
+            with Image.open(path) as im:  # reads the header only
+                w, h = im.size
+        except OSError as exc:  # includes PIL.UnidentifiedImageError
+            raise CodecError(f"{path}: not a readable image file ({exc})") from exc
+        if h < patch or w < patch:
+            small.append(f"{path} ({h}x{w})")
+    if small:
+        raise CodecError(f"{len(small)} image(s) smaller than the {patch}x{patch} training crop "
+                         f"(--patch-size): {', '.join(small[:5])}{', ...' if len(small) > 5 else ''}")
+
+
+def check_offline(root: Path, jnd_root: Path, files: list[Path], target: JNDTarget) -> None:
+    """Refuse a precomputed folder made with other settings or missing some of the images."""
+    manifest = read_manifest(jnd_root)
+    expected = settings_of(target)
+    differ = [k for k in sorted(set(expected) | set(manifest["settings"]))
+              if manifest["settings"].get(k) != expected.get(k)]
+    if differ:
+        detail = ", ".join(f"{k}: folder {manifest['settings'].get(k)!r} vs configured {expected.get(k)!r}"
+                           for k in differ)
+        raise CodecError(f"{jnd_root} was precomputed with other JND settings ({detail}); rerun "
+                         f"`jndplug precompute {root} {jnd_root}` with the same estimator and strength")
+    missing = [rel for rel in (p.relative_to(root).as_posix() for p in files)
+               if rel not in manifest["files"] or not (jnd_root / rel).is_file()]
+    if missing:
+        raise CodecError(f"{len(missing)} image(s) have no JND image in {jnd_root} ({', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''}); run `jndplug precompute {root} {jnd_root}`")
+
+
+class CropDataset(Dataset):
+    """Crops of ``patch`` pixels: random (seeded by seed, epoch and image) for training, central
+    for testing. With ``jnd_root`` each item is ``(original, jnd)``, cut at the same place."""
+
+    def __init__(self, files: list[Path], root: Path, patch: int, *, seed: int = 0, random: bool = True,
+                 jnd_root: Path | None = None):
+        self.files, self.root, self.patch = files, root, patch
+        self.seed, self.random, self.jnd_root = seed, random, jnd_root
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        path = self.files[i]
+        orig = array_to_tensor(read_image(path))
+        h, w = orig.shape[-2:]
+        if self.random:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i)
+            top = int(torch.randint(h - self.patch + 1, (1,), generator=g))
+            left = int(torch.randint(w - self.patch + 1, (1,), generator=g))
+        else:
+            top, left = (h - self.patch) // 2, (w - self.patch) // 2
+        box = (slice(None), slice(top, top + self.patch), slice(left, left + self.patch))
+        if self.jnd_root is None:
+            return orig[box]
+        jnd_path = self.jnd_root / path.relative_to(self.root)
+        jnd = array_to_tensor(read_image(jnd_path))
+        if jnd.shape != orig.shape:
+            raise CodecError(f"{jnd_path} is {tuple(jnd.shape[-2:])} but its original {path} is {(h, w)}; "
+                             "the precomputed folder is stale: rerun `jndplug precompute`")
+        return orig[box], jnd[box]
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation per epoch, seeded, that can start part-way (to resume mid-epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g)[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.skip

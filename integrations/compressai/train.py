@@ -1,0 +1,287 @@
+"""``python -m jndplug.integrations.compressai.train``: train or fine-tune a CompressAI codec against JND images.
+
+The method is CompressAI's example training (``examples/train.py``): rate-distortion loss
+``lmbda * 255^2 * MSE + bpp`` (CompressAI's ``RateDistortionLoss``), a second optimiser for the
+entropy bottlenecks' auxiliary loss, gradient clipping, ``ReduceLROnPlateau`` on the test loss,
+latest and best checkpoints. One change: with ``--jnd-target`` the MSE compares the reconstruction
+with the JND image of the input crop instead of the crop itself; the rate term, the model and the
+input are unchanged. Without ``--jnd-target`` the run is the plain CompressAI baseline.
+
+``--dataset DIR`` takes CompressAI's layout (``DIR/train`` and ``DIR/test``) or, without a
+``train`` subfolder, a flat folder of training images and no test set. Outputs in ``--save-dir``:
+``checkpoint.pth.tar`` (latest: weights, both optimisers, scheduler, progress, RNG),
+``checkpoint_best_loss.pth.tar``, ``history.json`` (one entry per epoch) and ``model.pth.tar``
+(final weights with updated entropy-coder tables, loadable by CompressAI and by ``evaluate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from compressai.losses import RateDistortionLoss
+from compressai.optimizers import net_aux_optimizer
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from jndplug.imageio import atomic_write
+from jndplug.precompute import settings_of
+from jndplug.target import JNDTarget
+
+from jndplug.integrations.compressai.codec import (MODEL_NAMES, ZOO_UNREACHABLE, CodecError, build_model,
+                                                   check_model_name, check_quality, default_lambda,
+                                                   downsampling_factor, load_weights, read_checkpoint,
+                                                   state_dict_of)
+from jndplug.integrations.compressai.data import (CropDataset, EpochSampler, check_offline, check_sizes,
+                                                  split_folders)
+
+FORMAT = "jndplug-compressai-checkpoint/1"
+LAST, BEST, FINAL, HISTORY = "checkpoint.pth.tar", "checkpoint_best_loss.pth.tar", "model.pth.tar", "history.json"
+# a resumed run must train the same thing; everything else (epochs, steps, device...) may change
+RESUME_KEYS = ("model", "quality", "lmbda", "patch_size", "batch_size", "seed", "dataset", "jnd")
+SUMS = ("loss", "bpp_loss", "mse_loss", "aux_loss")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jndplug.integrations.compressai.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help=f"CompressAI model: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--quality", type=int, required=True, help="zoo quality (1-8; 1-6 for cheng2020)")
+    p.add_argument("--checkpoint", help="start from these weights (a CompressAI .pth.tar or a checkpoint of this "
+                                        "command); without it training starts from scratch")
+    p.add_argument("--pretrained", action="store_true", help="refused: the zoo download is not reachable")
+    p.add_argument("--dataset", required=True, help="DIR/train (+ DIR/test), or a flat folder of training images")
+    p.add_argument("--jnd-target", action="store_true", help="distortion against the JND image (else the original)")
+    p.add_argument("--jnd-estimator", default="default", help="pretrained name or .safetensors path")
+    p.add_argument("--jnd-strength", type=float, default=1.0)
+    p.add_argument("--jnd-sur", type=float, help="satisfied-user ratio, for SUR-conditioned estimators")
+    p.add_argument("--jnd-mode", choices=("online", "offline"), default="online",
+                   help="online: JND of each crop computed in the loop; offline: read from --jnd-offline-dir")
+    p.add_argument("--jnd-offline-dir", help="output of `jndplug precompute DATASET DIR`")
+    p.add_argument("--lmbda", type=float, help="rate-distortion trade-off (default: CompressAI's for the quality)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in total")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--test-batch-size", type=int, default=64)
+    p.add_argument("--patch-size", type=int, default=256, help="square training crop, a multiple of the "
+                                                               "model's downsampling factor")
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--aux-learning-rate", type=float, default=1e-3)
+    p.add_argument("--clip-max-norm", type=float, default=1.0, help="gradient clipping (0 disables)")
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--save-dir", help="default: runs/MODEL-qQUALITY-(jnd|original)")
+    p.add_argument("--save-every", type=int, default=1000, help="also save the latest checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from SAVE_DIR/checkpoint.pth.tar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except (CodecError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Run the training described by ``args`` (the parsed command line); returns the save folder."""
+    if args.pretrained:
+        raise CodecError(ZOO_UNREACHABLE)
+    check_model_name(args.model)
+    check_quality(args.model, args.quality)
+    if args.resume and args.checkpoint:
+        raise CodecError("--resume continues SAVE_DIR/checkpoint.pth.tar; do not also give --checkpoint")
+    if not args.jnd_target and (args.jnd_mode == "offline" or args.jnd_offline_dir):
+        raise CodecError("--jnd-mode offline / --jnd-offline-dir need --jnd-target")
+    if args.jnd_mode == "offline" and not args.jnd_offline_dir:
+        raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
+    lmbda = args.lmbda if args.lmbda is not None else default_lambda(args.quality)
+    save_dir = Path(args.save_dir or f"runs/{args.model}-q{args.quality}-{'jnd' if args.jnd_target else 'original'}")
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+
+    root = Path(args.dataset)
+    train_files, test_files = split_folders(root)
+    model = build_model(args.model, args.quality)
+    factor = downsampling_factor(model)
+    if args.patch_size < factor or args.patch_size % factor:
+        raise CodecError(f"--patch-size {args.patch_size} must be a multiple of {factor}, "
+                         f"the downsampling factor of {args.model}")
+    check_sizes(train_files + test_files, args.patch_size)
+
+    target, jnd_root, jnd_settings = None, None, None
+    if args.jnd_target:
+        try:
+            target = JNDTarget(args.jnd_estimator, strength=args.jnd_strength, sur=args.jnd_sur)
+        except (ValueError, TypeError) as exc:  # the estimator file or the strength, already explained
+            raise CodecError(str(exc)) from exc
+        jnd_settings = {**settings_of(target), "mode": args.jnd_mode}
+        if args.jnd_mode == "offline":
+            jnd_root = Path(args.jnd_offline_dir)
+            check_offline(root, jnd_root, train_files + test_files, target)
+            target = None  # the JND images come from the folder
+    config = {"model": args.model, "quality": args.quality, "lmbda": lmbda, "patch_size": args.patch_size,
+              "batch_size": args.batch_size, "seed": args.seed, "dataset": str(root.resolve()), "jnd": jnd_settings}
+
+    resumed = read_checkpoint(save_dir / LAST) if args.resume else None
+    if resumed is not None:
+        _check_resume(resumed, config, save_dir / LAST)
+        load_weights(model, state_dict_of(resumed), args.model, args.quality, str(save_dir / LAST))
+    elif args.checkpoint:
+        load_weights(model, state_dict_of(read_checkpoint(args.checkpoint), args.checkpoint),
+                     args.model, args.quality, args.checkpoint)
+    model.to(device)
+    optimizers = make_optimizers(model, args.learning_rate, args.aux_learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers["net"], "min")
+    progress = {"epoch": 0, "epoch_step": 0, "step": 0, "best_loss": math.inf, "sums": dict.fromkeys(SUMS, 0.0)}
+    history: list[dict] = []
+    if resumed is not None:
+        optimizers["net"].load_state_dict(resumed["optimizer"])
+        optimizers["aux"].load_state_dict(resumed["aux_optimizer"])
+        scheduler.load_state_dict(resumed["lr_scheduler"])
+        progress = resumed["progress"]
+        history = json.loads((save_dir / HISTORY).read_text()) if (save_dir / HISTORY).is_file() else []
+        # an epoch logged after the checkpoint was saved is redone, so it must not appear twice
+        history = [e for e in history if e["epoch"] < progress["epoch"]]
+        torch.set_rng_state(resumed["rng"]["torch"])
+        if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
+
+    criterion = RateDistortionLoss(lmbda=lmbda)
+    train_set = CropDataset(train_files, root, args.patch_size, seed=args.seed, jnd_root=jnd_root)
+    test_set = CropDataset(test_files, root, args.patch_size, random=False, jnd_root=jnd_root) if test_files else None
+    sampler = EpochSampler(len(train_set), args.seed)
+    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+
+    saved_at = {LAST: None}
+
+    def save(name: str) -> None:
+        saved_at[name] = progress["step"]
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        ckpt = {"format": FORMAT, **config, "state_dict": model.state_dict(),
+                "optimizer": optimizers["net"].state_dict(), "aux_optimizer": optimizers["aux"].state_dict(),
+                "lr_scheduler": scheduler.state_dict(), "progress": progress, "rng": rng, "args": vars(args)}
+        with atomic_write(save_dir / name) as f:
+            torch.save(ckpt, f)
+
+    def split(batch):
+        x, jnd = batch if jnd_root is not None else (batch, None)
+        x = x.to(device, non_blocking=True)
+        if jnd is not None:
+            return x, jnd.to(device, non_blocking=True)
+        return x, (target(x) if target is not None else x)
+
+    print(f"{args.model} q{args.quality}, lambda {lmbda}, {len(train_files)} training / {len(test_files)} test "
+          f"images, target: {_describe(args)}, saving to {save_dir}", file=sys.stderr)
+    done = args.max_steps is not None and progress["step"] >= args.max_steps
+    while progress["epoch"] < args.epochs and not done:
+        epoch = progress["epoch"]
+        train_set.epoch = epoch
+        sampler.set_epoch(epoch, skip=progress["epoch_step"] * args.batch_size)
+        # a private generator: DataLoader otherwise draws its worker seed from the global RNG, which
+        # the checkpoint restores, so a resumed run would diverge from an uninterrupted one
+        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+                            pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
+        model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch}", initial=progress["epoch_step"], total=steps_per_epoch, unit="batch")
+        for batch in bar:
+            values = train_step(model, criterion, optimizers, *split(batch), args.clip_max_norm)
+            for k in SUMS:
+                progress["sums"][k] += values[k]
+            progress["step"] += 1
+            progress["epoch_step"] += 1
+            bar.set_postfix(loss=f"{values['loss']:.4g}", bpp=f"{values['bpp_loss']:.3f}",
+                            mse=f"{values['mse_loss']:.3g}", aux=f"{values['aux_loss']:.3g}")
+            done = args.max_steps is not None and progress["step"] >= args.max_steps
+            if done:
+                break
+            if args.save_every and progress["step"] % args.save_every == 0:
+                save(LAST)
+        bar.close()
+        if progress["epoch_step"] < steps_per_epoch:
+            break  # stopped mid-epoch by --max-steps; --resume continues from here
+        entry = {"epoch": epoch, "step": progress["step"], "lr": optimizers["net"].param_groups[0]["lr"],
+                 **{f"train_{k}": v / progress["epoch_step"] for k, v in progress["sums"].items()}}
+        if test_set is not None:
+            entry.update(_test_epoch(model, criterion, test_set, args.test_batch_size, split))
+        loss = entry.get("test_loss", entry["train_loss"])
+        scheduler.step(loss)
+        is_best = loss < progress["best_loss"]
+        progress.update(epoch=epoch + 1, epoch_step=0, sums=dict.fromkeys(SUMS, 0.0),
+                        best_loss=min(loss, progress["best_loss"]))
+        history.append(entry)
+        print(json.dumps(entry), file=sys.stderr)
+        with atomic_write(save_dir / HISTORY, "w") as f:
+            json.dump(history, f, indent=1)
+        save(LAST)
+        if is_best:
+            save(BEST)
+    if saved_at[LAST] != progress["step"]:
+        save(LAST)
+    # final weights with entropy-coder tables computed, as CompressAI's `update_model` would leave them
+    model.update(force=True)
+    with atomic_write(save_dir / FINAL) as f:
+        torch.save({"format": "jndplug-compressai-model/1", **config, "state_dict": model.state_dict()}, f)
+    return save_dir
+
+
+def train_step(model, criterion, optimizers: dict, x: torch.Tensor, y: torch.Tensor, clip_max_norm: float) -> dict:
+    """CompressAI's training step, with ``y`` (the JND image, or ``x`` for the baseline) as the distortion target."""
+    optimizers["net"].zero_grad()
+    optimizers["aux"].zero_grad()
+    losses = criterion(model(x), y)
+    losses["loss"].backward()
+    if clip_max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+    optimizers["net"].step()
+    aux_loss = model.aux_loss()
+    aux_loss.backward()
+    optimizers["aux"].step()
+    return {**{k: losses[k].item() for k in SUMS[:3]}, "aux_loss": aux_loss.item()}
+
+
+def make_optimizers(model, lr: float, aux_lr: float) -> dict:
+    """CompressAI's pair: Adam on the network, Adam on the entropy bottlenecks' quantiles (aux loss)."""
+    return net_aux_optimizer(model, {"net": {"type": "Adam", "lr": lr}, "aux": {"type": "Adam", "lr": aux_lr}})
+
+
+@torch.no_grad()
+def _test_epoch(model, criterion, test_set, batch_size, split) -> dict:
+    model.eval()
+    sums, n = dict.fromkeys(SUMS, 0.0), 0
+    for batch in DataLoader(test_set, batch_size=batch_size, generator=torch.Generator()):
+        x, y = split(batch)
+        losses = criterion(model(x), y)
+        values = {**{k: losses[k].item() for k in SUMS[:3]}, "aux_loss": model.aux_loss().item()}
+        for k in SUMS:
+            sums[k] += values[k] * len(x)
+        n += len(x)
+    model.train()
+    return {f"test_{k}": v / n for k, v in sums.items()}
+
+
+def _check_resume(ckpt: dict, config: dict, path: Path) -> None:
+    if ckpt.get("format") != FORMAT:
+        raise CodecError(f"{path} is not a checkpoint of this command; cannot resume from it")
+    differ = [k for k in RESUME_KEYS if ckpt.get(k) != config[k]]
+    if differ:
+        raise CodecError(f"cannot resume from {path}: it was trained with other settings ("
+                         + ", ".join(f"{k}: {ckpt.get(k)!r} vs now {config[k]!r}" for k in differ) + ")")
+
+
+def _describe(args) -> str:
+    if not args.jnd_target:
+        return "original images (CompressAI baseline)"
+    where = f"from {args.jnd_offline_dir}" if args.jnd_mode == "offline" else "computed online"
+    return f"JND images ({args.jnd_estimator}, strength {args.jnd_strength}, {where})"
+
+
+if __name__ == "__main__":
+    main()
