@@ -313,3 +313,24 @@ def test_example_runs(tmp_path, data, estimator_file):
                            "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "step 0: loss" in proc.stdout and "e.png:" in proc.stdout and "bpp, PSNR" in proc.stdout
+
+
+def test_jnd_tolerant_distortion(tmp_path, data, estimator_file):
+    """--jnd-tolerant keeps CompressAI's rate term and forgives error inside the original's JND band."""
+    from jndplug.integrations.compressai.train import JNDTolerantRateDistortionLoss
+    from jndplug.losses import JNDTolerantLoss
+
+    crit = JNDTolerantRateDistortionLoss(0.01, str(estimator_file))
+    x = torch.rand(2, 3, 32, 32)
+    likelihoods = {"y": torch.full((2, 8, 2, 2), 0.5)}
+    exact = crit({"x_hat": x, "likelihoods": likelihoods}, x)
+    assert float(exact["mse_loss"]) == 0.0
+    assert float(exact["loss"]) == pytest.approx(float(exact["bpp_loss"]))
+    off = crit({"x_hat": (x + 0.3).clamp(0, 1), "likelihoods": likelihoods}, x)
+    expected = JNDTolerantLoss(str(estimator_file), kind="l2")((x + 0.3).clamp(0, 1), x)
+    assert float(off["mse_loss"]) == pytest.approx(float(expected)) and float(off["mse_loss"]) > 0
+    assert float(off["loss"]) == pytest.approx(0.01 * 255**2 * float(expected) + float(off["bpp_loss"]), rel=1e-5)
+    _train(tmp_path / "tol", data, "--jnd-tolerant", "--jnd-estimator", estimator_file)
+    assert (tmp_path / "tol" / "checkpoint.pth.tar").is_file()
+    with pytest.raises(CodecError, match="alternatives"):
+        _train(tmp_path / "both", data, "--jnd-tolerant", "--jnd-target", "--jnd-estimator", estimator_file)

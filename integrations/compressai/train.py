@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from jndplug.imageio import atomic_write
+from jndplug.losses import JNDTolerantLoss
 from jndplug.precompute import settings_of
 from jndplug.target import JNDTarget
 
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jnd-mode", choices=("online", "offline"), default="online",
                    help="online: JND of each crop computed in the loop; offline: read from --jnd-offline-dir")
     p.add_argument("--jnd-offline-dir", help="output of `jndplug precompute DATASET DIR`")
+    p.add_argument("--jnd-tolerant", action="store_true",
+                   help="instead of moving the target: MSE that ignores error within the per-pixel JND of the "
+                        "original (jndplug.losses.JNDTolerantLoss with --jnd-estimator)")
+    p.add_argument("--jnd-tolerance-scale", type=float, default=1.0, help="scale of the tolerance band")
     p.add_argument("--lmbda", type=float, help="rate-distortion trade-off (default: CompressAI's for the quality)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in total")
@@ -101,6 +106,9 @@ def train(args: argparse.Namespace) -> Path:
         raise CodecError("--jnd-mode offline / --jnd-offline-dir need --jnd-target")
     if args.jnd_mode == "offline" and not args.jnd_offline_dir:
         raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
+    if args.jnd_tolerant and args.jnd_target:
+        raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
+                         "the original, so choose one")
     lmbda = args.lmbda if args.lmbda is not None else default_lambda(args.quality)
     save_dir = Path(args.save_dir or f"runs/{args.model}-q{args.quality}-{'jnd' if args.jnd_target else 'original'}")
     device = torch.device(args.device)
@@ -128,6 +136,8 @@ def train(args: argparse.Namespace) -> Path:
             target = None  # the JND images come from the folder
     config = {"model": args.model, "quality": args.quality, "lmbda": lmbda, "patch_size": args.patch_size,
               "batch_size": args.batch_size, "seed": args.seed, "dataset": str(root.resolve()), "jnd": jnd_settings}
+    if args.jnd_tolerant:
+        config["jnd"] = {"tolerant": settings_of(JNDTarget(args.jnd_estimator)), "scale": args.jnd_tolerance_scale}
 
     resumed = read_checkpoint(save_dir / LAST) if args.resume else None
     if resumed is not None:
@@ -153,7 +163,8 @@ def train(args: argparse.Namespace) -> Path:
         if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
 
-    criterion = RateDistortionLoss(lmbda=lmbda)
+    criterion = (JNDTolerantRateDistortionLoss(lmbda, args.jnd_estimator, args.jnd_tolerance_scale).to(device)
+                 if args.jnd_tolerant else RateDistortionLoss(lmbda=lmbda))
     train_set = CropDataset(train_files, root, args.patch_size, seed=args.seed, jnd_root=jnd_root)
     test_set = CropDataset(test_files, root, args.patch_size, random=False, jnd_root=jnd_root) if test_files else None
     sampler = EpochSampler(len(train_set), args.seed)
@@ -230,6 +241,25 @@ def train(args: argparse.Namespace) -> Path:
     with atomic_write(save_dir / FINAL) as f:
         torch.save({"format": "jndplug-compressai-model/1", **config, "state_dict": model.state_dict()}, f)
     return save_dir
+
+
+class JNDTolerantRateDistortionLoss(torch.nn.Module):
+    """CompressAI's rate-distortion loss with the MSE replaced by a JND-tolerant MSE.
+
+    The rate term is CompressAI's own; error within the per-pixel JND magnitude of the original
+    (the target) costs nothing, so the codec can spend its bits on what people would see.
+    """
+
+    def __init__(self, lmbda: float, estimator, scale: float = 1.0):
+        super().__init__()
+        self.rd = RateDistortionLoss(lmbda=lmbda)
+        self.tolerant = JNDTolerantLoss(estimator, kind="l2", scale=scale)
+
+    def forward(self, output: dict, target: torch.Tensor) -> dict:
+        out = self.rd(output, target)
+        out["mse_loss"] = self.tolerant(output["x_hat"], target)
+        out["loss"] = self.rd.lmbda * 255**2 * out["mse_loss"] + out["bpp_loss"]
+        return out
 
 
 def train_step(model, criterion, optimizers: dict, x: torch.Tensor, y: torch.Tensor, clip_max_norm: float) -> dict:
