@@ -13,6 +13,7 @@ import sys
 _COMMAND_MODULES = (
     "jndplug.commands",
     "jndplug.study.cli",
+    "jndplug.datagen.cli",
     "jndplug.other_commands",
 )
 

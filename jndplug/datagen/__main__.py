@@ -1,0 +1,5 @@
+import sys
+
+from jndplug.datagen.cli import main
+
+sys.exit(main())
