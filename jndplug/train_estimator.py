@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--no-level-metrics", action="store_true",
                     help="skip level agreement (it needs jndplug.datagen's distortion measure)")
+    ap.add_argument("--observer-model", choices=["cvvdp", "flip", "none"], default="none",
+                    help="after training, the simulated observers' detection rate on the validation predictions "
+                         "with this visibility model (needs the study extra; default none)")
     args = ap.parse_args(argv)
     try:
         config = {}
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--export must name a .safetensors file")
         command = "python -m jndplug.train_estimator " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         kwargs = {"measure": None} if args.no_level_metrics else {}
+        if args.observer_model != "none":
+            kwargs["observer_model"] = args.observer_model
         result = train(args.data, args.out, config, export=args.export, device=args.device, command=command, **kwargs)
     except (ValueError, FileNotFoundError) as exc:
         print(f"train_estimator: error: {exc}", file=sys.stderr)

@@ -154,6 +154,20 @@ def test_sur_conditioning_and_level_metrics(tmp_path, generated):
     assert t(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 
+def test_final_metrics_with_datagen_measure_and_simulated_observers(tmp_path, generated):
+    pytest.importorskip("flip_evaluator")
+    cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4, "val_sur": [0.5, 0.9]}
+    result = train([generated], tmp_path / "run", cfg, progress=False, observer_model="flip")
+    v = result["validation"]
+    assert 0 <= v["level_exact"] <= v["level_within1"] <= 1  # by jndplug.datagen.distortion_measure
+    for p in (0.5, 0.9):
+        assert 0 <= v[f"detect_pred@sur{p}"] <= 1 and 0 <= v[f"detect_label@sur{p}"] <= 1
+    # a stricter satisfied-user ratio labels a weaker level, which the panel notices less often
+    assert v["detect_label@sur0.9"] < v["detect_label@sur0.5"]
+    rows = json.loads((tmp_path / "run" / "metrics.json").read_text())["detection_per_image"]
+    assert len(rows) == 2 * result["val_images"] and all(r["jod_distance_label"] > 0 for r in rows)
+
+
 def test_config_errors(tmp_path, pairs):
     with pytest.raises(ValueError, match="unknown training config keys: epochs"):
         train([pairs], tmp_path / "r", {"epochs": 3}, progress=False)

@@ -213,6 +213,54 @@ def validate(model: nn.Module, records: list[Record], cache: ImageCache, cfg: di
     return {"summary": summary, "rows": rows}
 
 
+@torch.no_grad()
+def detection_rates(model: nn.Module, records: list[Record], cache: ImageCache, cfg: dict, device: torch.device,
+                    observer_model: str, n_observers: int = 20, seed: int = 0) -> dict:
+    """How often the study's simulated observers would notice the predicted JND images.
+
+    A good JND image sits just under the threshold: rarely noticed, yet not much less noticed than
+    the labelled one. For every validation image (whole image, as observers see it) and SUR target
+    this averages the simulated panel's probability of answering "noticeable" (same psychometric
+    function, sensitivities and lapse rate as ``jndplug study simulate``) for the prediction and
+    for the labelled JND image.
+    """
+    from jndplug.study.observers import make_model, make_observers
+
+    vis = make_model(observer_model)
+    panel = make_observers(n_observers, seed, vis.key)
+    ps = cfg["val_sur"] if cfg["sur_conditioning"] else [None]
+    from jndplug.target import JNDTarget
+
+    # the predictions users get: JNDTarget pads any size, so observers judge whole images
+    targets = {p: JNDTarget(model, sur=p, device=device) for p in ps}
+    rows = []
+    for rec in tqdm(records, desc=f"detection ({vis.name})", unit="image", leave=False):
+        ref = cache.get(rec.original)
+        x = ImageCache.as_float(ref)
+        ref_u8 = _as_u8(ref)
+        for p in ps:
+            pred = targets[p](x)
+            pred_u8 = (pred.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+            label_u8 = _as_u8(cache.get(_target_path(rec, p)))
+            d_pred, d_label = vis.distance(ref_u8, pred_u8), vis.distance(ref_u8, label_u8)
+            rows.append({"id": rec.id, "sur": p, "jod_distance_pred": d_pred, "jod_distance_label": d_label,
+                         "detect_pred": float(np.mean([o.p_noticeable(d_pred) for o in panel])),
+                         "detect_label": float(np.mean([o.p_noticeable(d_label) for o in panel]))})
+    summary = {"observer_model": vis.key, "observers": n_observers}
+    for p in ps:
+        sub = [r for r in rows if r["sur"] == p]
+        tag = "" if p is None else f"@sur{p}"
+        summary[f"detect_pred{tag}"] = float(np.mean([r["detect_pred"] for r in sub]))
+        summary[f"detect_label{tag}"] = float(np.mean([r["detect_label"] for r in sub]))
+    return {"summary": summary, "rows": rows}
+
+
+def _as_u8(t: torch.Tensor) -> np.ndarray:
+    """An image from the cache as HxWx3 uint8, the form the visibility models take."""
+    a = ImageCache.as_float(t).permute(1, 2, 0).numpy()
+    return (a * 255.0).round().astype(np.uint8)
+
+
 @dataclass
 class Dist:
     rank: int = 0
@@ -254,11 +302,13 @@ def _lr_lambda(cfg: dict):
 
 def train(data: list[str], out: str | os.PathLike, config: dict | None = None, export: str | None = None,
           device: str | None = None, command: str | None = None, progress: bool = True,
-          measure=default_measure, max_steps_this_run: int | None = None) -> dict:
+          measure=default_measure, max_steps_this_run: int | None = None,
+          observer_model: str | None = None) -> dict:
     """Train an estimator; returns the final metrics. Resumes from ``out/checkpoint.pt`` if present.
 
     ``max_steps_this_run`` stops early (with a checkpoint) after that many steps, as an
-    interruption would; used to test resume.
+    interruption would; used to test resume. ``observer_model`` ("cvvdp" or "flip") adds the
+    simulated observers' detection rate on the validation predictions to the final metrics.
     """
     cfg = resolve_config(config or {})
     dist = init_distributed()
@@ -356,7 +406,7 @@ def train(data: list[str], out: str | os.PathLike, config: dict | None = None, e
               "history": state["history"], "train_images": len(train_recs), "val_images": len(val_recs)}
     if finished and dist.main:
         result.update(_finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, command, export,
-                              step, state["stopped_early"]))
+                              step, state["stopped_early"], observer_model))
     if dist.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -425,7 +475,7 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
 
 
 def _finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, command, export,
-            steps_run: int, stopped_early: bool) -> dict:
+            steps_run: int, stopped_early: bool, observer_model: str | None = None) -> dict:
     from jndplug.weights import load_estimator
 
     best_path = out / "best.safetensors"
@@ -433,6 +483,10 @@ def _finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, co
     if best_path.is_file():
         final = load_estimator(best_path, map_location=dev)
     metrics = validate(final, val_recs, cache, cfg, dev, measure) if val_recs else {"summary": {}, "rows": []}
+    detection = None
+    if observer_model and val_recs:
+        detection = detection_rates(final, val_recs, cache, cfg, dev, observer_model, seed=cfg["seed"])
+        metrics["summary"].update({k: v for k, v in detection["summary"].items()})
     sizes = sorted({tuple(cache.get(r.original).shape[-2:]) for r in train_recs + val_recs})
     provenance = {
         "data": list(data),
@@ -448,7 +502,8 @@ def _finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, co
         "date": datetime.date.today().isoformat(),
     }
     with atomic_write(out / "metrics.json", "w") as f:
-        json.dump({"validation": metrics["summary"], "per_image": metrics["rows"], "provenance": provenance}, f, indent=1)
+        json.dump({"validation": metrics["summary"], "per_image": metrics["rows"],
+                   "detection_per_image": detection["rows"] if detection else [], "provenance": provenance}, f, indent=1)
     if export:
         save_estimator(final, export, provenance)
     return {"validation": metrics["summary"], "export": export}
