@@ -1,4 +1,4 @@
-"""``jndplug study simulate | aggregate | import``."""
+"""``jndplug study simulate | aggregate | import | serve | export``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("study", help="the JND study: simulate observers, aggregate judgements into labels",
+    p = subparsers.add_parser("study", help="the JND study: run it with people or simulated observers, "
+                                            "aggregate judgements into labels",
                               description="The JND study: binary-search protocol, screening and labels.")
     sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
@@ -64,6 +65,41 @@ def register(subparsers) -> None:
     i.add_argument("--observer-kind", choices=("human", "simulated"), default="human",
                    help="for rows without an observer_kind (default human)")
     i.set_defaults(func=_import)
+
+    w = sub.add_parser("serve", help="run the study with people in a browser (local web server)",
+                       description="Serve the participant page (registration, instructions, training, the "
+                                   "binary search image by image) and an operator page (participants, "
+                                   "completion, screening, export). Every answer is stored in SQLite as it "
+                                   "is given; restarting the server resumes every participant.")
+    w.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
+    w.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    w.add_argument("--db", type=Path, default=None, help="study database (default DATASET/study/web.sqlite3)")
+    w.add_argument("--export-to", type=Path, default=None, metavar="FILE",
+                   help="where the operator page's export writes (default DATASET/study/judgements-human.csv)")
+    w.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    w.add_argument("--catch-every", type=int, default=10, metavar="N",
+                   help="a catch trial after every N images (0: none; default 10)")
+    w.add_argument("--break-every", type=int, default=60, metavar="N",
+                   help="offer a break after every N trials (0: never; default 60)")
+    w.add_argument("--training", type=int, default=4, metavar="N",
+                   help="training trials with feedback before the study, not recorded (default 4)")
+    w.add_argument("--flicker", action="store_true",
+                   help="flicker presentation: original and distorted alternate in one place "
+                        "(new participants only; default side by side)")
+    w.add_argument("--flicker-ms", type=int, default=100, metavar="MS",
+                   help="how long each image of a flicker pair stays on screen (default 100)")
+    w.set_defaults(func=_serve)
+
+    e = sub.add_parser("export", help="write the web study's judgements to a file (server running or not)",
+                       description="Export every answer stored by 'jndplug study serve' as judgement records, "
+                                   "for 'jndplug study aggregate DATASET --judgements FILE'.")
+    e.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
+    e.add_argument("--db", type=Path, default=None, help="study database (default DATASET/study/web.sqlite3)")
+    e.add_argument("--out", type=Path, default=None,
+                   help="judgements file, .csv or .json (default DATASET/study/judgements-human.csv)")
+    e.set_defaults(func=_export)
 
 
 def _simulate(args) -> int:
@@ -135,4 +171,38 @@ def _import(args) -> int:
                                    defaults={"observer_kind": args.observer_kind}, **kw)
     write_judgements(args.out, judgements)
     print(f"{len(judgements)} judgements from {args.file} -> {args.out}")
+    return 0
+
+
+def _serve(args) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("flask") is None:
+        raise ValueError("the web study needs Flask: pip install 'jndplug[study]'")
+    from jndplug.study.web import StudySettings, serve
+
+    settings = StudySettings(catch_every=args.catch_every, break_every=args.break_every, training=args.training,
+                             limit=args.limit, flicker=args.flicker, flicker_ms=args.flicker_ms)
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be 0..65535, got {args.port}")
+    return serve(args.dataset, host=args.host, port=args.port, db_path=args.db, settings=settings,
+                 export_path=args.export_to)
+
+
+def _export(args) -> int:
+    from jndplug.study.dataset import StudyDataset
+    from jndplug.study.records import write_judgements
+    from jndplug.study.web.app import default_db_path, default_export_path, open_study
+
+    ds = StudyDataset(args.dataset)
+    db = args.db or default_db_path(ds)
+    if not db.is_file():  # opening would create an empty study database
+        raise FileNotFoundError(f"no study database {db} (start one with 'jndplug study serve {args.dataset}')")
+    ds, store = open_study(ds, db)
+    judgements = store.judgements()
+    if not judgements:
+        raise ValueError(f"{db} holds no answers yet; nothing to export")
+    out = args.out or default_export_path(ds)
+    write_judgements(out, judgements)
+    print(f"{len(judgements)} judgements of {len(store.participants())} participants -> {out}")
     return 0
