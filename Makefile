@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_estimator.py
+	$(PY) -m jndplug.bench estimator --parts speed --out bench-estimator
 
 clean:
-	rm -rf $(VENV) jndplug-demo build *.egg-info
+	rm -rf $(VENV) jndplug-demo bench-estimator build *.egg-info

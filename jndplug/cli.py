@@ -15,6 +15,8 @@ _COMMAND_MODULES = (
     "jndplug.study.cli",
     "jndplug.datagen.cli",
     "jndplug.other_commands",
+    "jndplug.metrics",
+    "jndplug.bench.cli",
 )
 
 

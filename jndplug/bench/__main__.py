@@ -1,0 +1,8 @@
+"""``python -m jndplug.bench sr|codec|estimator ...``: the same as ``jndplug bench ...``."""
+
+import sys
+
+from jndplug.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,27 @@
+"""``jndplug bench sr|codec|estimator`` (also ``python -m jndplug.bench ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import jndplug.bench
+
+KINDS = {
+    "sr": ("jndplug.bench.sr", "super-resolution (BasicSR): ground-truth target vs JND targets"),
+    "codec": ("jndplug.bench.codec", "learned compression (CompressAI): baseline vs JND target, RD curves, BD-rate"),
+    "estimator": ("jndplug.bench.estimator", "estimator speed and accuracy, online overhead of JNDTarget"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks: does training against JND images help?",
+                       description=jndplug.bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
+    for name, (module, summary) in KINDS.items():
+        mod = importlib.import_module(module)
+        k = kinds.add_parser(name, help=summary, description=mod.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(k)
+        # BenchError is a ValueError: `jndplug` prints it as one line, without a traceback
+        k.set_defaults(func=lambda args, mod=mod: mod.run(args) and 0)

@@ -1,0 +1,223 @@
+"""``jndplug bench estimator``: what a JND estimator costs and how close it gets to labelled JND images.
+
+Three parts (``--parts``):
+
+- ``speed``: multiply-accumulates per pixel, parameters and images per second of each
+  architecture (random weights: speed does not depend on their values) and of each ``--weights``
+  file, all timed in one run so their ratios are meaningful on any machine;
+- ``accuracy``: each ``--weights`` file on a labelled dataset (``--data generated:DATASET``, made
+  by ``jndplug datagen build`` and labelled by ``jndplug study aggregate``, or any other
+  ``jndplug.train_estimator`` source): PSNR and SSIM against the labelled JND images and, for
+  generated data, level agreement (exact and within one), as the estimator training validates;
+- ``overhead``: one BasicSR training step (SRModel, EDSR-baseline x4) with and without online
+  ``JNDTarget`` (``--estimator``), as a ratio.
+
+Writes ``estimator_results.json`` and ``estimator_results.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import jndplug
+from jndplug.bench.common import BenchError, machine, resolve_estimator, write_json, write_text
+from jndplug.profile import count_parameters, macs_per_pixel
+
+FORMAT = "jndplug-bench-estimator/1"
+PARTS = ("speed", "accuracy", "overhead")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--out", default="bench-estimator", help="results folder")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--archs", nargs="+", default=["unet", "resjnd"], help="architectures timed with random weights")
+    p.add_argument("--weights", nargs="+", default=[], help="estimator .safetensors files (speed and accuracy)")
+    p.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080"], help="speed: image sizes WxH")
+    p.add_argument("--budget", type=float, default=10.0, help="speed: seconds of timed runs per case (at least one)")
+    p.add_argument("--data", nargs="+", default=[], help="accuracy: labelled data, e.g. generated:DATASET")
+    p.add_argument("--val-crop", type=int, default=512, help="accuracy: central crop side, as in training validation")
+    p.add_argument("--estimator", default="default", help="overhead: the JND estimator (name or path)")
+    p.add_argument("--patch", type=int, default=96, help="overhead: GT patch side of the training batch")
+    p.add_argument("--batch", type=int, default=16, help="overhead: batch size")
+    p.add_argument("--steps", type=int, default=5, help="overhead: timed steps per block")
+    p.add_argument("--repeats", type=int, default=3, help="overhead: alternating blocks with and without JNDTarget")
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    weights = [Path(resolve_estimator(w)) for w in args.weights]
+    estimator = resolve_estimator(args.estimator) if "overhead" in args.parts else None
+    results: dict = {"format": FORMAT, "machine": machine(), "device": str(device), "notes": []}
+    if "speed" in args.parts:
+        results["speed"] = speed(args.archs, weights, args.sizes, device, args.budget)
+    if "accuracy" in args.parts:
+        if args.data and weights:
+            results["accuracy"] = accuracy(weights, args.data, device, args.val_crop)
+        else:
+            results["notes"].append("accuracy: not run; it needs --weights FILE... and --data generated:DATASET")
+    if "overhead" in args.parts:
+        results["overhead"] = overhead(estimator, device, args.patch, args.batch, args.steps, args.repeats)
+    out = Path(args.out)
+    write_json(out / "estimator_results.json", results)
+    text = markdown(results)
+    write_text(out / "estimator_results.md", text)
+    print(text)
+    return results
+
+
+def time_forward(model, size, device, budget_s: float) -> tuple[float, int]:
+    x = torch.rand(1, 3, *size, device=device)
+    with torch.no_grad():
+        model(x)  # warm-up (allocations, cuDNN algorithm choice)
+        _sync(device)
+        runs, start = 0, time.perf_counter()
+        while runs == 0 or (time.perf_counter() - start < budget_s and runs < 50):
+            model(x)
+            runs += 1
+        _sync(device)
+    return (time.perf_counter() - start) / runs, runs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def speed(archs: list[str], weights: list[Path], sizes: list[str], device, budget: float) -> list[dict]:
+    try:
+        hw = [tuple(int(v) for v in s.lower().split("x"))[::-1] for s in sizes]  # WxH -> (H, W)
+    except ValueError:
+        raise BenchError(f"--sizes takes WxH, e.g. 512x512; got {' '.join(sizes)}") from None
+    models = []
+    for arch in archs:
+        torch.manual_seed(0)
+        models.append((arch, arch, jndplug.create_estimator(arch)))
+    for path in weights:
+        model = jndplug.load_estimator(path)
+        models.append((path.name, model.arch_name, model))
+    rows = []
+    for label, arch, model in models:
+        model = model.eval().to(device)
+        macs = macs_per_pixel(model, (64, 64))
+        params = count_parameters(model)
+        for h, w in hw:
+            seconds, runs = time_forward(model, (h, w), device, budget)
+            rows.append({"model": label, "arch": arch, "size": f"{w}x{h}", "macs_per_pixel": round(macs),
+                         "params": params, "seconds_per_image": seconds, "images_per_second": 1 / seconds,
+                         "runs": runs})
+            print(f"{label:12s} {w}x{h}: {macs:,.0f} MACs/px, {params:,} params, {seconds * 1000:,.1f} ms/image "
+                  f"({runs} runs)", file=sys.stderr, flush=True)
+    return rows
+
+
+def accuracy(weights: list[Path], data: list[str], device, val_crop: int) -> list[dict]:
+    """The training loop's validation, on every record of ``data``: use data the estimator did not train on."""
+    from jndplug.training.loop import ImageCache, default_measure, resolve_config, validate
+    from jndplug.training.sources import read_source
+
+    records = []
+    for i, spec in enumerate(data):
+        for r in read_source(spec):
+            if len(data) > 1:
+                r.id = f"{i}:{r.id}"
+            records.append(r)
+    measure = default_measure if any(r.levels for r in records) else None
+    cache = ImageCache()
+    rows = []
+    for path in weights:
+        model = jndplug.load_estimator(path, map_location=device)
+        cfg = resolve_config({"val_crop": val_crop, "sur_conditioning": bool(getattr(model, "accepts_sur", False))})
+        t0 = time.perf_counter()
+        res = validate(model, records, cache, cfg, device, measure)
+        rows.append({"weights": str(path), "arch": model.arch_name, "images": len(records), "data": list(data),
+                     "seconds": time.perf_counter() - t0, **res["summary"]})
+    return rows
+
+
+def _edsr_options(device: torch.device) -> dict:
+    import yaml  # BasicSR's dependency
+
+    spec = importlib.util.find_spec("jndplug.integrations.basicsr")
+    path = Path(list(spec.submodule_search_locations)[0]) / "options" / "train_EDSR_Mx4_baseline.yml"
+    recipe = yaml.safe_load(path.read_text())
+    return {"name": "overhead", "model_type": "SRModel", "scale": 4, "is_train": True, "dist": False, "rank": 0,
+            "world_size": 1, "num_gpu": 1 if device.type == "cuda" else 0, "network_g": recipe["network_g"],
+            "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
+            "train": {"ema_decay": 0, "optim_g": copy.deepcopy(recipe["train"]["optim_g"]),
+                      "scheduler": {"type": "MultiStepLR", "milestones": [10**9], "gamma": 0.5},
+                      "pixel_opt": recipe["train"]["pixel_opt"]},
+            "logger": {"use_tb_logger": False}}
+
+
+def overhead(estimator: str, device, patch: int, batch: int, steps: int, repeats: int) -> dict:
+    """Seconds per BasicSR training step with and without online JND targets, in alternating blocks."""
+    if patch % 4:
+        raise BenchError(f"--patch {patch} must be a multiple of 4 (x4 super-resolution)")
+    from jndplug.integrations.basicsr import wrap_model  # makes basicsr importable first
+    from basicsr.models.sr_model import SRModel
+
+    torch.manual_seed(0)
+    model = SRModel(_edsr_options(device))
+    gt = torch.rand(batch, 3, patch, patch, device=device)
+    lq = torch.nn.functional.interpolate(gt, scale_factor=0.25, mode="bicubic", align_corners=False).clamp(0, 1)
+    model.feed_data({"lq": lq, "gt": gt})
+    target = jndplug.JNDTarget(estimator)
+    plain = model.optimize_parameters
+    with_jnd = wrap_model(model, target).optimize_parameters
+
+    def block(step_fn) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for i in range(steps):
+            step_fn(i + 1)
+        _sync(device)
+        return (time.perf_counter() - start) / steps
+
+    block(plain), block(with_jnd)  # warm-up: allocations, estimator on the device
+    times = {"without": [], "with": []}
+    for _ in range(repeats):
+        times["without"].append(block(plain))
+        times["with"].append(block(with_jnd))
+    without, with_ = float(np.median(times["without"])), float(np.median(times["with"]))
+    return {"estimator": estimator, "arch": getattr(target.model, "arch_name", None), "network": "EDSR-baseline x4",
+            "batch": batch, "gt_patch": patch, "steps_per_block": steps, "repeats": repeats,
+            "seconds_per_step_without": without, "seconds_per_step_with": with_, "ratio": with_ / without,
+            "blocks": times}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Device: {results['device']}; {results['machine']['cpu']} ({results['machine']['cpus']} CPUs, "
+             f"{results['machine']['threads']} torch threads), GPU {results['machine']['gpu']}; "
+             f"torch {results['machine']['torch']}; {results['machine']['date']}.", ""]
+    if "speed" in results:
+        lines += ["| model | arch | size | MACs/pixel | parameters | ms/image | images/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in results["speed"]:
+            lines.append(f"| {r['model']} | {r['arch']} | {r['size']} | {r['macs_per_pixel']:,} | {r['params']:,} | "
+                         f"{r['seconds_per_image'] * 1000:,.1f} | {r['images_per_second']:.2f} |")
+        lines.append("")
+    if results.get("accuracy"):
+        lines += ["| weights | arch | images | PSNR vs labelled JND (dB) | SSIM | level exact | level within 1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in results["accuracy"]:
+            lvl = [f"{r[k]:.3f}" if k in r else "n/a" for k in ("level_exact", "level_within1")]
+            lines.append(f"| {Path(r['weights']).name} | {r['arch']} | {r['images']} | {r['psnr']:.2f} | "
+                         f"{r['ssim']:.4f} | {lvl[0]} | {lvl[1]} |")
+        lines.append("")
+    if "overhead" in results:
+        o = results["overhead"]
+        lines += [f"BasicSR training step ({o['network']}, batch {o['batch']}, GT patch {o['gt_patch']}): "
+                  f"{o['seconds_per_step_without'] * 1000:.1f} ms without, {o['seconds_per_step_with'] * 1000:.1f} ms "
+                  f"with online JNDTarget ({o['arch']}): ratio **{o['ratio']:.3f}** (median of {o['repeats']} "
+                  f"alternating blocks of {o['steps_per_block']} steps).", ""]
+    lines += [f"- {n}" for n in results["notes"]]
+    return "\n".join(lines).rstrip() + "\n"
