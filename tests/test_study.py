@@ -348,6 +348,18 @@ def test_cli_simulate_and_aggregate_with_cvvdp(tmp_path):
     assert (root / "study" / "sur_curves.png").is_file()
 
 
+def test_cli_simulate_a_listed_subset(tmp_path, capsys):
+    root = _tiny_dataset(tmp_path / "ds", n_images=3, size=32)
+    (tmp_path / "ids.txt").write_text("im2\n\nim0\n")
+    out = tmp_path / "j.csv"
+    assert cli_main(["study", "simulate", str(root), "--model", "flip", "--observers", "2",
+                     "--images", str(tmp_path / "ids.txt"), "--out", str(out)]) == 0
+    assert {j.image for j in read_judgements(out)} == {"im0", "im2"}
+    (tmp_path / "ids.txt").write_text("im0\nnope\n")
+    assert cli_main(["study", "simulate", str(root), "--images", str(tmp_path / "ids.txt")]) == 1
+    assert "1 id(s) not in" in capsys.readouterr().err
+
+
 def test_flip_model_and_errors(tmp_path, capsys):
     root = _tiny_dataset(tmp_path / "ds", n_images=1, size=32)
     ds = StudyDataset(root)

@@ -30,6 +30,8 @@ def register(subparsers) -> None:
     s.add_argument("--catch-every", type=int, default=10, metavar="N",
                    help="a catch trial after every N images (0: none; default 10)")
     s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    s.add_argument("--images", type=Path, default=None, metavar="FILE",
+                   help="only the image ids listed in FILE, one per line (a labelled subset)")
     s.add_argument("--out", type=Path, default=None,
                    help="judgements file, .csv or .json (default DATASET/study/judgements.csv)")
     s.set_defaults(func=_simulate)
@@ -108,7 +110,14 @@ def _simulate(args) -> int:
     from jndplug.study.records import write_judgements
 
     ds = StudyDataset(args.dataset)
-    images = ds.ids[: args.limit] if args.limit else ds.ids
+    images = ds.ids
+    if args.images:
+        wanted = [line.strip() for line in args.images.read_text().splitlines() if line.strip()]
+        unknown = sorted(set(wanted) - set(ds.ids))
+        if unknown:
+            raise ValueError(f"{args.images}: {len(unknown)} id(s) not in {ds.root}: {', '.join(unknown[:5])}")
+        images = [i for i in ds.ids if i in set(wanted)]
+    images = images[: args.limit] if args.limit else images
     model = make_model(args.model, viewing_distance_m=args.viewing_distance)
     judgements = simulate(ds, model, n_observers=args.observers, seed=args.seed,
                           sensitivity_sd=args.sensitivity_sd, lapse_rate=args.lapse_rate,
