@@ -21,6 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     ap.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
     ap.add_argument("--export", help="write the final (best-validation) model here as .safetensors")
+    ap.add_argument("--export-dtype", choices=["float32", "float16"], default="float32",
+                    help="precision of the exported tensors (float16 halves the file; default float32)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--no-level-metrics", action="store_true",
                     help="skip level agreement (it needs jndplug.datagen's distortion measure)")
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--export must name a .safetensors file")
         command = "python -m jndplug.train_estimator " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         kwargs = {"measure": None} if args.no_level_metrics else {}
+        if args.export_dtype != "float32":
+            kwargs["export_dtype"] = getattr(torch, args.export_dtype)
         if args.observer_model != "none":
             kwargs["observer_model"] = args.observer_model
         result = train(args.data, args.out, config, export=args.export, device=args.device, command=command, **kwargs)

@@ -88,6 +88,19 @@ def test_save_load_roundtrip(tmp_path, unet):
         assert torch.equal(loaded(x), unet(x))
 
 
+def test_half_precision_file_is_half_the_size_and_loads_as_float32(tmp_path, unet):
+    full = jndplug.save_estimator(unet, tmp_path / "f32.safetensors")
+    half = jndplug.save_estimator(unet, tmp_path / "f16.safetensors", dtype=torch.float16)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = jndplug.load_estimator(half)  # verifies the hash of the stored float16 tensors
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (loaded(x) - unet(x)).abs().max() < 1 / 255
+    with pytest.raises(TypeError, match="floating torch.dtype"):
+        jndplug.save_estimator(unet, tmp_path / "x.safetensors", dtype=torch.int8)
+
+
 def test_save_refuses_unregistered_models_and_bad_metadata(tmp_path, unet):
     with pytest.raises(TypeError, match="not a registered jndplug estimator"):
         jndplug.save_estimator(torch.nn.Conv2d(3, 3, 1), tmp_path / "x.safetensors", {})

@@ -303,12 +303,13 @@ def _lr_lambda(cfg: dict):
 def train(data: list[str], out: str | os.PathLike, config: dict | None = None, export: str | None = None,
           device: str | None = None, command: str | None = None, progress: bool = True,
           measure=default_measure, max_steps_this_run: int | None = None,
-          observer_model: str | None = None) -> dict:
+          observer_model: str | None = None, export_dtype: torch.dtype | None = None) -> dict:
     """Train an estimator; returns the final metrics. Resumes from ``out/checkpoint.pt`` if present.
 
     ``max_steps_this_run`` stops early (with a checkpoint) after that many steps, as an
     interruption would; used to test resume. ``observer_model`` ("cvvdp" or "flip") adds the
     simulated observers' detection rate on the validation predictions to the final metrics.
+    ``export_dtype`` stores the exported file's floating tensors in that precision.
     """
     cfg = resolve_config(config or {})
     dist = init_distributed()
@@ -406,7 +407,7 @@ def train(data: list[str], out: str | os.PathLike, config: dict | None = None, e
               "history": state["history"], "train_images": len(train_recs), "val_images": len(val_recs)}
     if finished and dist.main:
         result.update(_finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, command, export,
-                              step, state["stopped_early"], observer_model))
+                              step, state["stopped_early"], observer_model, export_dtype))
     if dist.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -475,7 +476,8 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
 
 
 def _finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, command, export,
-            steps_run: int, stopped_early: bool, observer_model: str | None = None) -> dict:
+            steps_run: int, stopped_early: bool, observer_model: str | None = None,
+            export_dtype: torch.dtype | None = None) -> dict:
     from jndplug.weights import load_estimator
 
     best_path = out / "best.safetensors"
@@ -505,5 +507,5 @@ def _finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, co
         json.dump({"validation": metrics["summary"], "per_image": metrics["rows"],
                    "detection_per_image": detection["rows"] if detection else [], "provenance": provenance}, f, indent=1)
     if export:
-        save_estimator(final, export, provenance)
+        save_estimator(final, export, provenance, dtype=export_dtype)
     return {"validation": metrics["summary"], "export": export}

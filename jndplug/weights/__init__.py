@@ -65,11 +65,14 @@ def estimator_fingerprint(model: nn.Module) -> str:
     return hashlib.sha256(f"{arch}\n{config}\n{tensors_sha256(_state_tensors(model))}".encode()).hexdigest()
 
 
-def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None,
+                   dtype: torch.dtype | None = None) -> Path:
     """Write ``model`` as a jndplug weights file; ``metadata`` is the free-form provenance.
 
     ``model`` must come from the registry (``create_estimator`` / ``load_estimator``), which
-    gives it ``arch_name`` and ``config``. The write is atomic.
+    gives it ``arch_name`` and ``config``. ``dtype`` (e.g. ``torch.float16``) stores the floating
+    tensors in that precision, halving a shipped file; loading casts them back to the model's
+    float32. The write is atomic.
     """
     from jndplug import __version__
 
@@ -85,6 +88,10 @@ def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | N
     except TypeError as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from exc
     tensors = _state_tensors(model)
+    if dtype is not None:
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     header = {
         "format": FORMAT,
         "arch": arch,
