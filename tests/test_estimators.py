@@ -169,13 +169,15 @@ def test_load_refuses_foreign_files(tmp_path):
         jndplug.load_estimator(garbage)
 
 
-def test_pretrained_names():
+def test_pretrained_names(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown pretrained estimator 'nonexistent'"):
         jndplug.load_estimator("nonexistent")
     with pytest.raises(FileNotFoundError, match="not found"):
         jndplug.load_estimator("missing/dir/file.safetensors")
-    installed = jndplug.list_pretrained()
-    assert "default" in installed
-    if not installed["default"]:
-        with pytest.raises(FileNotFoundError, match="'default' is not installed"):
-            jndplug.load_estimator("default")
+    # an installation whose weights folder lost the file says so and how to get one
+    from jndplug import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    assert jndplug.list_pretrained() == {"default": False}
+    with pytest.raises(FileNotFoundError, match="'default' is not installed.*train_estimator"):
+        jndplug.load_estimator("default")
