@@ -171,6 +171,8 @@ def test_final_metrics_with_datagen_measure_and_simulated_observers(tmp_path, ge
 def test_config_errors(tmp_path, pairs):
     with pytest.raises(ValueError, match="unknown training config keys: epochs"):
         train([pairs], tmp_path / "r", {"epochs": 3}, progress=False)
+    with pytest.raises(ValueError, match="config lr must be a number, got '5e-4'"):
+        train([pairs], tmp_path / "r", {"lr": "5e-4"}, progress=False)
     with pytest.raises(ValueError, match="ms_ssim needs patch >= 161"):
         train([pairs], tmp_path / "r", {"patch": 64}, progress=False)
     with pytest.raises(ValueError, match="multiple of 32"):

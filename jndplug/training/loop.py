@@ -63,6 +63,12 @@ def resolve_config(overrides: dict) -> dict:
         raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(sorted(DEFAULTS))})")
     cfg = {**DEFAULTS, **overrides}
+    for key in ("patch", "batch", "steps", "lr", "weight_decay", "warmup", "clip", "val_fraction", "val_every",
+                "val_crop", "patience", "seed", "checkpoint_every"):
+        # YAML reads 5e-4 as a string (it wants 5.0e-4): say so here rather than deep in the optimiser
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)):
+            raise ValueError(f"config {key} must be a number, got {cfg[key]!r}"
+                             + (" (YAML needs a decimal point in 5.0e-4)" if isinstance(cfg[key], str) else ""))
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
         raise ValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
