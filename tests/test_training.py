@@ -168,6 +168,21 @@ def test_final_metrics_with_datagen_measure_and_simulated_observers(tmp_path, ge
     assert len(rows) == 2 * result["val_images"] and all(r["jod_distance_label"] > 0 for r in rows)
 
 
+def test_sur_benchmark_script_on_a_tiny_conditioned_model(tmp_path, generated):
+    cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4}
+    train([generated], tmp_path / "run", cfg, export=str(tmp_path / "c.safetensors"), progress=False, measure=None)
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_sur.py")
+    r = subprocess.run([sys.executable, script, "--weights", str(tmp_path / "c.safetensors"), "--data", generated,
+                        "--split", str(tmp_path / "run" / "split.json"), "--sur", "0.5", "0.9",
+                        "--json", str(tmp_path / "sur.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "sur.json").read_text())
+    assert [row["sur"] for row in rows] == [0.5, 0.9] and all(row["images"] == 2 for row in rows)
+    # the fixture's labels: a stricter p never picks a stronger level
+    assert rows[1]["label_level_mean"] <= rows[0]["label_level_mean"]
+    assert "| 0.9 | 2 |" in r.stdout
+
+
 def test_config_errors(tmp_path, pairs):
     with pytest.raises(ValueError, match="unknown training config keys: epochs"):
         train([pairs], tmp_path / "r", {"epochs": 3}, progress=False)
