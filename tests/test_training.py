@@ -181,6 +181,8 @@ def test_sur_benchmark_script_on_a_tiny_conditioned_model(tmp_path, generated):
     # the fixture's labels: a stricter p never picks a stronger level
     assert rows[1]["label_level_mean"] <= rows[0]["label_level_mean"]
     assert "| 0.9 | 2 |" in r.stdout
+    assert all(0 <= row["level_exact"] <= row["level_within1"] <= 1 for row in rows)
+    assert all(0 <= row["baseline_exact"] <= row["baseline_within1"] <= 1 for row in rows)
 
 
 def test_config_errors(tmp_path, pairs):
