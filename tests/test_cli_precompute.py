@@ -149,3 +149,19 @@ def test_precompute_cli_under_torchrun_environment(tmp_path, image_folder, estim
 def test_precompute_refuses_destination_inside_source(image_folder, unet):
     with pytest.raises(ValueError, match="must not be inside the source"):
         precompute(image_folder, image_folder / "out", jndplug.JNDTarget(unet), progress=False)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from jndplug.imageio import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    # not mkstemp's private 0600: a shared weights file or dataset must be readable by others
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
