@@ -1,0 +1,66 @@
+"""The shipped estimator: present, verified, small, documented, and it changes images plausibly."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+import jndplug
+from jndplug.profile import macs_per_pixel
+from jndplug.weights import PRETRAINED, WEIGHTS_DIR, read_metadata
+
+SHIPPED = WEIGHTS_DIR / PRETRAINED["default"][0]
+MODEL_CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(torch.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    # a real photograph at the scale the model was trained on (its dataset's images are <= 640 px)
+    return jndplug.to_tensor(skdata.astronaut()[::2, ::2].copy())
+
+
+def test_shipped_file_is_registered_small_and_verified():
+    assert jndplug.list_pretrained() == {"default": True}
+    assert SHIPPED.stat().st_size <= 5 * 2**20
+    model = jndplug.load_estimator("default")  # checks the tensor hash and the architecture
+    assert model.arch_name == "unet" and model.accepts_sur
+    assert macs_per_pixel(model) <= 25_000
+    assert sum(p.numel() for p in model.parameters()) <= 2_000_000
+    prov = model.provenance
+    assert prov["command"].startswith("python -m jndplug.train_estimator")
+    assert prov["label_source"] == ["generated"] and prov["train_images"] > 0 and prov["val_images"] > 0
+    assert {"psnr", "ssim", "level_exact", "level_within1"} <= set(prov["validation"])
+    assert json.loads(read_metadata(SHIPPED)["config"]) == model.config
+
+
+def test_model_card_quotes_the_shipped_files_own_record():
+    card = MODEL_CARD.read_text()
+    prov = jndplug.load_estimator("default").provenance
+    assert prov["command"] in card.replace("\\\n    ", "")
+    assert f"{prov['validation']['psnr']:.2f}" in card
+
+
+def test_default_target_changes_a_photograph_by_a_plausible_amount(photo):
+    out = jndplug.JNDTarget()(photo)
+    assert out.shape == photo.shape and out.dtype == photo.dtype
+    # the labelled JND levels of the training data lie between about 44 and 22 dB PSNR
+    assert 25.0 < _psnr(out, photo) < 50.0
+    # a distortion spread over the image, not a few changed pixels
+    changed = (out - photo).abs().amax(dim=0) > 1 / 255
+    assert changed.float().mean() > 0.2
+    assert torch.equal(jndplug.JNDTarget(strength=0.0)(photo), photo)
+
+
+def test_stricter_satisfied_user_ratio_gives_weaker_distortion(photo):
+    psnrs = [_psnr(jndplug.JNDTarget(sur=p)(photo), photo) for p in (0.5, 0.75, 0.95)]
+    assert psnrs[0] < psnrs[1] < psnrs[2], psnrs
+    assert np.isfinite(psnrs).all()
