@@ -71,6 +71,9 @@ def test_unet_encoder_weights_from_local_file_only(tmp_path):
     m = jndplug.create_estimator("unet", encoder_weights=path)
     assert torch.equal(m.encoder.conv_stem.weight, full.conv_stem.weight)
     assert "encoder_weights" not in m.config  # a path is not part of the architecture
+    save_file({"conv_stem.weight": full.conv_stem.weight.contiguous()}, tmp_path / "partial.safetensors")
+    with pytest.raises(ValueError, match="not a checkpoint of this backbone"):
+        jndplug.create_estimator("unet", encoder_weights=tmp_path / "partial.safetensors")
 
 
 def test_save_load_roundtrip(tmp_path, unet):

@@ -5,6 +5,7 @@ Both leave BasicSR untouched where it already works.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import sys
 import types
@@ -63,7 +64,10 @@ def cpu_resume(upstream):
             path = opt["path"].get("resume_state")
         if not path:
             return None
-        state = torch.load(path, map_location="cpu")
+        # BasicSR's training states hold tensors, numbers and MultiStepLR's Counter of milestones:
+        # nothing that needs unpickling arbitrary objects
+        with torch.serialization.safe_globals([collections.Counter]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
         check_resume(opt, state["iter"])
         return state
 

@@ -83,16 +83,15 @@ class UNetJND(nn.Module):
             "sur_conditioning": bool(sur_conditioning),
             "default_sur": float(default_sur),
         }
-        kwargs = {"features_only": True}
-        if encoder_weights is not None:
-            if not os.path.isfile(encoder_weights):
-                raise FileNotFoundError(f"encoder_weights file not found: {encoder_weights}")
-            # timm reads a local file through the pretrained config; nothing is downloaded.
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": os.fspath(encoder_weights)})
+        if encoder_weights is not None and not os.path.isfile(encoder_weights):
+            raise FileNotFoundError(f"encoder_weights file not found: {encoder_weights}")
         try:
-            self.encoder = timm.create_model(backbone, **kwargs)
+            # never timm's pretrained=True: its loader may fall back to a download
+            self.encoder = timm.create_model(backbone, features_only=True, pretrained=False)
         except RuntimeError as exc:
             raise ValueError(f"timm cannot build backbone {backbone!r} with features_only: {exc}") from exc
+        if encoder_weights is not None:
+            _load_encoder_weights(self.encoder, encoder_weights)
         enc_channels = self.encoder.feature_info.channels()
         reductions = self.encoder.feature_info.reduction()
         if len(decoder_channels) != len(enc_channels):
@@ -145,3 +144,27 @@ class UNetJND(nn.Module):
         if mods is not None:
             h = h * mods[-1][0] + mods[-1][1]
         return x + self.head[1](h)
+
+
+def _load_encoder_weights(encoder: nn.Module, path) -> None:
+    """Load a local timm checkpoint of the whole backbone into its ``features_only`` trunk.
+
+    The trunk keeps the backbone's module names, so the classifier's keys are simply unused; a
+    trunk key the file lacks means the file is for another backbone.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    own = encoder.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ValueError(f"{path}: not a checkpoint of this backbone (lacks {', '.join(missing[:3])}"
+                         f"{' ...' if len(missing) > 3 else ''})")
+    encoder.load_state_dict({k: state[k] for k in own})
