@@ -51,6 +51,9 @@ def test_sr_miniature_run_and_resume(folders, estimator_file, tmp_path):
     assert jnd["delta_vs_gt"]["psnr"]["mean"] == pytest.approx(paired)
     md = (out / "sr_results.md").read_text()
     assert "| edsr | jnd1 | 1 |" in md and "better)" in md
+    # bicubic upsampling scored the same way, as context
+    assert "| bicubic (reference, no training) |" in md and report["bicubic"]["psnr"] > 10
+    assert Image.open(out / "reference" / "bicubic" / "outputs" / "SetA" / "img0.png").size == (120, 112)
     for fig in ("pd_plane.png", "crops_edsr.png"):
         assert Image.open(out / fig).size[0] > 100
 
@@ -78,6 +81,12 @@ def test_sr_miniature_run_and_resume(folders, estimator_file, tmp_path):
     assert "iters: 2 there, 3 now" in res.stderr
 
 
+def test_codec_refuses_two_starting_points(folders, estimator_file, tmp_path):
+    res = run_cli("bench", "codec", "--train", folders / "train", "--out", tmp_path / "c", "--estimator",
+                  estimator_file, "--pretrain-steps", "5", "--init-dir", tmp_path)
+    assert res.returncode == 1 and "--pretrain-steps and --init-dir" in res.stderr
+
+
 def test_bench_needs_an_existing_estimator(folders, tmp_path):
     for kind in ("sr", "codec"):
         res = run_cli("bench", kind, "--train", folders / "train", "--out", tmp_path / kind,
@@ -91,9 +100,16 @@ def test_codec_miniature_run(folders, estimator_file, tmp_path):
     out = tmp_path / "codec"
     res = run_cli("bench", "codec", "--train", folders / "train", "--eval", folders / "kodak", "--out", out,
                   "--estimator", estimator_file, "--models", "bmshj2018-factorized", "--qualities", "1", "2",
-                  "--steps", "1", "--patch", "64", "--batch", "2", "--workers", "0",
+                  "--pretrain-steps", "1", "--steps", "1", "--patch", "64", "--batch", "2", "--workers", "0",
                   "--metrics", "psnr", "ssimulacra2", "flip")
     assert res.returncode == 0, res.stderr[-3000:]
+    # baseline and JND run of a quality fine-tune the same pre-trained codec
+    for q in (1, 2):
+        pre = out / "runs" / f"bmshj2018-factorized_q{q}_pretrain_seed0" / "train" / "model.pth.tar"
+        assert pre.is_file()
+        for target in ("gt", "jnd1"):
+            run = json.loads((out / "runs" / f"bmshj2018-factorized_q{q}_{target}_seed0" / "result.json").read_text())
+            assert run["init"] == str(pre)
     report = json.loads((out / "codec_results.json").read_text())
     assert sorted((e["quality"], e["target"]) for e in report["summary"]) == [(1, "gt"), (1, "jnd1"), (2, "gt"),
                                                                               (2, "jnd1")]

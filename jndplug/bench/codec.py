@@ -1,12 +1,14 @@
 """``jndplug bench codec``: CompressAI codecs trained against the originals and against JND images.
 
 For every model, quality (CompressAI's lambda for it), target and seed, the CompressAI
-integration trains (or fine-tunes, from local zoo files in ``--init-dir``) the codec; it is then
+integration trains the codec (from scratch; or fine-tuning local zoo files in ``--init-dir``; or,
+with ``--pretrain-steps``, fine-tuning a baseline this command trains first); it is then
 evaluated with real entropy coding on ``--eval`` (bits per pixel from the actual bitstreams), and
 its decoded images are scored with ``jndplug.metrics`` against the originals. Layout of ``--out``::
 
     data/train, data/eval   links to the chosen training and evaluation images
     runs/NAME/              train/ (CompressAI checkpoints), eval/ (bitstream results, decoded PNGs), result.json
+    runs/MODEL_qQ_pretrain_seedS/train/   the shared starting point of --pretrain-steps
     codec_results.json, codec_results.md, rd.png
 
 Finished runs are skipped on a rerun; an interrupted training resumes from its checkpoint.
@@ -46,10 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--init-dir", help="folder of CompressAI zoo checkpoints (MODEL-QUALITY-*.pth.tar) to fine-tune "
                                       "from; without it every codec trains from scratch")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="first train each model, quality and seed this long against the originals; every target "
+                        "run then fine-tunes that codec for --steps (0: no shared pre-training)")
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps per run")
     p.add_argument("--patch", type=int, default=256, help="training crop side (a multiple of 64)")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-4 from scratch, 1e-5 when fine-tuning)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-4, and 1e-5 when fine-tuning zoo weights)")
     p.add_argument("--train-images", type=int, help="use this many training images, spread over the sorted list")
     p.add_argument("--eval-images", type=int, help="use this many evaluation images, spread over the sorted list")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -72,13 +77,15 @@ def run(args: argparse.Namespace) -> dict:
         raise BenchError("--strengths must be > 0 (the baseline trains against the originals, always run)")
     if args.patch % 64:
         raise BenchError(f"--patch {args.patch} must be a multiple of 64 (the models' downsampling factor)")
+    if args.pretrain_steps and args.init_dir:
+        raise BenchError("--pretrain-steps and --init-dir both give the starting point; choose one")
     estimator = resolve_estimator(args.estimator)
     out = Path(args.out)
     train_dir, eval_dir = prepare_data(out / "data", args)
     suite = MetricSuite(args.metrics, lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk,
                         device=args.metrics_device)
-    settings = {k: getattr(args, k) for k in ("steps", "patch", "batch", "lr", "train_images", "eval_images",
-                                              "init_dir", "device")}
+    settings = {k: getattr(args, k) for k in ("steps", "pretrain_steps", "patch", "batch", "lr", "train_images",
+                                              "eval_images", "init_dir", "device")}
     settings["estimator"] = estimator
     targets = [("gt", 0.0)] + [(f"jnd{s:g}", s) for s in args.strengths]
     plan = [(m, q, t, s, seed) for m in args.models for q in args.qualities for t, s in targets for seed in args.seeds]
@@ -92,9 +99,16 @@ def run(args: argparse.Namespace) -> dict:
                 raise BenchError(f"{run_dir} was run with other settings; use another --out or delete that run")
             print(f"[{i}/{len(plan)}] {name}: done earlier, skipped", file=sys.stderr)
         else:
+            init = _init_checkpoint(args.init_dir, model, quality)
+            if args.pretrain_steps:
+                pre = f"{model}_q{quality}_pretrain_seed{seed}"
+                print(f"[{i}/{len(plan)}] {pre}: {args.pretrain_steps} steps against the originals (shared by "
+                      "every target of this model, quality and seed; skipped when done)", file=sys.stderr)
+                init = str(train_codec(out / "runs" / pre / "train", model, quality, 0.0, seed, train_dir, settings,
+                                       args, args.pretrain_steps, None))
             print(f"[{i}/{len(plan)}] {name}: training {args.steps} steps", file=sys.stderr)
             result = run_one(run_dir, name, model, quality, target, strength, seed, train_dir, eval_dir, settings,
-                             suite, args)
+                             suite, args, init)
         results.append(result)
     return report(out, results, suite)
 
@@ -133,26 +147,34 @@ def _init_checkpoint(init_dir: str | None, model: str, quality: int) -> str | No
     return str(found[0])
 
 
-def run_one(run_dir, name, model, quality, target, strength, seed, train_dir, eval_dir, settings, suite, args) -> dict:
-    from jndplug.integrations.compressai import evaluate as ca_eval
+def train_codec(save_dir: Path, model, quality, strength, seed, train_dir, settings, args, steps: int,
+                init: str | None) -> Path:
+    """CompressAI training through the integration (resumes an interrupted run); returns the final weights."""
     from jndplug.integrations.compressai import train as ca_train
 
-    save_dir = run_dir / "train"
-    init = _init_checkpoint(args.init_dir, model, quality)
-    lr = args.lr or (1e-5 if init else 1e-4)
+    lr = args.lr or (1e-5 if args.init_dir else 1e-4)
     argv = ["--model", model, "--quality", str(quality), "--dataset", str(train_dir), "--epochs", "1000000",
-            "--max-steps", str(args.steps), "--batch-size", str(args.batch), "--patch-size", str(args.patch),
+            "--max-steps", str(steps), "--batch-size", str(args.batch), "--patch-size", str(args.patch),
             "--learning-rate", str(lr), "--seed", str(seed), "--device", args.device, "--save-dir", str(save_dir),
             "--num-workers", str(args.workers), "--save-every", "500"]
     if strength > 0:
         argv += ["--jnd-target", "--jnd-estimator", settings["estimator"], "--jnd-strength", str(strength)]
-    t0 = time.perf_counter()
     if not (save_dir / "model.pth.tar").is_file():
         if (save_dir / "checkpoint.pth.tar").is_file():
             argv.append("--resume")
         elif init:
             argv += ["--checkpoint", init]
         ca_train.train(ca_train.build_parser().parse_args(argv))
+    return save_dir / "model.pth.tar"
+
+
+def run_one(run_dir, name, model, quality, target, strength, seed, train_dir, eval_dir, settings, suite, args,
+            init) -> dict:
+    from jndplug.integrations.compressai import evaluate as ca_eval
+
+    save_dir = run_dir / "train"
+    t0 = time.perf_counter()
+    train_codec(save_dir, model, quality, strength, seed, train_dir, settings, args, args.steps, init)
     train_seconds = time.perf_counter() - t0
     label = f"{model}-{target}"
     json_path = ca_eval.evaluate(ca_eval.build_parser().parse_args(

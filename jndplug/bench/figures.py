@@ -37,14 +37,15 @@ def perception_distortion(points: list[dict], path: Path, x: str = "niqe", y: st
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     groups = sorted({p["group"] for p in points})
     targets = list(dict.fromkeys(p["target"] for p in points))
-    colours = {t: plt.cm.viridis(i / max(1, len(targets) - 1)) if t != "gt" else "black" for i, t in enumerate(targets)}
+    fixed = {"gt": "black", "bicubic": "grey"}  # the baseline and a no-training reference point
+    colours = {t: fixed.get(t, plt.cm.viridis(i / max(1, len(targets) - 1))) for i, t in enumerate(targets)}
     for gi, g in enumerate(groups):
         for t in targets:
             sel = [p for p in points if p["group"] == g and p["target"] == t and p.get(x) is not None
                    and p.get(y) is not None]
             if sel:
                 ax.scatter([p[x] for p in sel], [p[y] for p in sel], marker=MARKERS[gi % len(MARKERS)],
-                           color=colours[t], label=f"{g} / {t}", alpha=0.8)
+                           color=colours[t], label=g if g == t else f"{g} / {t}", alpha=0.8)
     ax.set(xlabel=f"{METRICS[x].label} ({'higher' if METRICS[x].higher_is_better else 'lower'} is better)",
            ylabel=f"{METRICS[y].label} ({'higher' if METRICS[y].higher_is_better else 'lower'} is better)",
            title="perception-distortion plane (one point per run)")

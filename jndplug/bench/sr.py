@@ -8,6 +8,7 @@ ground truth. Layout of ``--out``::
 
     data/           prepared pairs: GT mod-cropped to the scale, LQ by MATLAB-style bicubic (BasicSR's)
     runs/NAME/      option file, BasicSR's experiments/ (checkpoints, logs), outputs/SET/*.png, result.json
+    reference/bicubic/  the LQ upsampled by bicubic interpolation, scored the same way (context, not a run)
     sr_results.json, sr_results.md, pd_plane.png, crops_ARCH.png
 
 Finished runs (``result.json``) are skipped on a rerun; an interrupted training resumes from its
@@ -114,7 +115,33 @@ def run(args: argparse.Namespace) -> dict:
             print(f"[{i}/{len(plan)}] {name}: training {args.iters} iterations", file=sys.stderr)
             result = run_one(run_dir, name, arch, target, strength, seed, data, settings, suite, args, init)
         results.append(result)
-    return report(out, results, args, suite, data)
+    return report(out, results, args, suite, data, bicubic_reference(out / "reference" / "bicubic", data, suite))
+
+
+def bicubic_reference(ref_dir: Path, data: dict, suite: MetricSuite) -> dict:
+    """Scores of plain bicubic upsampling (BasicSR's MATLAB-style ``imresize``) on the test sets.
+
+    Not a target of the comparison: it shows whether the trained networks learned anything beyond
+    interpolation in the sweep's budget. Computed once per ``--out`` and metric set.
+    """
+    from basicsr.utils.matlab_functions import imresize
+
+    cached = read_result(ref_dir)
+    if cached is not None and cached.get("metrics") == suite.names:
+        return cached
+    sets, rows = {}, []
+    for set_name in data["sets"]:
+        lq_dir, outputs = data["root"] / "test" / set_name / f"LQx{SCALE}", ref_dir / "outputs" / set_name
+        for path in list_images(lq_dir):
+            up = imresize(read_image(path).astype(np.float64) / 255.0, SCALE)
+            write_image(outputs / path.relative_to(lq_dir), np.clip(np.round(up * 255), 0, 255).astype(np.uint8))
+        table = evaluate_folders(outputs, data["root"] / "test" / set_name / "GT", suite=suite)
+        sets[set_name] = table
+        rows += [{**r, "file": f"{set_name}/{r['file']}"} for r in table["images"]]
+    result = {"format": FORMAT, "run": "bicubic", "metrics": suite.names, "mean": mean_of(rows, suite.names),
+              "sets": sets}
+    write_json(ref_dir / "result.json", result)
+    return result
 
 
 def prepare_data(root: Path, args) -> dict:
@@ -270,7 +297,7 @@ def upscale(net, lq_dir: Path, out_dir: Path, device: str) -> None:
         write_image(out_dir / path.relative_to(lq_dir).with_suffix(".png"), tensor_to_array(net(x)[0].cpu()))
 
 
-def report(out: Path, results: list[dict], args, suite: MetricSuite, data: dict) -> dict:
+def report(out: Path, results: list[dict], args, suite: MetricSuite, data: dict, bicubic: dict) -> dict:
     """Mean and spread over seeds per (architecture, target), seed-paired differences to the baseline."""
     names = suite.names
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -292,11 +319,13 @@ def report(out: Path, results: list[dict], args, suite: MetricSuite, data: dict)
     tables = [t for r in results for t in r["sets"].values()]
     table = {"format": FORMAT, "settings": {k: v for k, v in vars(args).items() if k != "func"},
              "test_sets": data["sets"], "notes": notes_lines(suite.skipped, tables), "summary": summary,
+             "bicubic": bicubic["mean"],
              "runs": [{k: r[k] for k in ("run", "arch", "target", "strength", "seed", "train_seconds", "mean")}
                       for r in results], "machine": machine()}
     write_json(out / "sr_results.json", table)
     write_text(out / "sr_results.md", markdown(table, names))
     points = [{"group": r["arch"], "target": r["target"], **r["mean"]} for r in results]
+    points.append({"group": "bicubic", "target": "bicubic", **bicubic["mean"]})
     if PD_X in names and PD_Y in names:
         figures.perception_distortion(points, out / "pd_plane.png", PD_X, PD_Y)
     crop_figures(out, results, data, args)
@@ -320,6 +349,9 @@ def markdown(table: dict, names: list[str]) -> str:
     for e in table["summary"]:
         lines.append(f"| {e['arch']} | {e['target']} | {len(e['seeds'])} | "
                      + " | ".join(mean_std(e["metrics"][m], m) for m in names) + " |")
+    if table.get("bicubic"):
+        lines.append("| bicubic (reference, no training) | – | – | "
+                     + " | ".join(mean_std(summarize([table["bicubic"][m]]), m) for m in names) + " |")
     lines += ["", "JND target minus ground-truth target, paired by seed (mean ± std), and on how many seeds the JND "
                   "run scored better.", "", head, sep]
     for e in table["summary"]:
