@@ -9,7 +9,7 @@ its decoded images are scored with ``jndplug.metrics`` against the originals. La
     data/train, data/eval   links to the chosen training and evaluation images
     runs/NAME/              train/ (CompressAI checkpoints), eval/ (bitstream results, decoded PNGs), result.json
     runs/MODEL_qQ_pretrain_seedS/train/   the shared starting point of --pretrain-steps
-    codec_results.json, codec_results.md, rd.png
+    codec_results.json, codec_results.md, rd.png, crops_MODEL.png
 
 Finished runs are skipped on a rerun; an interrupted training resumes from its checkpoint.
 """
@@ -30,7 +30,7 @@ from PIL import Image
 from jndplug.bench import figures
 from jndplug.bench.common import (BenchError, link_or_copy, machine, mean_std, notes_lines, read_result,
                                   resolve_estimator, spread, summarize, write_json, write_text)
-from jndplug.imageio import list_images
+from jndplug.imageio import list_images, read_image
 from jndplug.metrics import METRICS, MetricSuite, add_suite_arguments, evaluate_folders
 
 FORMAT = "jndplug-bench-codec/1"
@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-images", type=int, help="use this many evaluation images, spread over the sorted list")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--crop-size", type=int, default=128, help="side of the side-by-side crops (pixels)")
+    p.add_argument("--crop-images", type=int, default=3, help="evaluation images shown in the crop figures")
     add_suite_arguments(p)
 
 
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
             result = run_one(run_dir, name, model, quality, target, strength, seed, train_dir, eval_dir, settings,
                              suite, args, init)
         results.append(result)
-    return report(out, results, suite)
+    return report(out, results, suite, eval_dir, args)
 
 
 def prepare_data(root: Path, args) -> tuple[Path, Path]:
@@ -219,7 +221,7 @@ def bd_rate(base: list[tuple[float, float]], test: list[tuple[float, float]], hi
     return (math.exp(mean_log_ratio) - 1) * 100, None
 
 
-def report(out: Path, results: list[dict], suite: MetricSuite) -> dict:
+def report(out: Path, results: list[dict], suite: MetricSuite, eval_dir: Path, args) -> dict:
     names = suite.names
     points: dict[tuple, list[dict]] = {}
     for r in results:
@@ -254,8 +256,29 @@ def report(out: Path, results: list[dict], suite: MetricSuite) -> dict:
     write_json(out / "codec_results.json", table)
     write_text(out / "codec_results.md", markdown(table, names))
     figures.rd_curves(curves, names, out / "rd.png")
+    crop_figures(out, results, eval_dir, args)
     print(markdown(table, names))
     return table
+
+
+def crop_figures(out: Path, results: list[dict], eval_dir: Path, args) -> None:
+    """Per model: the original beside every target's decoded image, one row per image and quality (first seed)."""
+    seed = min(r["seed"] for r in results)
+    chosen = spread(list_images(eval_dir), args.crop_images)
+    for model in dict.fromkeys(r["model"] for r in results):
+        runs = [r for r in results if r["model"] == model and r["seed"] == seed]
+        rows = []
+        for path in chosen:
+            original, rel = read_image(path), path.relative_to(eval_dir)
+            for quality in sorted({r["quality"] for r in runs}):
+                panels = [("original", original)]
+                for r in (r for r in runs if r["quality"] == quality):
+                    decoded = (out / "runs" / r["run"] / "eval" / "reconstructions"
+                               / f"{model}-{r['target']}-q{quality}" / rel.with_suffix(".png"))
+                    bpp = next(im["bpp"] for im in r["bitstreams"]["images"] if im["file"] == str(rel))
+                    panels.append((f"{r['target']}, {bpp:.3f} bpp", read_image(decoded)))
+                rows.append((f"{path.stem} q{quality}", panels))
+        figures.crops(rows, args.crop_size, out / f"crops_{model}.png")
 
 
 def markdown(table: dict, names: list[str]) -> str:
