@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> dict:
         raise BenchError("--strengths must be > 0 (the baseline trains against the originals, always run)")
     if args.patch % 64:
         raise BenchError(f"--patch {args.patch} must be a multiple of 64 (the models' downsampling factor)")
+    if args.pretrain_steps < 0:
+        raise BenchError(f"--pretrain-steps {args.pretrain_steps} must be >= 0")
     if args.pretrain_steps and args.init_dir:
         raise BenchError("--pretrain-steps and --init-dir both give the starting point; choose one")
     estimator = resolve_estimator(args.estimator)

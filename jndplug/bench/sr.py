@@ -129,17 +129,14 @@ def bicubic_reference(ref_dir: Path, data: dict, suite: MetricSuite) -> dict:
     cached = read_result(ref_dir)
     if cached is not None and cached.get("metrics") == suite.names:
         return cached
-    sets, rows = {}, []
-    for set_name in data["sets"]:
-        lq_dir, outputs = data["root"] / "test" / set_name / f"LQx{SCALE}", ref_dir / "outputs" / set_name
+
+    def bicubic(lq_dir: Path, out_dir: Path) -> None:
         for path in list_images(lq_dir):
             up = imresize(read_image(path).astype(np.float64) / 255.0, SCALE)
-            write_image(outputs / path.relative_to(lq_dir), np.clip(np.round(up * 255), 0, 255).astype(np.uint8))
-        table = evaluate_folders(outputs, data["root"] / "test" / set_name / "GT", suite=suite)
-        sets[set_name] = table
-        rows += [{**r, "file": f"{set_name}/{r['file']}"} for r in table["images"]]
-    result = {"format": FORMAT, "run": "bicubic", "metrics": suite.names, "mean": mean_of(rows, suite.names),
-              "sets": sets}
+            write_image(out_dir / path.relative_to(lq_dir), np.clip(np.round(up * 255), 0, 255).astype(np.uint8))
+
+    sets, mean = score(bicubic, ref_dir / "outputs", data, suite)
+    result = {"format": FORMAT, "run": "bicubic", "metrics": suite.names, "mean": mean, "sets": sets}
     write_json(ref_dir / "result.json", result)
     return result
 
@@ -266,19 +263,28 @@ def run_one(run_dir: Path, name, arch, target, strength, seed, data, settings, s
     weights = train(run_dir, opt, settings)
     train_seconds = time.perf_counter() - t0
     net = load_network(opt, weights, args.device)
-    sets, rows = {}, []
     t0 = time.perf_counter()
-    for set_name in data["sets"]:
-        outputs = run_dir / "outputs" / set_name
-        upscale(net, data["root"] / "test" / set_name / f"LQx{SCALE}", outputs, args.device)
-        table = evaluate_folders(outputs, data["root"] / "test" / set_name / "GT", suite=suite)
-        sets[set_name] = table
-        rows += [{**r, "file": f"{set_name}/{r['file']}"} for r in table["images"]]
+    sets, mean = score(lambda lq_dir, out_dir: upscale(net, lq_dir, out_dir, args.device), run_dir / "outputs",
+                       data, suite)
     result = {"format": FORMAT, "run": name, "arch": arch, "target": target, "strength": strength, "seed": seed,
               "settings": settings, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
-              "mean": mean_of(rows, suite.names), "sets": sets, "machine": machine()}
+              "mean": mean, "sets": sets, "machine": machine()}
     write_json(run_dir / "result.json", result)
     return result
+
+
+def score(upsample, outputs: Path, data: dict, suite: MetricSuite) -> tuple[dict, dict]:
+    """``upsample(lq_dir, out_dir)`` on every test set, scored against the ground truth.
+
+    Returns the per-set tables and the mean over all test images (not over sets).
+    """
+    sets, rows = {}, []
+    for set_name in data["sets"]:
+        upsample(data["root"] / "test" / set_name / f"LQx{SCALE}", outputs / set_name)
+        table = evaluate_folders(outputs / set_name, data["root"] / "test" / set_name / "GT", suite=suite)
+        sets[set_name] = table
+        rows += [{**r, "file": f"{set_name}/{r['file']}"} for r in table["images"]]
+    return sets, mean_of(rows, suite.names)
 
 
 def load_network(opt: dict, weights: Path, device: str):

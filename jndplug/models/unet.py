@@ -86,7 +86,8 @@ class UNetJND(nn.Module):
         if encoder_weights is not None and not os.path.isfile(encoder_weights):
             raise FileNotFoundError(f"encoder_weights file not found: {encoder_weights}")
         try:
-            # never timm's pretrained=True: its loader may fall back to a download
+            # random initialisation here; weights come only from a local file (below), never from
+            # timm's pretrained loader, which may fall back to a download
             self.encoder = timm.create_model(backbone, features_only=True, pretrained=False)
         except RuntimeError as exc:
             raise ValueError(f"timm cannot build backbone {backbone!r} with features_only: {exc}") from exc
