@@ -144,8 +144,8 @@ class JNDTarget:
         mode = "reflect" if ph < h and pw < w else "replicate"
         return F.pad(x, (0, pw, 0, ph), mode=mode)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, sur=self.sur) if self.accepts_sur else self.model(x)
+    def _run(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.model(x, sur=self.sur, **kwargs) if self.accepts_sur else self.model(x, **kwargs)
 
     def _tiled(self, x: torch.Tensor, size: int, overlap: int) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -158,15 +158,23 @@ class JNDTarget:
         ys, xs = _tile_starts(ph, size, overlap, d), _tile_starts(pw, size, overlap, d)
         out = torch.zeros_like(x)
         weight = torch.zeros((1, 1, ph, pw), dtype=x.dtype, device=x.device)
+        # a zero-mean estimator centres its residual over the whole image: tiles stay uncentred
+        # and the assembled residual is centred once, as the untiled pass does
+        zero_mean = bool(getattr(self.model, "zero_mean", False))
+        kwargs = {"center": False} if zero_mean else {}
         for y0 in ys:
             for x0 in xs:
                 th, tw = min(size, ph - y0), min(size, pw - x0)
-                pred = self._run(x[..., y0:y0 + th, x0:x0 + tw])
+                pred = self._run(x[..., y0:y0 + th, x0:x0 + tw], **kwargs)
                 win = _blend_window(th, tw, overlap, top=y0 > 0, left=x0 > 0,
                                     bottom=y0 + th < ph, right=x0 + tw < pw, like=x)
                 out[..., y0:y0 + th, x0:x0 + tw] += pred * win
                 weight[..., y0:y0 + th, x0:x0 + tw] += win
-        return (out / weight)[..., :h, :w]
+        out = out / weight
+        if zero_mean:
+            r = (out - x)[..., :h, :w]
+            out = out - r.mean(dim=(-2, -1), keepdim=True)
+        return out[..., :h, :w]
 
 
 def _tile_starts(length: int, size: int, overlap: int, divisor: int) -> list[int]:

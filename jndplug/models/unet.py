@@ -62,6 +62,13 @@ class UNetJND(nn.Module):
         default_sur: the ratio used when a conditioned network is called without one.
         encoder_weights: optional local file with pretrained weights for the backbone (timm
             checkpoint, ``.safetensors`` or ``.pth``). Never downloaded, never stored in config.
+        squeeze_excite: keep the backbone's squeeze-excitation blocks. They pool over the whole
+            input, so a network with them gives different results on a tile than on the whole
+            image; ``False`` replaces them by the identity, making tiled inference exact up to
+            the tiles' halo.
+        zero_mean: remove each image's per-channel mean from the predicted residual, so the JND
+            image never carries a global colour cast (people comparing two images see one even
+            where the visibility models used for labelling discount it).
     """
 
     accepts_sur = False
@@ -74,6 +81,8 @@ class UNetJND(nn.Module):
         sur_conditioning: bool = False,
         default_sur: float = 0.75,
         encoder_weights: str | os.PathLike | None = None,
+        squeeze_excite: bool = True,
+        zero_mean: bool = False,
     ):
         super().__init__()
         self.config = {
@@ -83,6 +92,13 @@ class UNetJND(nn.Module):
             "sur_conditioning": bool(sur_conditioning),
             "default_sur": float(default_sur),
         }
+        # recorded only when they differ from the defaults, so files written before these options
+        # existed keep their exact config (and fingerprint)
+        if not squeeze_excite:
+            self.config["squeeze_excite"] = False
+        if zero_mean:
+            self.config["zero_mean"] = True
+        self.zero_mean = bool(zero_mean)
         if encoder_weights is not None and not os.path.isfile(encoder_weights):
             raise FileNotFoundError(f"encoder_weights file not found: {encoder_weights}")
         try:
@@ -91,6 +107,10 @@ class UNetJND(nn.Module):
             self.encoder = timm.create_model(backbone, features_only=True, pretrained=False)
         except RuntimeError as exc:
             raise ValueError(f"timm cannot build backbone {backbone!r} with features_only: {exc}") from exc
+        if not squeeze_excite:
+            for m in self.encoder.modules():
+                if isinstance(getattr(m, "se", None), nn.Module):
+                    m.se = nn.Identity()
         if encoder_weights is not None:
             _load_encoder_weights(self.encoder, encoder_weights)
         enc_channels = self.encoder.feature_info.channels()
@@ -121,7 +141,9 @@ class UNetJND(nn.Module):
         self.default_sur = float(default_sur)
         self.film = _FiLM(dec + [head_channels]) if sur_conditioning else None
 
-    def forward(self, x: torch.Tensor, sur: torch.Tensor | float | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sur: torch.Tensor | float | None = None, center: bool = True) -> torch.Tensor:
+        """JND image of ``x``. ``center=False`` skips the zero-mean step (for tiles, which
+        ``JNDTarget`` centres together once they are assembled)."""
         if sur is not None and self.film is None:
             raise ValueError("this unet was not trained with satisfied-user-ratio conditioning; call it without sur")
         feats = self.encoder((x - self.mean) / self.std)
@@ -144,7 +166,10 @@ class UNetJND(nn.Module):
         h = self.head[0](torch.cat([d, x], dim=1))
         if mods is not None:
             h = h * mods[-1][0] + mods[-1][1]
-        return x + self.head[1](h)
+        r = self.head[1](h)
+        if self.zero_mean and center:
+            r = r - r.mean(dim=(-2, -1), keepdim=True)
+        return x + r
 
 
 def _load_encoder_weights(encoder: nn.Module, path) -> None:
