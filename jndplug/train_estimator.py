@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--no-level-metrics", action="store_true",
                     help="skip level agreement (it needs jndplug.datagen's distortion measure)")
-    ap.add_argument("--observer-model", choices=["cvvdp", "flip", "none"], default="none",
+    ap.add_argument("--observer-model", choices=["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "none"], default="none",
                     help="after training, the simulated observers' detection rate on the validation predictions "
                          "with this visibility model (needs the study extra; default none)")
     args = ap.parse_args(argv)

@@ -246,3 +246,54 @@ def test_module_entry_point():
 
     r = subprocess.run([sys.executable, "-m", "jndplug.datagen", "build", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--level-fn" in r.stdout and "--max-side" in r.stdout
+
+
+def _textured_half(h=48, w=64, seed=0):
+    """Flat mid-grey on the left, strong texture on the right."""
+    rng = np.random.default_rng(seed)
+    x = torch.full((3, h, w), 0.5)
+    x[:, :, w // 2:] = torch.from_numpy(rng.uniform(0.2, 0.8, (1, h, w - w // 2))).float().expand(3, -1, -1)
+    return x
+
+
+def test_shaping_removes_the_mean_puts_distortion_in_texture_and_scales_chroma():
+    from jndplug.datagen.shaping import shape_distortion
+
+    x = _textured_half()
+    rng = np.random.default_rng(1)
+    d = torch.from_numpy(rng.normal(0, 0.02, x.shape)).float() + torch.tensor([0.03, -0.01, 0.0]).view(3, 1, 1)
+    cand = x + d
+    assert torch.allclose(shape_distortion(x, cand, remove_mean=False, masking=0, chroma=1), cand, atol=1e-6)
+    plain = shape_distortion(x, cand, remove_mean=True, masking=0, chroma=1) - x
+    assert plain.mean(dim=(1, 2)).abs().max() < 1e-6
+    shaped = shape_distortion(x, cand) - x  # the defaults: mean removed, masking power 1
+    assert shaped.mean(dim=(1, 2)).abs().max() < 1e-6
+    w = x.shape[-1] // 2
+    flat, texture = shaped[:, :, 2:w - 2].abs().mean(), shaped[:, :, w + 2:].abs().mean()
+    assert texture > 2 * flat, (float(flat), float(texture))
+    luma_only = shape_distortion(x, cand, remove_mean=False, masking=0, chroma=0) - x
+    ycc = torch.einsum("ij,jhw->ihw", torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]),
+                       luma_only)
+    assert ycc.abs().max() < 1e-5 and luma_only.abs().max() > 0.01
+    with pytest.raises(ValueError, match=">= 0"):
+        shape_distortion(x, cand, masking=-1)
+
+
+def test_levels_carry_no_mean_shift_by_default_and_keep_it_on_request(src, tmp_path):
+    def shifts(out):
+        worst = 0.0
+        for iid in ("city_a", "city_b", "nature_c"):
+            o = read_image(out / "originals" / f"{iid}.png").astype(np.float64)
+            for k in range(1, 10):
+                lv = read_image(out / "distorted" / iid / f"{k}.png").astype(np.float64)
+                worst = max(worst, float(np.abs((lv - o).mean(axis=(0, 1))).max()))
+        return worst
+
+    build_dataset(src, tmp_path / "ds", progress=False, **FAST)
+    doc = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert doc["settings"]["remove_mean"] is True and doc["settings"]["masking"] == 1.0
+    entry = doc["images"][0]["levels"][0]
+    assert entry["raw_psnr"] > 0 and entry["raw_mean_shift"] >= 0
+    build_dataset(src, tmp_path / "kept", progress=False, remove_mean=False, **FAST)
+    # untrained autoencoders shift colours a lot; removing the shift leaves only clamping/rounding
+    assert shifts(tmp_path / "ds") < 1.0 < shifts(tmp_path / "kept")

@@ -16,7 +16,8 @@ from jndplug.study import (
     detection_probability, import_judgements, level_for_sur, load_labels, participant_jnds,
     read_judgements, simulate, write_judgements,
 )
-from jndplug.study.observers import FLIP, PredictionCache, SimulatedObserver, VisibilityModel
+from jndplug.study.observers import (FLIP, SSIMULACRA2, ColourDifference, PredictionCache, SimulatedObserver,
+                                     VisibilityModel, make_model)
 from jndplug.study.screening import kurtosis_beta2
 
 
@@ -332,7 +333,8 @@ def test_simulation_is_seeded_cached_and_tracks_distortion_strength(tmp_path):
 
 def test_cli_simulate_and_aggregate_with_cvvdp(tmp_path):
     root = _tiny_dataset(tmp_path / "ds", n_images=2, size=40)
-    assert cli_main(["study", "simulate", str(root), "--observers", "4", "--seed", "1", "--catch-every", "1"]) == 0
+    assert cli_main(["study", "simulate", str(root), "--model", "cvvdp", "--observers", "4", "--seed", "1",
+                     "--catch-every", "1"]) == 0
     judgements = read_judgements(root / "study" / "judgements.csv")
     assert judgements and all(j.observer_model.startswith("cvvdp-") for j in judgements)
     assert list((root / "study" / "cache").glob("cvvdp-*/im0.json"))
@@ -372,3 +374,61 @@ def test_flip_model_and_errors(tmp_path, capsys):
     assert "distorted images missing for im0 (levels 4)" in capsys.readouterr().err
     assert cli_main(["study", "aggregate", str(tmp_path / "nowhere")]) == 1
     assert "no such dataset folder" in capsys.readouterr().err
+
+
+def _photo(h=128, w=192):
+    from skimage import data, transform
+
+    return transform.resize(data.astronaut(), (h, w), anti_aliasing=True)
+
+
+def test_ssimulacra2_mapping_follows_its_published_scale():
+    m = SSIMULACRA2()
+    p = {s: float(detection_probability(m.score_to_distance(s))) for s in (100, 90, 85, 80, 75, 70, 60)}
+    assert p[100] == 0 and p[75] == pytest.approx(0.5)
+    assert p[90] < 0.05 and p[85] < 0.15 and 0.2 < p[80] < 0.3 and 0.75 < p[70] < 0.85 and p[60] > 0.95
+    assert all(p[a] < p[b] for a, b in zip(p, list(p)[1:]))
+
+
+def test_conservative_observer_notices_a_cast_and_not_a_rounding():
+    img = _photo()
+    u8 = (img * 255).round().astype(np.uint8)
+    u16 = (img * 65535).round().astype(np.uint16)
+    rounded = (np.round(u16 / 257.0) * 257).astype(np.uint16)
+    cast = np.clip(u8.astype(int) + np.array([6, 0, 0]), 0, 255).astype(np.uint8)
+    m = make_model("conservative")
+    assert m.name == "conservative" and [c.name for c in m.models] == ["cvvdp", "flip", "ssimulacra2", "colour"]
+    seen = m.components(u8, cast)
+    assert detection_probability(max(seen.values())) > 0.5
+    # ColorVideoVDP alone discounts the cast: that is why the colour test is there
+    assert detection_probability(seen["cvvdp"]) < 0.5 and max(seen, key=seen.get) == "colour"
+    assert detection_probability(m.distance(u16, rounded)) < 0.05
+    assert m.distance(u8, u8) == 0
+
+
+def test_colour_difference_measures_the_mean_and_local_casts():
+    u8 = (_photo(64, 96) * 255).round().astype(np.uint8)
+    m = ColourDifference()
+    assert m.differences(u8, u8) == (0.0, 0.0)
+    shifted = np.clip(u8.astype(int) + 4, 0, 255).astype(np.uint8)
+    de_mean, de_local = m.differences(u8, shifted)
+    assert de_mean > 0.5 and de_local > 0.5
+    local = u8.copy()
+    local[:20, :20, 2] = np.clip(local[:20, :20, 2].astype(int) + 25, 0, 255)  # a blue patch in a corner
+    de_mean, de_local = m.differences(u8, local)
+    assert de_local / m.local_de50 > de_mean / m.mean_de50  # the local test is what catches it
+    with pytest.raises(ValueError, match="positive"):
+        ColourDifference(mean_de50=0)
+
+
+def test_cli_simulate_conservative_reports_the_deciding_models(tmp_path, capsys):
+    root = _tiny_dataset(tmp_path / "ds", n_images=2, size=40)
+    assert cli_main(["study", "simulate", str(root), "--observers", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "deciding model (all):" in out
+    judgements = read_judgements(root / "study" / "judgements.csv")
+    assert all(j.observer_model.startswith("conservative[cvvdp-") for j in judgements)
+    deciders = json.loads((root / "study" / "deciding_models.json").read_text())
+    evaluated = sum(len(json.loads(p.read_text())["levels"]) for p in (root / "study" / "cache").glob("*/*.json"))
+    assert sum(deciders["all"].values()) == evaluated > 0
+    assert set(deciders["all"]) <= {"cvvdp", "flip", "ssimulacra2", "colour"}

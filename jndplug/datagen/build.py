@@ -33,7 +33,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from jndplug.datagen.autoencoder import AutoencoderSpec, default_family, load_autoencoder, save_autoencoder
-from jndplug.datagen.levels import form_levels, is_monotonic, psnr_ladder
+from jndplug.datagen.levels import form_levels, is_monotonic, mse_to_psnr, psnr_ladder
+from jndplug.datagen.shaping import shape_distortion
 from jndplug.datagen.losses import FeatureNetwork, ms_ssim_score, ssim_score
 from jndplug.datagen.sources import SkipImage, disambiguated_id, find_sources, image_id, prepare
 from jndplug.datagen.training import train_autoencoder
@@ -46,7 +47,9 @@ LevelFn = Callable[[torch.Tensor, int], object]
 
 # Settings that decide what the files contain: a rerun into the same folder must repeat them.
 _FIXED_SETTINGS = ("size", "max_side", "min_side", "levels", "seed", "psnr_range", "calibrate",
-                   "level_source", "patch", "batch", "train_images")
+                   "level_source", "patch", "batch", "train_images", "remove_mean", "masking", "chroma")
+# what datasets built before shaping existed were made with, so they can still be resumed
+_LEGACY = {"remove_mean": False, "masking": 0.0, "chroma": 1.0}
 
 
 @dataclass
@@ -67,6 +70,9 @@ class BuildSettings:
     device: str = "cpu"
     limit: int | None = None
     level_source: str = "autoencoders"
+    remove_mean: bool = True
+    masking: float = 1.0
+    chroma: float = 1.0
 
     def check(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
@@ -79,6 +85,8 @@ class BuildSettings:
             raise ValueError(f"levels must be 1..99, got {self.levels}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.masking < 0 or self.chroma < 0:
+            raise ValueError(f"masking power and chroma factor must be >= 0, got {self.masking} and {self.chroma}")
         if self.patch < 8 or self.batch < 1 or self.train_images < 1:
             raise ValueError("patch must be >= 8, batch and train images >= 1")
         psnr_ladder(self.levels, *self.psnr_range)
@@ -275,7 +283,7 @@ def build_dataset(src, out, *, settings: BuildSettings | None = None, family: li
     now = {k: _plain(getattr(settings, k)) for k in _FIXED_SETTINGS}
     if old_settings is not None:
         differ = [f"{k} (was {old_settings.get(k)!r}, now {now[k]!r})" for k in _FIXED_SETTINGS
-                  if _plain(old_settings.get(k)) != now[k]]
+                  if _plain(old_settings.get(k, _LEGACY.get(k))) != now[k]]
         if differ:
             raise ValueError(f"{out} was built with other settings: {'; '.join(differ)}. "
                              "Rerun with the same settings to resume or extend it, or use a new output folder")
@@ -367,6 +375,9 @@ def _build_one(iid, prepared, out: Path, settings: BuildSettings, ladder, family
         cands = family_obj.candidates(x, settings.device)
     else:
         cands = _callable_candidates(level_fn, fn_name, x, settings.levels)
+    raw = [_raw_stats(x, c) for c in cands]
+    cands = [shape_distortion(x, c, remove_mean=settings.remove_mean, masking=settings.masking,
+                              chroma=settings.chroma) for c in cands]
     levels, report = form_levels(prepared.image, cands, ladder)
     ref = x.unsqueeze(0)
     batch = torch.stack([to_tensor(lv.image) for lv in levels])
@@ -383,6 +394,7 @@ def _build_one(iid, prepared, out: Path, settings: BuildSettings, ladder, family
         entries.append({"level": k + 1, "file": f"distorted/{iid}/{k + 1}.png", "psnr": _finite(lv.psnr),
                         "ssim": _finite(ssims[k]), "ms_ssim": _finite(ms[k]), **made_by,
                         "blend": round(lv.blend, 6), "candidate_psnr": _finite(lv.candidate_psnr),
+                        **raw[lv.candidate],
                         "target_psnr": _finite(ladder[k]) if ladder else None})
     psnrs = [lv.psnr for lv in levels]
     write_image(out / "contact" / f"{iid}.png", contact_sheet(prepared.image, [lv.image for lv in levels], psnrs))
@@ -394,6 +406,14 @@ def _build_one(iid, prepared, out: Path, settings: BuildSettings, ladder, family
               "warnings": prepared.warnings}
     _write_json(out / "records" / f"{iid}.json", record)
     return record
+
+
+def _raw_stats(x: torch.Tensor, candidate: torch.Tensor) -> dict:
+    """PSNR and largest per-channel mean shift (in 8-bit steps) of an unshaped candidate."""
+    d = candidate.float() - x.float()
+    mse = float(d.pow(2).mean())
+    return {"raw_psnr": _finite(mse_to_psnr(mse)),
+            "raw_mean_shift": round(float(d.mean(dim=(-2, -1)).abs().max()) * 255.0, 3)}
 
 
 def _load_records(out: Path) -> dict:

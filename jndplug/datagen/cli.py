@@ -57,6 +57,13 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
                    help="target PSNR of level 1 and of the last level, in dB (default 44 22)")
     b.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="keep each level's raw candidate strength: only check and repair the order")
+    b.add_argument("--keep-mean", dest="remove_mean", action="store_false",
+                   help="keep each level's global per-channel mean shift (colour cast); removed by default")
+    b.add_argument("--masking", type=float, default=d.masking, metavar="POWER",
+                   help=f"weight the distortion by the NAMM visibility threshold of the original to this "
+                        f"power, 0 for none (default {d.masking:g})")
+    b.add_argument("--chroma", type=float, default=d.chroma, metavar="FACTOR",
+                   help=f"scale the chroma part of the distortion (default {d.chroma:g})")
     b.add_argument("--level-fn", metavar="MODULE:FUNC",
                    help="make level k with your own f(image, k) -> image (e.g. your restorer at several "
                         "checkpoints) instead of the autoencoders; also path/to/file.py:func")
@@ -83,7 +90,8 @@ def _build(args) -> int:
                              seed=args.seed, steps=args.steps, patch=args.patch, batch=args.batch,
                              train_images=args.train_images, psnr_range=tuple(args.psnr_range),
                              calibrate=args.calibrate, feature_weights=args.feature_weights,
-                             use_stlpips=args.use_stlpips, device=device, limit=args.limit)
+                             use_stlpips=args.use_stlpips, device=device, limit=args.limit,
+                             remove_mean=args.remove_mean, masking=args.masking, chroma=args.chroma)
     summary = build_dataset(args.src, args.out, settings=settings, level_fn=args.level_fn, progress=args.progress)
     print(format_summary(summary))
     return 1 if summary["not_monotonic"] else 0

@@ -18,8 +18,10 @@ def register(subparsers) -> None:
     s.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
     s.add_argument("--observers", type=int, default=20, help="number of simulated participants (default 20)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--model", choices=("cvvdp", "flip"), default="cvvdp",
-                   help="visibility model (default cvvdp: ColorVideoVDP)")
+    s.add_argument("--model", choices=("conservative", "cvvdp", "flip", "ssimulacra2", "colour"),
+                   default="conservative",
+                   help="visibility model (default conservative: noticed when any of ColorVideoVDP, FLIP, "
+                        "SSIMULACRA 2 and a CIEDE2000 colour test says so)")
     s.add_argument("--viewing-distance", type=float, default=0.6, metavar="M",
                    help="viewing distance in metres from the 24-inch 1920x1080 display (default 0.6)")
     s.add_argument("--sensitivity-sd", type=float, default=0.3,
@@ -127,6 +129,19 @@ def _simulate(args) -> int:
     write_judgements(out, judgements)
     print(f"{len(judgements)} simulated judgements ({args.observers} observers x {len(images)} images, "
           f"model {model.key}) -> {out}")
+    if model.name == "conservative":
+        import json
+
+        from jndplug.imageio import atomic_write
+        from jndplug.study.observers import PredictionCache, deciding_models
+
+        deciders = deciding_models(PredictionCache(ds, model))
+        with atomic_write(ds.study_dir / "deciding_models.json", "w") as f:
+            json.dump(deciders, f, indent=1)
+        for part, counts in deciders.items():
+            total = sum(counts.values()) or 1
+            print(f"deciding model ({part.replace('_', ' ')}): " +
+                  ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
     return 0
 
 

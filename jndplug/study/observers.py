@@ -36,6 +36,36 @@ FLIP error over 12 photographs x 9 JPEG levels seen on the same display (``pytho
 jndplug.study.validate``; see the study README). The calibration is to another model, not to
 people, and is weaker than ColorVideoVDP's own (rank correlation between the two: 0.93).
 
+SSIMULACRA 2
+------------
+A score ``s`` (100 = identical) fitted to human ratings, with a published scale: 90 "impossible
+to distinguish from the original in a flicker test", 85 the same in a flip test, 80 the same
+side by side at 1:1, 70 "hard to notice artifacts without comparison to the original". It is mapped
+to ``d = ((100 - s) / (100 - s50)) ** gamma`` with ``s50 = 75`` and ``gamma = 3.3``, which puts the
+detection probability of the median observer at 3% for s = 90, 10% at 85, 25% at 80, 50% at 75 and
+79% at 70: low where the scale says people cannot tell the images apart in a side-by-side
+comparison, high where it says they can without one. The two constants are the solution of
+P(80) = 0.25 and P(70) = 0.8 (rounded); the other anchors then follow.
+
+Colour difference
+-----------------
+People comparing two images side by side see a global colour cast that ColorVideoVDP largely
+discounts (it models adaptation). This model measures CIEDE2000 (sRGB, D65) between the two
+images' mean colours, and the 95th percentile of per-pixel CIEDE2000 between Gaussian low-passes of
+the images (sigma half a degree of visual angle, 19 px on the study display) for local casts, and
+takes ``d = max(dE_mean / 1.0, dE_low_p95 / 2.0)``. One CIEDE2000 unit is the usual
+just-perceptible difference of two uniform patches; photographs are more forgiving (published
+perceptibility thresholds for pictorial images are 1.3-2 units), so anchoring the image mean at 1.0
+is conservative. Local casts are anchored at 2.0, a choice, not a measurement.
+
+Conservative (the default for labelling)
+----------------------------------------
+No single model is a trustworthy stand-in for people (ColorVideoVDP- and FLIP-based observers
+order the same images differently). The conservative model runs ColorVideoVDP, FLIP, SSIMULACRA 2
+and the colour-difference test and returns the largest of their distances: an observer notices a
+level when any of the models would have them notice it. Which model decided is kept with every
+cached prediction (:func:`deciding_models`).
+
 Viewing conditions: the study's display, a 24-inch 1920x1080 monitor (ColorVideoVDP's
 ``standard_fhd``: 200 cd/m^2 peak, contrast 1000:1, 250 lux office light) seen from 0.6 m
 (about 38 pixels per degree); each image is shown at its native pixel size.
@@ -163,13 +193,167 @@ class FLIP(VisibilityModel):
         return (self.mean_error(reference, test) / self.e50) ** self.gamma
 
 
-MODELS = {"cvvdp": CVVDP, "flip": FLIP}
+def _to_u8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+    raise ValueError(f"expected a uint8 or uint16 image, got {a.dtype}")
 
 
-def make_model(name: str, viewing_distance_m: float = 0.6, **kw) -> VisibilityModel:
+class SSIMULACRA2(VisibilityModel):
+    """SSIMULACRA 2 mapped to an equivalent JOD distance (see the module docstring)."""
+
+    name = "ssimulacra2"
+
+    def __init__(self, viewing_distance_m: float = 0.6, s50: float = 75.0, gamma: float = 3.3):
+        if not 0 < s50 < 100 or gamma <= 0:
+            raise ValueError(f"SSIMULACRA 2 mapping needs 0 < s50 < 100 and gamma > 0, got {s50} and {gamma}")
+        from importlib.metadata import version
+
+        from ssimulacra2 import compute_ssimulacra2  # noqa: F401  (fail now, not mid-study)
+
+        self.s50, self.gamma = s50, gamma
+        self._version = version("ssimulacra2")
+
+    @property
+    def key(self) -> str:
+        return f"ssimulacra2-{self._version}_s50-{self.s50:g}_g{self.gamma:g}"
+
+    def score(self, reference, test) -> float:
+        import io
+
+        from PIL import Image
+        from ssimulacra2 import compute_ssimulacra2
+
+        def png(a):
+            buf = io.BytesIO()
+            Image.fromarray(_to_u8(a)).save(buf, format="PNG")
+            buf.seek(0)
+            return buf
+
+        if np.array_equal(reference, test):
+            return 100.0
+        return float(compute_ssimulacra2(png(reference), png(test)))
+
+    def score_to_distance(self, s: float) -> float:
+        return ((100.0 - min(100.0, s)) / (100.0 - self.s50)) ** self.gamma
+
+    def distance(self, reference, test) -> float:
+        return self.score_to_distance(self.score(reference, test))
+
+
+class ColourDifference(VisibilityModel):
+    """CIEDE2000 of the image means and of low-passes (see the module docstring)."""
+
+    name = "colour"
+
+    def __init__(self, viewing_distance_m: float = 0.6, diagonal_inches: float = 24.0,
+                 resolution=(1920, 1080), mean_de50: float = 1.0, local_de50: float = 2.0,
+                 sigma_degrees: float = 0.5, percentile: float = 95.0):
+        if min(viewing_distance_m, diagonal_inches, mean_de50, local_de50, sigma_degrees) <= 0:
+            raise ValueError("viewing distance, display size, anchors and sigma must be positive")
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        w, h = resolution
+        width_m = diagonal_inches * 0.0254 * w / math.hypot(w, h)
+        ppd = w / (2 * math.degrees(math.atan(width_m / 2 / viewing_distance_m)))
+        self.sigma_px = sigma_degrees * ppd
+        self.mean_de50, self.local_de50, self.percentile = mean_de50, local_de50, percentile
+        self.viewing_distance_m, self.diagonal_inches, self.resolution = viewing_distance_m, diagonal_inches, (w, h)
+        self.sigma_degrees = sigma_degrees
+
+    @property
+    def key(self) -> str:
+        w, h = self.resolution
+        return (f"ciede2000_{w}x{h}_{self.diagonal_inches:g}in_{self.viewing_distance_m:g}m_mean-{self.mean_de50:g}_"
+                f"local-{self.local_de50:g}-p{self.percentile:g}-s{self.sigma_degrees:g}deg")
+
+    def differences(self, reference, test) -> tuple[float, float]:
+        """(dE00 of the mean colours, percentile of dE00 between the low-passes)."""
+        from scipy.ndimage import gaussian_filter
+        from skimage.color import deltaE_ciede2000, rgb2lab
+
+        def f(a):
+            peak = 65535.0 if a.dtype == np.uint16 else 255.0
+            return np.asarray(a, dtype=np.float64)[..., :3] / peak
+
+        r, t = f(reference), f(test)
+        # the mean colour is taken in linear light, where mixing happens, then converted
+        def mean_lab(a):
+            lin = np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4).mean(axis=(0, 1))
+            srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+            return rgb2lab(srgb[None, None])[0, 0]
+
+        de_mean = float(deltaE_ciede2000(mean_lab(r), mean_lab(t)))
+        lp = [gaussian_filter(a, sigma=(self.sigma_px, self.sigma_px, 0), mode="reflect") for a in (r, t)]
+        de_local = float(np.percentile(deltaE_ciede2000(rgb2lab(lp[0]), rgb2lab(lp[1])), self.percentile))
+        return de_mean, de_local
+
+    def distance(self, reference, test) -> float:
+        de_mean, de_local = self.differences(reference, test)
+        return max(de_mean / self.mean_de50, de_local / self.local_de50)
+
+
+class Conservative(VisibilityModel):
+    """The largest distance of several models: noticed when any of them says so."""
+
+    name = "conservative"
+
+    def __init__(self, models: list[VisibilityModel]):
+        if not models:
+            raise ValueError("the conservative model needs at least one visibility model")
+        self.models = list(models)
+
+    @property
+    def key(self) -> str:
+        return "conservative[" + "+".join(m.key for m in self.models) + "]"
+
+    def components(self, reference, test) -> dict[str, float]:
+        return {m.name: float(m.distance(reference, test)) for m in self.models}
+
+    def distance(self, reference, test) -> float:
+        return max(self.components(reference, test).values())
+
+
+def _conservative(viewing_distance_m: float = 0.6) -> Conservative:
+    return Conservative([CVVDP(viewing_distance_m=viewing_distance_m), FLIP(viewing_distance_m=viewing_distance_m),
+                         SSIMULACRA2(viewing_distance_m=viewing_distance_m),
+                         ColourDifference(viewing_distance_m=viewing_distance_m)])
+
+
+MODELS = {"conservative": _conservative, "cvvdp": CVVDP, "flip": FLIP, "ssimulacra2": SSIMULACRA2,
+          "colour": ColourDifference}
+DEFAULT_MODEL = "conservative"
+
+
+def make_model(name: str = DEFAULT_MODEL, viewing_distance_m: float = 0.6, **kw) -> VisibilityModel:
     if name not in MODELS:
         raise ValueError(f"unknown visibility model {name!r}; choose {', '.join(MODELS)}")
     return MODELS[name](viewing_distance_m=viewing_distance_m, **kw)
+
+
+def deciding_models(cache: "PredictionCache") -> dict:
+    """How often each component of a conservative model gave the largest distance.
+
+    Counted over the (image, level) predictions in the cache: all of them, and those whose
+    distance lies between 0.5 and 2 JOD (detection 26-82% for the median observer), where the
+    decision between noticed and not noticed is made.
+    """
+    counts, near = {}, {}
+    for path in sorted(cache.dir.glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for hit in entry.get("levels", {}).values():
+            if len(hit) < 3 or not hit[2]:
+                continue
+            winner = max(hit[2], key=hit[2].get)
+            counts[winner] = counts.get(winner, 0) + 1
+            if 0.5 <= hit[0] <= 2.0:
+                near[winner] = near.get(winner, 0) + 1
+    return {"all": counts, "near_threshold": near}
 
 
 class PredictionCache:
@@ -222,9 +406,14 @@ class PredictionCache:
         if ref.shape != test.shape:
             raise ValueError(f"{path}: size {test.shape[1]}x{test.shape[0]} differs from its original "
                              f"({ref.shape[1]}x{ref.shape[0]})")
-        d = float(self.model.distance(ref, test))
+        if isinstance(self.model, Conservative):
+            parts = self.model.components(ref, test)
+            d = max(parts.values())
+            entry["levels"][str(level)] = [d, stamp, parts]
+        else:
+            d = float(self.model.distance(ref, test))
+            entry["levels"][str(level)] = [d, stamp]
         self.computed += 1
-        entry["levels"][str(level)] = [d, stamp]
         with atomic_write(self.dir / f"{image}.json", "w") as f:
             json.dump(entry, f)
         return d
