@@ -1,6 +1,6 @@
 """``jndplug bench estimator``: what a JND estimator costs and how close it gets to labelled JND images.
 
-Three parts (``--parts``):
+Four parts (``--parts``):
 
 - ``speed``: multiply-accumulates per pixel, parameters and images per second of each
   architecture (random weights: speed does not depend on their values) and of each ``--weights``
