@@ -196,7 +196,7 @@ def test_truth_part_writes_its_report_resumes_and_refuses_other_settings(photos,
     assert (out / "truth" / "default" / "result.json").read_text() == before
 
 
-def test_truth_part_reports_a_missing_metric_as_skipped(photos, monkeypatch, tmp_path, capsys):
+def test_truth_part_reports_a_missing_metric_as_skipped(photos, estimator_file, monkeypatch, tmp_path):
     import json
     import sys
 
@@ -204,10 +204,14 @@ def test_truth_part_reports_a_missing_metric_as_skipped(photos, monkeypatch, tmp
 
     monkeypatch.setitem(sys.modules, "pycvvdp", None)  # as if ColorVideoVDP were not installed
     out = tmp_path / "out"
-    assert main(["bench", "estimator", "--parts", "truth", "--weights", "default", "--images", str(photos),
-                 "--max-side", "64", "--limit", "1", "--strength", "0", "--metrics", "cvvdp", "ssimulacra2",
-                 "--out", str(out)]) == 0
-    row = json.loads((out / "estimator_results.json").read_text())["truth"][0]
+    assert main(["bench", "estimator", "--parts", "truth", "--weights", "default", str(estimator_file),
+                 "--images", str(photos), "--max-side", "64", "--limit", "1", "--strength", "0", "--sur", "0.9",
+                 "--metrics", "cvvdp", "ssimulacra2", "--out", str(out)]) == 0
+    report = json.loads((out / "estimator_results.json").read_text())
+    row = report["truth"][0]
+    # --sur reaches the SUR-conditioned default; the unconditioned file runs as it is, and the notes say so
+    assert row["sur_effective"] == 0.9 and report["truth"][1]["sur_effective"] is None
+    assert "applies only to SUR-conditioned" in report["notes"][0]
     assert "needs cvvdp" in row["skipped"]["cvvdp"] and row["summary"]["cvvdp"] is None
     # strength 0: the JND image is the original, so there is no distortion to share out
     s = row["summary"]

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import jndplug
+from jndplug.bench import figures
 from jndplug.bench import truth as measures
 from jndplug.bench.common import (RESULT, BenchError, machine, notes_lines, read_result, resolve_estimator, spread,
                                   write_json, write_text)
@@ -95,9 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if run_truth:
         results["truth"] = truth(args.weights, weights, images, args, device, out)
-        from jndplug.bench.figures import band_ratios
-
-        band_ratios(results["truth"], out / "truth_bands.png")
+        figures.band_ratios(results["truth"], out / "truth_bands.png")
         if args.sur is not None and any(r["sur_effective"] is None for r in results["truth"]):
             results["notes"].append(f"truth: --sur {args.sur:g} applies only to SUR-conditioned estimators; those "
                                     "with SUR n/a ran as they are")
