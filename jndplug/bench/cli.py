@@ -10,7 +10,8 @@ import jndplug.bench
 KINDS = {
     "sr": ("jndplug.bench.sr", "super-resolution (BasicSR): ground-truth target vs JND targets"),
     "codec": ("jndplug.bench.codec", "learned compression (CompressAI): baseline vs JND target, RD curves, BD-rate"),
-    "estimator": ("jndplug.bench.estimator", "estimator speed and accuracy, online overhead of JNDTarget"),
+    "estimator": ("jndplug.bench.estimator", "estimator speed and accuracy, online overhead of JNDTarget, "
+                  "truth report of its JND images"),
 }
 
 

@@ -117,3 +117,24 @@ def crops(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: int, path:
                 ax.set_title(f"{name}\n{title}" if c == 0 else title, fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def band_ratios(rows: list[dict], path: Path) -> Path:
+    """Luma band power ratios (JND image / original) per estimator, from the truth report's rows."""
+    from jndplug.bench.truth import BAND_NAMES
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.axhline(1.0, color="grey", linewidth=1)
+    for i, r in enumerate(rows):
+        pts = [(k, v) for k, v in enumerate(r["summary"]["band_ratios"]) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker=MARKERS[i % len(MARKERS)], label=r["label"])
+    ax.set_xticks(range(len(BAND_NAMES)), BAND_NAMES)
+    ax.set(xlabel="radial frequency band (cycles per pixel)", ylabel="luma power, JND image / original",
+           title="below 1: the JND image removes detail; above 1: it adds detail")
+    ax.grid(alpha=0.3)
+    if ax.lines[1:]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
