@@ -64,3 +64,28 @@ def test_stricter_satisfied_user_ratio_gives_weaker_distortion(photo):
     psnrs = [_psnr(jndplug.JNDTarget(sur=p)(photo), photo) for p in (0.5, 0.75, 0.95)]
     assert psnrs[0] < psnrs[1] < psnrs[2], psnrs
     assert np.isfinite(psnrs).all()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    # three photographs of different kinds (portrait, street scene, coffee cup), halved as above
+    return [jndplug.to_tensor(img[::2, ::2].copy()) for img in (skdata.astronaut(), skdata.chelsea(), skdata.coffee())]
+
+
+def test_shipped_jnd_images_carry_no_colour_cast(photos):
+    for x in photos:
+        y = (jndplug.JNDTarget()(x) * 255).round() / 255  # as a user writes it: 8 bits
+        shift = (y - x).mean(dim=(-2, -1)).abs().max() * 255
+        assert shift <= 1.0, float(shift)
+
+
+def test_shipped_jnd_map_follows_local_contrast(photos):
+    from jndplug.bench.truth import masking
+
+    target = jndplug.JNDTarget()
+    rhos = []
+    for x in photos:
+        m = masking(jndplug.to_array(x), target.jnd_map(x)[0].numpy())
+        rhos.append(m["spearman"])
+        assert m["textured"] > m["flat"]  # more tolerance in texture than in flat regions
+    assert np.mean(rhos) >= 0.3, rhos
