@@ -297,3 +297,14 @@ def test_levels_carry_no_mean_shift_by_default_and_keep_it_on_request(src, tmp_p
     build_dataset(src, tmp_path / "kept", progress=False, remove_mean=False, **FAST)
     # untrained autoencoders shift colours a lot; removing the shift leaves only clamping/rounding
     assert shifts(tmp_path / "ds") < 1.0 < shifts(tmp_path / "kept")
+
+
+def test_feature_loss_members_can_train_for_other_step_counts():
+    from jndplug.datagen import default_family
+
+    fam = default_family(400, 200)
+    assert [s.steps for s in fam if "feature" in s.loss] == [200, 200, 200]
+    assert {s.steps for s in fam if "feature" not in s.loss} == {400}
+    assert default_family(300) == default_family(300, None)
+    with pytest.raises(ValueError, match="steps"):
+        BuildSettings(feature_steps=-1).check()

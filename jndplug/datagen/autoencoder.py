@@ -11,6 +11,8 @@ statistics but let exact positions and colours wander.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,12 +67,21 @@ class AutoencoderSpec:
         return cls(**{**d, "skips": tuple(d.get("skips", ()))})
 
 
-def default_family(steps: int = 150) -> list[AutoencoderSpec]:
+def default_family(steps: int = 150, feature_steps: int | None = None) -> list[AutoencoderSpec]:
     """The nine autoencoders of the default recipe, nominally weakest (level 1) to strongest.
 
     Capacity falls down the list (skips dropped from the finest scale up, then the bottleneck
     narrows); the loss recipes alternate so neighbouring levels differ in kind, not only amount.
+    ``feature_steps`` (default ``steps``) applies to the members with a deep-feature loss, whose
+    steps cost about ten times those of the pixel-loss members on a CPU.
     """
+    family = _default_family(steps)
+    if feature_steps is None:
+        return family
+    return [dataclasses.replace(s, steps=feature_steps) if "feature" in s.loss else s for s in family]
+
+
+def _default_family(steps: int) -> list[AutoencoderSpec]:
     return [
         AutoencoderSpec("ae1-skip-all-l1", 16, 2, 32, (0, 1), {"l1": 1.0}, steps),
         AutoencoderSpec("ae2-skip-all-l2-msssim", 16, 2, 32, (0, 1), {"l2": 1.0, "ms_ssim": 0.5}, steps),

@@ -60,6 +60,7 @@ class BuildSettings:
     levels: int = 9
     seed: int = 0
     steps: int = 200
+    feature_steps: int | None = None
     patch: int = 96
     batch: int = 8
     train_images: int = 64
@@ -87,6 +88,8 @@ class BuildSettings:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.masking < 0 or self.chroma < 0:
             raise ValueError(f"masking power and chroma factor must be >= 0, got {self.masking} and {self.chroma}")
+        if self.steps < 0 or (self.feature_steps is not None and self.feature_steps < 0):
+            raise ValueError("training steps must be >= 0")
         if self.patch < 8 or self.batch < 1 or self.train_images < 1:
             raise ValueError("patch must be >= 8, batch and train images >= 1")
         psnr_ladder(self.levels, *self.psnr_range)
@@ -268,7 +271,7 @@ def build_dataset(src, out, *, settings: BuildSettings | None = None, family: li
     sources = _subset(find_sources(roots), settings.limit)
     if not sources:
         raise ValueError(f"no png/jpg/bmp/tif images under {', '.join(map(str, roots))}")
-    specs = family if family is not None else default_family(settings.steps)
+    specs = family if family is not None else default_family(settings.steps, settings.feature_steps)
     if level_fn is None and not specs:
         raise ValueError("the autoencoder family is empty")
 

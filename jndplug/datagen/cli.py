@@ -49,6 +49,9 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     b.add_argument("--steps", type=int, default=d.steps,
                    help=f"training steps per autoencoder (default {d.steps})")
+    b.add_argument("--feature-steps", type=int, default=None, metavar="N",
+                   help="training steps of the members with a deep-feature loss, about ten times as costly "
+                        "per step on a CPU (default: --steps)")
     b.add_argument("--patch", type=int, default=d.patch, help=f"training patch size (default {d.patch})")
     b.add_argument("--batch", type=int, default=d.batch, help=f"training batch size (default {d.batch})")
     b.add_argument("--train-images", type=int, default=d.train_images, metavar="N",
@@ -87,7 +90,7 @@ def _build(args) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = BuildSettings(size=args.size, max_side=args.max_side, min_side=args.min_side, levels=args.levels,
-                             seed=args.seed, steps=args.steps, patch=args.patch, batch=args.batch,
+                             seed=args.seed, steps=args.steps, feature_steps=args.feature_steps, patch=args.patch, batch=args.batch,
                              train_images=args.train_images, psnr_range=tuple(args.psnr_range),
                              calibrate=args.calibrate, feature_weights=args.feature_weights,
                              use_stlpips=args.use_stlpips, device=device, limit=args.limit,
