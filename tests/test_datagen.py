@@ -294,6 +294,7 @@ def test_levels_carry_no_mean_shift_by_default_and_keep_it_on_request(src, tmp_p
     assert doc["settings"]["remove_mean"] is True and doc["settings"]["masking"] == 1.0
     entry = doc["images"][0]["levels"][0]
     assert entry["raw_psnr"] > 0 and entry["raw_mean_shift"] >= 0
+    assert doc["summary"]["per_level"][0]["raw_psnr_mean"] > 0  # each member's raw strength, reported
     build_dataset(src, tmp_path / "kept", progress=False, remove_mean=False, **FAST)
     # untrained autoencoders shift colours a lot; removing the shift leaves only clamping/rounding
     assert shifts(tmp_path / "ds") < 1.0 < shifts(tmp_path / "kept")

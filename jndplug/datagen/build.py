@@ -73,7 +73,7 @@ class BuildSettings:
     level_source: str = "autoencoders"
     remove_mean: bool = True
     masking: float = 1.0
-    chroma: float = 1.0
+    chroma: float = 0.5
 
     def check(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
@@ -447,7 +447,9 @@ def _summary(out: Path, records: dict, built: list, done_before: int, skipped: l
     n_levels = max((len(r["levels"]) for r in all_recs), default=0)
     per_level = []
     for k in range(n_levels):
-        vals = {m: [r["levels"][k][m] for r in all_recs if r["levels"][k][m] is not None] for m in ("psnr", "ssim", "ms_ssim")}
+        # raw_*: the unshaped autoencoder output (absent from datasets built before shaping)
+        vals = {m: [r["levels"][k][m] for r in all_recs if r["levels"][k].get(m) is not None]
+                for m in ("psnr", "ssim", "ms_ssim", "raw_psnr", "raw_mean_shift")}
         per_level.append({"level": k + 1, **{f"{m}_mean": (round(float(np.mean(v)), 4) if v else None) for m, v in vals.items()},
                           "psnr_min": round(float(np.min(vals["psnr"])), 4) if vals["psnr"] else None,
                           "psnr_max": round(float(np.max(vals["psnr"])), 4) if vals["psnr"] else None})
@@ -468,11 +470,12 @@ def format_summary(summary: dict) -> str:
              f"{len(summary['not_monotonic'])} not monotonic" +
              (f" ({', '.join(summary['not_monotonic'][:5])})" if summary["not_monotonic"] else "")]
     if summary["per_level"]:
-        lines.append("level  PSNR mean [min, max]   SSIM    MS-SSIM")
+        lines.append("level  PSNR mean [min, max]   SSIM    MS-SSIM  raw AE PSNR  raw AE mean shift /255")
         for e in summary["per_level"]:
             f = lambda v, d=4: "   -  " if v is None else f"{v:.{d}f}"  # noqa: E731
             lines.append(f"{e['level']:>5}  {f(e['psnr_mean'], 2):>6} [{f(e['psnr_min'], 2)}, {f(e['psnr_max'], 2)}]"
-                         f"  {f(e['ssim_mean'])}  {f(e['ms_ssim_mean'])}")
+                         f"  {f(e['ssim_mean'])}  {f(e['ms_ssim_mean'])}  {f(e.get('raw_psnr_mean'), 2):>11}"
+                         f"  {f(e.get('raw_mean_shift_mean'), 2):>8}")
     for s in skipped[:20]:
         lines.append(f"skipped {s['source']}: {s['reason']}")
     if len(skipped) > 20:
