@@ -85,8 +85,8 @@ def _infer(args: argparse.Namespace) -> int:
             print(f"skipped {inp}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        if array.dtype == np.uint16 and out.suffix.lower() != ".png":
-            out = out.with_suffix(".png")  # 16-bit results are written as PNG
+        if array.dtype == np.uint16 and out.suffix.lower() not in (".png", ".tif", ".tiff"):
+            out = out.with_suffix(".png")  # 16-bit results are written as PNG (or TIFF)
         write_image(out, tensor_to_array(jnd, array.dtype))
         stem = out.with_suffix("")
         if args.map or args.compare:

@@ -126,13 +126,12 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
 
 
 def _write_like_input(out: Path, array: np.ndarray) -> None:
-    if out.suffix.lower() in (".jpg", ".jpeg"):
-        # keep the name so the folder stays a drop-in replacement; q100 without chroma subsampling
-        # adds far less error than the JND distortion itself
+    # always under the input's own name, so the folder stays a drop-in replacement and a rerun
+    # finds the file (16-bit data has PNG and TIFF only; read_image gives 16 bits for no other)
+    if out.suffix.lower() in (".jpg", ".jpeg") and array.dtype == np.uint8:
+        # q100 without chroma subsampling adds far less error than the JND distortion itself
         with atomic_write(out) as f:
             Image.fromarray(array).save(f, format="JPEG", quality=100, subsampling=0)
-    elif array.dtype == np.uint16 and out.suffix.lower() != ".png":
-        write_image(out.with_suffix(".png"), array)
     else:
         write_image(out, array)
 
