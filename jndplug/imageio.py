@@ -99,6 +99,24 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     )
 
 
+def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, *, inside_ok: bool = False) -> None:
+    """Refuse an output (file or folder) that is, or contains, the input: it would overwrite originals.
+
+    ``inside_ok``: an output folder inside an input folder is allowed (the caller then leaves the
+    output folder out of its inputs).
+    """
+    s, d = Path(src).resolve(), Path(dst).resolve()
+    if d == s:
+        raise ValueError(f"output {dst} is the input {src}: the originals would be overwritten; "
+                         "give a separate output")
+    if d in s.parents:
+        raise ValueError(f"output folder {dst} contains the input {src}: outputs could overwrite "
+                         "originals; give a folder outside it")
+    if not inside_ok and s in d.parents:
+        raise ValueError(f"destination {dst} must not be inside the source folder {src}; "
+                         "give a folder outside it")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as HxWx3 uint8 (8-bit files) or uint16 (16-bit PNG and TIFF files).
 

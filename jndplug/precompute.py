@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, list_images, read_image,
-                             tensor_to_array, write_image)
+from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, check_output_path, list_images,
+                             read_image, tensor_to_array, write_image)
 from jndplug.target import JNDTarget
 from jndplug.weights import estimator_fingerprint
 
@@ -82,8 +82,7 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
-    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
-        raise ValueError(f"destination {dst} must not be inside the source folder {src}")
+    check_output_path(src, dst)
     settings = settings_of(target)
     key = settings_key(settings)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank

@@ -41,6 +41,44 @@ def _wide_image():
     return make_image(24, 40, seed=5)  # not square, so a quarter turn shows in the shape
 
 
+# ---- 1: outputs that are, or contain, the inputs ----------------------------------------------
+
+def test_infer_refuses_outputs_that_are_or_contain_the_inputs(tmp_path, image_folder, estimator_file, capsys):
+    before = {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()}
+    w = ["--estimator", str(estimator_file)]
+    assert cli_main(["infer", str(image_folder), str(image_folder), *w]) == 1
+    assert "is the input" in capsys.readouterr().err
+    assert cli_main(["infer", str(image_folder / "a.png"), str(image_folder / "a.png"), *w]) == 1
+    assert "is the input" in capsys.readouterr().err
+    # a folder as output: the file would land on itself
+    assert cli_main(["infer", str(image_folder / "a.png"), str(image_folder), *w]) == 1
+    assert "is the input" in capsys.readouterr().err
+    # the output folder holds the input folder: sub/sub/x.png would become sub/x.png
+    assert cli_main(["infer", str(image_folder / "sub"), str(image_folder), *w]) == 1
+    assert "contains the input" in capsys.readouterr().err
+    # a side output on the input: the map of a.png is a_jndmap.png
+    Image.fromarray(make_image(32, 32)).save(image_folder / "a_jndmap.png")
+    before[image_folder / "a_jndmap.png"] = (image_folder / "a_jndmap.png").read_bytes()
+    assert cli_main(["infer", str(image_folder / "a_jndmap.png"), str(image_folder / "a.png"), "--map", *w]) == 1
+    assert "is the input" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()} == before
+
+
+def test_infer_into_a_subfolder_of_its_input_does_not_take_its_outputs_as_inputs(image_folder, estimator_file,
+                                                                                  capsys):
+    out = image_folder / "jnd"
+    for _ in range(2):
+        assert cli_main(["infer", str(image_folder), str(out), "--estimator", str(estimator_file)]) == 0
+        assert capsys.readouterr().out.count("wrote ") == 3
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["a.png", "c.jpg", "sub/b.png"]
+
+
+def test_precompute_refuses_a_destination_that_holds_its_source(image_folder, unet):
+    with pytest.raises(ValueError, match="contains the input"):
+        precompute(image_folder / "sub", image_folder, jndplug.JNDTarget(unet), progress=False)
+
+
 # ---- 3: EXIF orientation ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("orientation", range(1, 9))
