@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import struct
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -83,6 +85,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# mkstemp's names: prefix + 8 characters from [a-z0-9_] + suffix
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def sweep_stale_temps(root: str | os.PathLike, owned=lambda target: True,
+                      min_age_s: float = float("inf")) -> list[Path]:
+    """Delete the temporary files ``atomic_write`` left under ``root`` when its process was killed.
+
+    A temporary goes if ``owned(target)`` (the file it was to become is written by the calling
+    process alone, so the temporary cannot be live) or once it is older than ``min_age_s`` (a live
+    one is being written, so its modification time is recent). Returns the deleted paths.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    now, gone = time.time(), []
+    for tmp in root.rglob(".*.tmp"):
+        m = _TEMP_NAME.match(tmp.name)
+        if not m or not tmp.is_file():
+            continue
+        try:
+            if owned(tmp.with_name(m["target"])) or now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                gone.append(tmp)
+        except FileNotFoundError:
+            pass  # renamed into place or swept meanwhile
+    return gone
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:

@@ -3,6 +3,7 @@
 Each case is a row of docs/reliability.md.
 """
 
+import os
 import struct
 import zlib
 
@@ -244,3 +245,33 @@ def test_folder_runs_skip_bombs_and_corrupt_files_and_finish(tmp_path, unet, est
     assert all(f"{name}:" in captured.err for name in bad)
 
 
+# ---- 10: temporaries of a killed run ----------------------------------------------------------
+
+def test_precompute_sweeps_temporaries_a_killed_run_left(tmp_path, image_folder, unet):
+    dst = tmp_path / "dst"
+    (dst / "sub").mkdir(parents=True)
+    own = [dst / ".a.png.k1ll3d_x.tmp", dst / "sub" / ".b.png.abcd1234.tmp"]
+    old_other = dst / ".gone.png.zzzz9999.tmp"  # its source was deleted since; an hour old
+    fresh_other = dst / ".gone.png.live0000.tmp"  # could be another rank's write in progress
+    unrelated = dst / "notes.tmp"
+    for p in own + [old_other, fresh_other, unrelated]:
+        p.write_bytes(b"half an image")
+    os.utime(old_other, (0, os.path.getmtime(old_other) - 3600))
+    precompute(image_folder, dst, jndplug.JNDTarget(unet), progress=False)
+    assert not any(p.exists() for p in own + [old_other])
+    assert fresh_other.exists() and unrelated.exists()
+
+
+def test_datagen_sweeps_temporaries_a_killed_run_left(tmp_path):
+    from jndplug.datagen import build_dataset
+
+    src = tmp_path / "photos"
+    write_image(src / "a.png", make_image(54, 96, seed=1))
+    out = tmp_path / "ds"
+    (out / "distorted" / "photos_a").mkdir(parents=True)
+    left = [out / ".manifest.json.q1w2e3r4.tmp", out / "distorted" / "photos_a" / ".3.png.zx12cv34.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    build_dataset(src, out, level_fn=lambda x, k: x * (1 - 0.02 * k), progress=False, min_side=32)
+    assert not any(p.exists() for p in left)
+    assert not list(out.rglob("*.tmp"))

@@ -37,7 +37,7 @@ from jndplug.datagen.levels import form_levels, is_monotonic, psnr_ladder
 from jndplug.datagen.losses import FeatureNetwork, ms_ssim_score, ssim_score
 from jndplug.datagen.sources import SkipImage, disambiguated_id, find_sources, image_id, prepare
 from jndplug.datagen.training import train_autoencoder
-from jndplug.imageio import atomic_write, to_tensor, write_image
+from jndplug.imageio import atomic_write, sweep_stale_temps, to_tensor, write_image
 
 log = logging.getLogger("jndplug.datagen")
 
@@ -281,6 +281,9 @@ def build_dataset(src, out, *, settings: BuildSettings | None = None, family: li
                              "Rerun with the same settings to resume or extend it, or use a new output folder")
 
     records = _load_records(out)
+    # a build is its folder's only writer (two at once are not supported), so any temporary file
+    # here was left by a killed run
+    sweep_stale_temps(out)
     ladder = psnr_ladder(settings.levels, *settings.psnr_range) if settings.calibrate else None
     base_doc = {"format": FORMAT, "settings": {**asdict(settings), **now}, "seed": settings.seed,
                 "versions": _versions(), "distortion_measure": _MEASURE, "level_psnr_targets": ladder}
