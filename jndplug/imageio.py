@@ -213,6 +213,10 @@ def _read_tiff_deep(path: Path, limit: int) -> np.ndarray | None:
         if page.axes not in ("YX", "YXS", "SYX"):
             raise ImageReadError(f"{path}: TIFF with axes {page.axes} {page.shape}; jndplug reads single "
                                  "grayscale or colour images")
+        if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
+            # palette indices or inverted grey would be taken as intensities
+            raise ImageReadError(f"{path}: {page.bitspersample}-bit {page.photometric.name} TIFF; jndplug reads "
+                                 "16-bit grayscale (min-is-black) and RGB TIFFs: convert it to one of those")
         arr = page.asarray()
         if page.axes == "SYX":
             arr = np.moveaxis(arr, 0, -1)

@@ -151,6 +151,10 @@ def test_deep_tiffs_are_read_exactly_or_refused_clearly(tmp_path):
     with pytest.raises(ImageReadError, match="floating-point"):
         read_image(tmp_path / "rgbfloat.tif")
 
+    tifffile.imwrite(tmp_path / "inverted.tif", gray.astype(np.uint16), photometric="miniswhite")
+    with pytest.raises(ImageReadError, match="MINISWHITE"):
+        read_image(tmp_path / "inverted.tif")  # white would be read as black
+
     rgb = make_image(32, 40, dtype=np.uint16)
     tifffile.imwrite(tmp_path / "rgb16.tif", rgb, photometric="rgb")
     assert np.array_equal(read_image(tmp_path / "rgb16.tif"), rgb)  # Pillow alone gives 8 bits
