@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jndplug.imageio import (ImageReadError, array_to_tensor, list_images, read_image, tensor_to_array,
-                             write_image)
+from jndplug.imageio import (ImageReadError, array_to_tensor, check_output_path, list_images, read_image,
+                             tensor_to_array, write_image)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,34 +67,41 @@ def _infer(args: argparse.Namespace) -> int:
     if not src.exists():
         raise FileNotFoundError(f"input not found: {src}")
     if src.is_dir():
-        pairs = [(p, dst / p.relative_to(src)) for p in list_images(src)]
+        check_output_path(src, dst, inside_ok=True)
+        # an output folder inside the input: what an earlier run wrote there is not an input
+        inside = dst.resolve()
+        pairs = [(p, dst / p.relative_to(src)) for p in list_images(src) if inside not in p.resolve().parents]
         if not pairs:
             raise ValueError(f"no images found under {src}")
     else:
         if dst.is_dir():
             dst = dst / src.name
+        check_output_path(src, dst)
         pairs = [(src, dst)]
     target = _target(args)
     failed = 0
     for inp, out in pairs:
         try:
             array = read_image(inp)
+            if array.dtype == np.uint16 and out.suffix.lower() not in (".png", ".tif", ".tiff"):
+                out = out.with_suffix(".png")  # 16-bit results are written as PNG (or TIFF)
+            stem = out.with_suffix("")
+            extra = {"map": Path(f"{stem}_jndmap.png"), "compare": Path(f"{stem}_compare.png")}
+            for path in [out] + [extra[k] for k in extra if getattr(args, k)]:
+                check_output_path(inp, path)  # e.g. `infer a_jndmap.png a.png --map`
             x = array_to_tensor(array)
             jnd = target(x)
         except (ImageReadError, ValueError) as exc:
             print(f"skipped {inp}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        if array.dtype == np.uint16 and out.suffix.lower() != ".png":
-            out = out.with_suffix(".png")  # 16-bit results are written as PNG
         write_image(out, tensor_to_array(jnd, array.dtype))
-        stem = out.with_suffix("")
         if args.map or args.compare:
             m = (jnd - x).pow(2).mean(0, keepdim=True).sqrt()
             if args.map:
-                write_image(f"{stem}_jndmap.png", heatmap_array(m))
+                write_image(extra["map"], heatmap_array(m))
             if args.compare:
-                save_comparison(f"{stem}_compare.png", x, jnd, m, title=inp.name)
+                save_comparison(extra["compare"], x, jnd, m, title=inp.name)
         print(f"wrote {out}")
     return 1 if failed else 0
 

@@ -9,7 +9,8 @@ ground-truth folder in any paired dataset). Bookkeeping lives in hidden files in
   input and the settings key, appended only after the output file has been renamed into place.
 
 A rerun skips files whose input hash and settings key match a log line and whose output exists,
-and redoes everything else; so an interrupted run resumes and edited inputs are redone. Under
+and redoes everything else; so an interrupted run resumes and edited inputs are redone. It also
+deletes the temporary files a killed run left (see ``sweep_stale_temps``). Under
 ``torchrun`` (``RANK``/``WORLD_SIZE`` set) rank R takes every WORLD_SIZE-th file.
 """
 
@@ -26,13 +27,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, list_images, read_image,
-                             tensor_to_array, write_image)
+from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, check_output_path, list_images,
+                             read_image, sweep_stale_temps, tensor_to_array, write_image)
 from jndplug.target import JNDTarget
 from jndplug.weights import estimator_fingerprint
 
 MANIFEST = ".jndplug-precompute.json"
 LOG_DIR = ".jndplug-precompute"
+# another rank's temporary (or the manifest's) older than this was left by a killed process
+STALE_TEMP_AGE_S = 600
 
 
 @dataclass
@@ -82,8 +85,7 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
-    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
-        raise ValueError(f"destination {dst} must not be inside the source folder {src}")
+    check_output_path(src, dst)
     settings = settings_of(target)
     key = settings_key(settings)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
@@ -99,6 +101,9 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
                            "source": str(src.resolve())}, f, indent=2)
     done = _read_logs(dst)
     files = shard(list_images(src), rank, world_size)
+    # temporaries of a killed run: this rank's own outputs' are dead for sure; others' once old
+    mine = {dst / p.relative_to(src) for p in files}
+    sweep_stale_temps(dst, owned=mine.__contains__, min_age_s=STALE_TEMP_AGE_S)
     report = PrecomputeReport()
     log_path = dst / LOG_DIR / f"rank{rank}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,13 +131,12 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
 
 
 def _write_like_input(out: Path, array: np.ndarray) -> None:
-    if out.suffix.lower() in (".jpg", ".jpeg"):
-        # keep the name so the folder stays a drop-in replacement; q100 without chroma subsampling
-        # adds far less error than the JND distortion itself
+    # always under the input's own name, so the folder stays a drop-in replacement and a rerun
+    # finds the file (16-bit data has PNG and TIFF only; read_image gives 16 bits for no other)
+    if out.suffix.lower() in (".jpg", ".jpeg") and array.dtype == np.uint8:
+        # q100 without chroma subsampling adds far less error than the JND distortion itself
         with atomic_write(out) as f:
             Image.fromarray(array).save(f, format="JPEG", quality=100, subsampling=0)
-    elif array.dtype == np.uint16 and out.suffix.lower() != ".png":
-        write_image(out.with_suffix(".png"), array)
     else:
         write_image(out, array)
 

@@ -174,6 +174,19 @@ def test_rerun_with_other_settings_is_refused(src, tmp_path):
         build_dataset(src, out, level_fn=lambda x, k: x * (1 - 0.02 * k), progress=False, **{**FAST, "seed": 1})
 
 
+def test_a_run_that_built_nothing_does_not_bind_the_corrected_rerun(src, tmp_path):
+    out = tmp_path / "ds"
+    darker = lambda x, k: x * (1 - 0.02 * k)  # noqa: E731
+    first = build_dataset(src, out, level_fn=darker, progress=False, **{**FAST, "min_side": 500})
+    assert first["built"] == 0 and len(first["skipped"]) == 3  # every source under the minimum
+    fixed = build_dataset(src, out, level_fn=darker, progress=False, **FAST)
+    assert fixed["built"] == 3
+    assert json.loads((out / "manifest.json").read_text())["settings"]["min_side"] == 32
+    # once something is built, the settings bind again
+    with pytest.raises(ValueError, match="min_side"):
+        build_dataset(src, out, level_fn=darker, progress=False, **{**FAST, "min_side": 40})
+
+
 def test_order_repair_and_report():
     x = make_image(48, 64, seed=7)
     t = torch.from_numpy(x).permute(2, 0, 1).float() / 255

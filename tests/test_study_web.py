@@ -224,6 +224,19 @@ def test_images_are_served_by_trial_never_by_path(dataset):
     assert "default-src 'self'" in csp and r.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_a_relative_dataset_path_serves_its_images(dataset, monkeypatch):
+    # `jndplug study serve ds` from the folder holding ds: Flask alone would look for the files
+    # beside the package, and every image request would fail
+    monkeypatch.chdir(dataset.parent)
+    app = _app(Path(dataset.name))
+    obs = Observer(app, dataset, "p1", 4)
+    obs.register()
+    assert obs.client.get("/api/training/0/test").status_code == 200
+    obs.client.post("/api/training-done")
+    image, level = obs.look(0)
+    assert image in {"im0", "im1", "im2"} and level > 0
+
+
 def test_registration_is_validated_and_ids_are_not_shared(dataset):
     app = _app(dataset)
     c = app.test_client()
@@ -378,8 +391,8 @@ def test_cli_errors_are_clear(dataset, tmp_path, capsys):
 
 
 def test_serve_prints_addresses_and_token(dataset):
-    proc = subprocess.Popen([sys.executable, "-m", "jndplug", "study", "serve", str(dataset), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "jndplug", "study", "serve", dataset.name, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=dataset.parent)
     try:
         lines = [proc.stdout.readline() for _ in range(5)]
     finally:
@@ -389,7 +402,7 @@ def test_serve_prints_addresses_and_token(dataset):
     assert lines[2].startswith("participant page: http://127.0.0.1:")
     assert not lines[2].rstrip().endswith(":0/")  # the port actually bound
     assert lines[3].startswith("operator page:") and "?token=" in lines[3]
-    assert "web.sqlite3" in lines[1]
+    assert str(dataset / "study" / "web.sqlite3") in lines[1]  # the relative path, resolved at start-up
 
 
 @pytest.mark.slow

@@ -54,13 +54,16 @@ class Server:
     """``jndplug study serve`` in a subprocess, on a fixed port so the open page can reconnect."""
 
     def __init__(self, dataset: Path, port: int, *extra: str):
-        self.args = [sys.executable, "-m", "jndplug", "study", "serve", str(dataset), "--port", str(port), *extra]
+        # the dataset as a relative path, the way people type it
+        self.cwd = dataset.parent
+        self.args = [sys.executable, "-m", "jndplug", "study", "serve", dataset.name, "--port", str(port), *extra]
         self.proc = None
         self.token = None
 
     def start(self) -> "Server":
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                     cwd=self.cwd)
         lines = []
         while not any(line.startswith("stop with Ctrl-C") for line in lines):
             line = self.proc.stdout.readline()

@@ -38,7 +38,7 @@ from jndplug.datagen.shaping import shape_distortion
 from jndplug.datagen.losses import FeatureNetwork, ms_ssim_score, ssim_score
 from jndplug.datagen.sources import SkipImage, disambiguated_id, find_sources, image_id, prepare
 from jndplug.datagen.training import train_autoencoder
-from jndplug.imageio import atomic_write, to_tensor, write_image
+from jndplug.imageio import atomic_write, sweep_stale_temps, to_tensor, write_image
 
 log = logging.getLogger("jndplug.datagen")
 
@@ -284,14 +284,20 @@ def build_dataset(src, out, *, settings: BuildSettings | None = None, family: li
         except (json.JSONDecodeError, AttributeError) as exc:
             raise ValueError(f"{manifest_path}: not a datagen manifest ({exc}); use a new output folder") from None
     now = {k: _plain(getattr(settings, k)) for k in _FIXED_SETTINGS}
-    if old_settings is not None:
+    records = _load_records(out)
+    # the recorded settings bind a rerun only once something was made with them: a run that found
+    # no usable source (or a level function that failed) must not block its corrected rerun
+    made = bool(records) or any((out / "autoencoders").glob("*.safetensors"))
+    if old_settings is not None and made:
         differ = [f"{k} (was {old_settings.get(k)!r}, now {now[k]!r})" for k in _FIXED_SETTINGS
                   if _plain(old_settings.get(k, _LEGACY.get(k))) != now[k]]
         if differ:
             raise ValueError(f"{out} was built with other settings: {'; '.join(differ)}. "
                              "Rerun with the same settings to resume or extend it, or use a new output folder")
+    # a build is its folder's only writer (two at once are not supported), so any temporary file
+    # here was left by a killed run
+    sweep_stale_temps(out)
 
-    records = _load_records(out)
     ladder = psnr_ladder(settings.levels, *settings.psnr_range) if settings.calibrate else None
     base_doc = {"format": FORMAT, "settings": {**asdict(settings), **now}, "seed": settings.seed,
                 "versions": _versions(), "distortion_measure": _MEASURE, "level_psnr_targets": ladder}

@@ -15,7 +15,9 @@ from jndplug.study.engine import N_LEVELS
 
 class StudyDataset:
     def __init__(self, root: str | Path, n_levels: int = N_LEVELS):
-        self.root = Path(root)
+        # absolute from the start: the web study hands these paths to Flask, which would resolve a
+        # relative one against the package folder, not the folder the command was started in
+        self.root = Path(root).resolve()
         self.n_levels = n_levels
         if not self.root.is_dir():
             raise FileNotFoundError(f"no such dataset folder: {self.root}")
