@@ -76,6 +76,8 @@ def directed_distortion(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sig
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
     x = x.to(torch.float32)
+    if gain == 0:  # exactly: the bisection below would leave a rounding-sized offset
+        return torch.zeros_like(x[:, :1])
     bound = jnd_map.to(torch.float32).clamp(min=0)
     lo = torch.maximum(-bound, -x.amin(1, keepdim=True)).clamp(max=0)
     hi = torch.minimum(bound, 1 - x.amax(1, keepdim=True)).clamp(min=0)
