@@ -26,10 +26,11 @@ from jndplug.imageio import check_image_tensor
 BT601 = (0.299, 0.587, 0.114)
 # Blur of the high-pass, in output pixels. For x4 SR the low-resolution Nyquist frequency is 1/8
 # cycles/px; the high-pass 1 - exp(-2 pi^2 sigma^2 f^2) passes 71% at 1/8 and 99% at 1/4 with
-# sigma 2, 26% and 71% with sigma 1. The screen (BENCHMARKS.md, "Zero-training screen") chose 1.
+# sigma 2, 26% and 71% with sigma 1. On the screen of bicubic x4 outputs (BENCHMARKS.md,
+# "Zero-training screen") sigma 2 gained 0.05 dB PSNR-Y over sigma 1 at four times the NIQE cost.
 SIGMA = 1.0
-# The gain the screen ranked best on bicubic x4 outputs of CSet5 + CSet14 (not yet validated by a
-# fine-tune; BENCHMARKS.md).
+# A trade-off read off the same screen: gain 2 added 0.03 dB PSNR-Y over gain 1 for 0.24 more NIQE.
+# Not yet validated by a fine-tune.
 DEFAULT_GAIN = 1.0
 _BISECTION_STEPS = 60
 

@@ -204,6 +204,11 @@ def test_screen_explains_missing_outputs_and_keeps_earlier_results(tmp_path, scr
     args = ["bench", "screen", "--gt", str(screen_data / "gt"), "--metrics", "psnr_y", "--transforms", "identity"]
     assert main([*args, "--outputs", str(empty), "--out", str(tmp_path / "r")]) == 1
     assert "have no output" in capsys.readouterr().err
+    for i in range(2):
+        Image.fromarray(make_image(60, 64)).save(empty / f"{i}.png")
+    assert main([*args, "--outputs", str(empty), "--max-side", "32", "--out", str(tmp_path / "r")]) == 1
+    assert "the output is 64x60 but the ground truth is 64x64" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     out = tmp_path / "done"
     assert main([*args, "--bicubic", "4", "--out", str(out)]) == 0
     before = (out / "screen.json").read_bytes()

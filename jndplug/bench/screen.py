@@ -152,6 +152,10 @@ def _centre(a: np.ndarray, side: int | None) -> np.ndarray:
     return a[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
 
 
+def _eight_bit(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.uint8 else np.round(a / 257.0).astype(np.uint8)
+
+
 def _bicubic(gt: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(GT mod-cropped to the scale, its MATLAB-style bicubic down-then-up copy), as ``bench sr`` makes them."""
     from basicsr.utils.matlab_functions import imresize
@@ -212,18 +216,15 @@ def run(args: argparse.Namespace) -> dict:
     rows = {label: [] for label in labels}
     notes: dict[str, str] = {}
     for name, out_path, gt_path in tqdm(pairs, desc="screen", unit="img"):
-        gt = _centre(read_image(gt_path), args.max_side)
-        if gt.dtype != np.uint8:
-            gt = np.round(gt / 257.0).astype(np.uint8)
+        gt = _eight_bit(read_image(gt_path))
         if out_path is None:
-            gt, out = _bicubic(gt, args.bicubic)
+            gt, out = _bicubic(_centre(gt, args.max_side), args.bicubic)
         else:
-            out = _centre(read_image(out_path), args.max_side)
-            if out.dtype != np.uint8:
-                out = np.round(out / 257.0).astype(np.uint8)
-        if out.shape != gt.shape:
-            raise BenchError(f"{name}: the output is {out.shape[1]}x{out.shape[0]} but the ground truth is "
-                             f"{gt.shape[1]}x{gt.shape[0]}")
+            out = _eight_bit(read_image(out_path))
+            if out.shape != gt.shape:
+                raise BenchError(f"{name}: the output is {out.shape[1]}x{out.shape[0]} but the ground truth is "
+                                 f"{gt.shape[1]}x{gt.shape[0]}")
+            gt, out = _centre(gt, args.max_side), _centre(out, args.max_side)
         base = out.astype(np.float64) / 255.0
         for label, y in transforms(out).items():
             try:
