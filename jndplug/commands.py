@@ -43,6 +43,11 @@ def _estimator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", default="default", help="pretrained name or .safetensors path (default: default)")
     p.add_argument("--strength", type=float, default=1.0, help="scale of the predicted distortion (default 1.0)")
     p.add_argument("--sur", type=float, default=None, help="target satisfied-user ratio (SUR-conditioned estimators)")
+    p.add_argument("--kind", choices=("jnd", "directed"), default="jnd",
+                   help="jnd: the estimated JND image (default); directed: the perception-directed JND image, a "
+                        "zero-mean luma sharpening bounded by the JND map (docs/directed.md)")
+    p.add_argument("--gain", type=float, default=None, help="sharpening gain of --kind directed (default "
+                                                            "jndplug.directed.DEFAULT_GAIN)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--tile", type=int, nargs=2, metavar=("SIZE", "OVERLAP"), default=None,
                    help="process in tiles to bound memory (default: automatic for very large images)")
@@ -57,7 +62,10 @@ def _target(args: argparse.Namespace):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         else:
             device = "cpu"
-    return JNDTarget(args.estimator, strength=args.strength, sur=args.sur, device=device, tile=args.tile)
+    if args.gain is not None and args.kind != "directed":
+        raise ValueError("--gain applies to --kind directed only")
+    return JNDTarget(args.estimator, strength=args.strength, sur=args.sur, device=device, tile=args.tile,
+                     kind=args.kind, gain=args.gain)
 
 
 def _infer(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@
 ground-truth folder in any paired dataset). Bookkeeping lives in hidden files inside ``DST``
 (dataset loaders such as BasicSR's skip hidden files):
 
-- ``.jndplug-precompute.json``: the settings (estimator fingerprint, strength, sur), written first;
+- ``.jndplug-precompute.json``: the settings (estimator fingerprint, strength, sur; kind and gain
+  for directed JND images), written first;
 - ``.jndplug-precompute/rank<R>.jsonl``: one line per finished file with the content hash of its
   input and the settings key, appended only after the output file has been renamed into place.
 
@@ -47,12 +48,16 @@ class PrecomputeReport:
 
 def settings_of(target: JNDTarget) -> dict:
     """What determines the output of a JNDTarget, as recorded in the manifest."""
-    return {
+    settings = {
         "estimator_fingerprint": estimator_fingerprint(target.model),
         "arch": getattr(target.model, "arch_name", type(target.model).__name__),
         "strength": target.strength,
         "sur": target.sur,
     }
+    if target.kind != "jnd":
+        # only then: folders made before directed images existed keep their settings key
+        settings.update(kind=target.kind, gain=target.gain)
+    return settings
 
 
 def settings_key(settings: dict) -> str:

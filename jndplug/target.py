@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jndplug import directed
 from jndplug.imageio import check_image_tensor
 from jndplug.weights import load_estimator
 
@@ -16,6 +17,7 @@ from jndplug.weights import load_estimator
 # stays bounded (the default unet needs roughly 0.4 KB of activations per pixel in float32).
 AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE = (1024, 128)
+KINDS = ("jnd", "directed")
 
 
 class JNDTarget:
@@ -34,6 +36,12 @@ class JNDTarget:
             keep the input's dtype.
         tile: ``(size, overlap)`` to process large images in overlapping tiles blended
             seamlessly; ``None`` tiles automatically above 2048x2048; ``False`` never tiles.
+        kind: ``"jnd"`` (default): the seed paper's estimated JND image; ``"directed"``: the
+            perception-directed JND image (:mod:`jndplug.directed`), a zero-mean luma sharpening
+            ``gain * highpass(Y)`` bounded per pixel by this estimator's JND magnitude (times
+            ``strength``). See docs/directed.md.
+        gain: the directed image's sharpening gain (0 returns ``gt``); only with ``kind="directed"``,
+            default :data:`jndplug.directed.DEFAULT_GAIN`.
 
     Calling the object on ``[B,3,H,W]`` or ``[3,H,W]`` float images in [0,1] returns JND images
     of the same shape, dtype and device, clamped to [0,1], with no autograd graph.
@@ -41,7 +49,8 @@ class JNDTarget:
 
     def __init__(self, estimator: str | os.PathLike | nn.Module = "default", strength: float = 1.0,
                  sur: float | None = None, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, tile: tuple[int, int] | None | bool = None):
+                 dtype: torch.dtype | None = None, tile: tuple[int, int] | None | bool = None,
+                 kind: str = "jnd", gain: float | None = None):
         if isinstance(estimator, nn.Module):
             model = estimator
         elif isinstance(estimator, (str, os.PathLike)):
@@ -63,6 +72,15 @@ class JNDTarget:
             sur = float(sur)
             if not 0.0 < sur <= 1.0:
                 raise ValueError(f"sur must be in (0, 1], got {sur}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if gain is not None and kind != "directed":
+            raise ValueError("gain applies to kind='directed' only")
+        if kind == "directed":
+            gain = directed.DEFAULT_GAIN if gain is None else float(gain)
+            if not math.isfinite(gain) or gain < 0:
+                raise ValueError(f"gain must be a finite number >= 0, got {gain}")
+        self.kind, self.gain = kind, gain
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         if tile not in (None, False):
@@ -86,19 +104,24 @@ class JNDTarget:
 
     def __repr__(self) -> str:
         name = getattr(self.model, "arch_name", type(self.model).__name__)
+        directed_ = f", kind=directed, gain={self.gain}" if self.kind == "directed" else ""
         return (f"JNDTarget(estimator={name}, strength={self.strength}, sur={self.sur}, "
-                f"device={self.device}, dtype={self.dtype}, tile={self.tile})")
+                f"device={self.device}, dtype={self.dtype}, tile={self.tile}{directed_})")
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         check_image_tensor(x)
         single = x.ndim == 3
         batch = x[None] if single else x
-        if self.strength == 0:
+        if self.strength == 0 or self.gain == 0:
             out = batch.clamp(0, 1)
         else:
             jnd = self._infer(batch)
             out = (batch + self.strength * (jnd - batch)).clamp_(0, 1)
+            if self.kind == "directed":
+                # the estimator's JND image only sets the bound; the direction is the sharpening
+                x = batch.to(device=out.device, dtype=torch.float32).clamp(0, 1)
+                out = directed.directed_jnd(x, (out - x).pow(2).mean(1, keepdim=True).sqrt(), self.gain).clamp_(0, 1)
         out = out.to(device=x.device, dtype=x.dtype)
         return out[0] if single else out
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jndplug.imageio import list_images
 from jndplug.precompute import MANIFEST, read_manifest, settings_of
-from jndplug.target import JNDTarget
+from jndplug.target import KINDS, JNDTarget
 from jndplug.weights import load_estimator
 
 DEFAULTS = {
@@ -22,6 +22,8 @@ DEFAULTS = {
     "sur": None,
     "mode": "online",
     "source_gt": None,     # offline only: the original GT folder given to `jndplug precompute SRC DST`
+    "kind": "jnd",         # jnd: the estimated JND image; directed: the perception-directed one (docs/directed.md)
+    "gain": None,          # directed only: its sharpening gain (default jndplug.directed.DEFAULT_GAIN)
 }
 MODES = ("online", "offline")
 
@@ -66,6 +68,14 @@ def check_options(opt: dict) -> dict | None:
     if not isinstance(cfg["estimator"], str):
         raise JNDOptionError("jnd_target.estimator", f"must be a pretrained name or a .safetensors path, "
                                                      f"got {cfg['estimator']!r}")
+    if cfg["kind"] not in KINDS:
+        raise JNDOptionError("jnd_target.kind", f"must be {' or '.join(KINDS)}, got {cfg['kind']!r}")
+    if cfg["gain"] is not None:
+        if cfg["kind"] != "directed":
+            raise JNDOptionError("jnd_target.gain", "is only used with kind: directed")
+        cfg["gain"] = _number(cfg["gain"], "jnd_target.gain")
+        if not math.isfinite(cfg["gain"]) or cfg["gain"] < 0:
+            raise JNDOptionError("jnd_target.gain", f"must be a finite number >= 0, got {cfg['gain']}")
     if cfg["source_gt"] is not None and cfg["mode"] != "offline":
         raise JNDOptionError("jnd_target.source_gt", "is only used with mode: offline")
     if not cfg["enable"]:
@@ -97,7 +107,7 @@ def make_target(cfg: dict) -> JNDTarget:
     if cfg["sur"] is not None and not getattr(model, "accepts_sur", False):
         raise JNDOptionError("jnd_target.sur", f"estimator {cfg['estimator']!r} was not trained with SUR "
                                                "conditioning; use sur: null")
-    return JNDTarget(model, strength=cfg["strength"], sur=cfg["sur"])
+    return JNDTarget(model, strength=cfg["strength"], sur=cfg["sur"], kind=cfg["kind"], gain=cfg["gain"])
 
 
 def _number(value, key: str) -> float:
@@ -135,6 +145,8 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
                              "the ground truth would degrade the JND image instead. Use mode: online")
     dst = train.get("dataroot_gt")
     sur = f" --sur {cfg['sur']}" if cfg["sur"] is not None else ""
+    if cfg["kind"] != "jnd":
+        sur += f" --kind {cfg['kind']}" + (f" --gain {cfg['gain']}" if cfg["gain"] is not None else "")
 
     def redo(folder):
         return f"run `jndplug precompute {src} {folder} --estimator {cfg['estimator']} " \
@@ -156,9 +168,12 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
         configured = Path(str(cfg["estimator"])).name
         details.append(f"jnd_target.estimator is {_describe(configured, want)} but the folder was made with "
                        f"{_describe(manifest.get('weights_file'), have)}")
-    for name in ("strength", "sur"):
-        if have.get(name) != want[name]:
-            details.append(f"jnd_target.{name} is {want[name]!r} but the folder was made with {have.get(name)!r}")
+    for name in ("strength", "sur", "kind", "gain"):
+        # a manifest without kind/gain was made with the estimated JND image
+        default = "jnd" if name == "kind" else None
+        if have.get(name, default) != want.get(name, default):
+            details.append(f"jnd_target.{name} is {want.get(name, default)!r} but the folder was made with "
+                           f"{have.get(name, default)!r}")
     if details:
         raise JNDOptionError("datasets.train.dataroot_gt",
                              f"{dst} was made with other settings: {'; '.join(details)}; {redo(dst)}")

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jnd-estimator", default="default", help="pretrained name or .safetensors path")
     p.add_argument("--jnd-strength", type=float, default=1.0)
     p.add_argument("--jnd-sur", type=float, help="satisfied-user ratio, for SUR-conditioned estimators")
+    p.add_argument("--jnd-kind", choices=("jnd", "directed"), default="jnd",
+                   help="jnd: the estimated JND image; directed: the perception-directed JND image (docs/directed.md)")
+    p.add_argument("--jnd-gain", type=float, help="sharpening gain of --jnd-kind directed")
     p.add_argument("--jnd-mode", choices=("online", "offline"), default="online",
                    help="online: JND of each crop computed in the loop; offline: read from --jnd-offline-dir")
     p.add_argument("--jnd-offline-dir", help="output of `jndplug precompute DATASET DIR`")
@@ -106,6 +109,8 @@ def train(args: argparse.Namespace) -> Path:
         raise CodecError("--jnd-mode offline / --jnd-offline-dir need --jnd-target")
     if args.jnd_mode == "offline" and not args.jnd_offline_dir:
         raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
+    if not args.jnd_target and (args.jnd_kind != "jnd" or args.jnd_gain is not None):
+        raise CodecError("--jnd-kind / --jnd-gain need --jnd-target")
     if args.jnd_tolerant and args.jnd_target:
         raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
                          "the original, so choose one")
@@ -126,7 +131,8 @@ def train(args: argparse.Namespace) -> Path:
     target, jnd_root, jnd_settings = None, None, None
     if args.jnd_target:
         try:
-            target = JNDTarget(args.jnd_estimator, strength=args.jnd_strength, sur=args.jnd_sur)
+            target = JNDTarget(args.jnd_estimator, strength=args.jnd_strength, sur=args.jnd_sur,
+                               kind=args.jnd_kind, gain=args.jnd_gain)
         except (ValueError, TypeError) as exc:  # the estimator file or the strength, already explained
             raise CodecError(str(exc)) from exc
         jnd_settings = {**settings_of(target), "mode": args.jnd_mode}
@@ -310,7 +316,9 @@ def _describe(args) -> str:
     if not args.jnd_target:
         return "original images (CompressAI baseline)"
     where = f"from {args.jnd_offline_dir}" if args.jnd_mode == "offline" else "computed online"
-    return f"JND images ({args.jnd_estimator}, strength {args.jnd_strength}, {where})"
+    kind = f", directed, gain {args.jnd_gain if args.jnd_gain is not None else 'default'}" \
+        if args.jnd_kind == "directed" else ""
+    return f"JND images ({args.jnd_estimator}, strength {args.jnd_strength}{kind}, {where})"
 
 
 if __name__ == "__main__":

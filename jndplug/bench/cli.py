@@ -1,4 +1,4 @@
-"""``jndplug bench sr|codec|estimator`` (also ``python -m jndplug.bench ...``)."""
+"""``jndplug bench sr|codec|estimator|screen`` (also ``python -m jndplug.bench ...``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ KINDS = {
     "codec": ("jndplug.bench.codec", "learned compression (CompressAI): baseline vs JND target, RD curves, BD-rate"),
     "estimator": ("jndplug.bench.estimator", "estimator speed and accuracy, online overhead of JNDTarget, "
                   "truth report of its JND images"),
+    "screen": ("jndplug.bench.screen", "zero-training screen: a target transform applied to a restorer's outputs "
+               "predicts whether fine-tuning on it helps"),
 }
 
 

@@ -1,0 +1,318 @@
+"""``jndplug bench screen``: predict, without training, whether a target transform helps a restorer.
+
+Under an L2 loss a restorer trained on ``T(y)`` learns about ``T(f(x))`` when ``T`` is close to
+linear (``f`` the ground-truth-trained restorer). So the screen applies each transform to the
+outputs of a ground-truth-trained restorer (``--outputs``; or bicubic upsampling of the ground
+truth's downscaled copy, ``--bicubic SCALE``, as a stand-in) and scores them against the true
+ground truth. A metric that gets better than under ``identity`` predicts that fine-tuning on
+``T(y)`` helps it; worse predicts it hurts. Also reported per transform: the luma power ratio of
+transformed over untransformed output in radial frequency bands (cycles/px), the share of the
+change's energy that is a per-channel mean shift, its chroma share (BT.601) and its RMS.
+
+Transforms (``--transforms``, each ``NAME`` or ``NAME:KEY=VALUE,...``; ``identity`` is always
+scored first):
+
+- ``identity``: the outputs themselves;
+- ``jnd[:strength=S]``: the seed paper's estimated JND image (``JNDTarget``, ``--estimator``);
+- ``directed[:gain=G,sigma=S,bound=estimator|profile]``: the perception-directed JND image
+  (jndplug.directed), bounded by the estimator's JND map or by the untrained ``JNDProfile``;
+- ``usm[:weight=W,radius=R,threshold=T]``: BasicSR's ``usm_sharp`` (Real-ESRGAN's ``gt_usm``;
+  defaults 0.5, 50, 10).
+
+Transformed outputs are rounded to 8 bits, as a restorer's saved outputs are. Writes
+``screen.json`` and ``screen.md`` under ``--out``. The prediction has not yet been validated
+against real fine-tunes (docs/directed.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from jndplug import directed
+from jndplug.bench import truth
+from jndplug.bench.common import BenchError, machine, resolve_estimator, spread, write_json, write_text
+from jndplug.imageio import array_to_tensor, list_images, read_image
+from jndplug.metrics import METRICS, MetricsError, MetricSuite, fmt, match_files, mean_of
+
+FORMAT = "jndplug-bench-screen/1"
+CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
+OPTIONS = {
+    "identity": {},
+    "jnd": {"strength": 1.0},
+    "directed": {"gain": directed.DEFAULT_GAIN, "sigma": directed.SIGMA, "bound": "estimator"},
+    "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
+}
+BOUNDS = ("estimator", "profile")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gt", required=True, help="ground-truth folder (searched recursively)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--outputs", help="restorer outputs, matched to --gt by relative path without extension")
+    src.add_argument("--bicubic", type=int, metavar="SCALE",
+                     help="stand-in restorer: the ground truth (mod-cropped to SCALE) downscaled and upscaled by "
+                          "x SCALE with BasicSR's MATLAB-style bicubic")
+    p.add_argument("--transforms", nargs="+", default=["jnd", "usm", "directed"],
+                   help="NAME or NAME:KEY=VALUE,... (identity, jnd, directed, usm); identity is always added")
+    p.add_argument("--estimator", default="default", help="JND estimator of jnd and directed: name or .safetensors")
+    p.add_argument("--metrics", nargs="+", default=list(CHEAP_METRICS), choices=list(METRICS), metavar="METRIC",
+                   help=f"default: {' '.join(CHEAP_METRICS)} (seconds per image on a CPU); any of {', '.join(METRICS)}")
+    p.add_argument("--crop-border", type=int, help="pixels removed at every edge before scoring "
+                                                   "(default: SCALE with --bicubic, else 0)")
+    p.add_argument("--max-side", type=int, help="score the central crop of at most this side of each image")
+    p.add_argument("--max-images", type=int, help="use this many images, spread over the sorted list")
+    p.add_argument("--out", default="bench-screen", help="results folder (screen.json, screen.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier screen in --out")
+    p.add_argument("--metrics-device", default="cpu", help="device of the network-based metrics (default cpu)")
+
+
+def parse_transform(spec: str) -> tuple[str, dict]:
+    """``(label, options)`` of ``NAME[:KEY=VALUE,...]``, options completed with the defaults."""
+    name, _, rest = spec.partition(":")
+    if name not in OPTIONS:
+        raise BenchError(f"--transforms {spec}: unknown transform {name!r}; known: {', '.join(OPTIONS)}")
+    opts = dict(OPTIONS[name])
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in opts:
+            raise BenchError(f"--transforms {spec}: {item!r} is not KEY=VALUE with KEY one of "
+                             f"{', '.join(opts) or '(none: identity takes no options)'}")
+        if isinstance(opts[key], str):
+            if value not in BOUNDS:
+                raise BenchError(f"--transforms {spec}: bound must be one of {', '.join(BOUNDS)}, got {value!r}")
+            opts[key] = value
+            continue
+        try:
+            opts[key] = type(opts[key])(value)
+        except ValueError:
+            raise BenchError(f"--transforms {spec}: {key} must be a number, got {value!r}") from None
+        if not np.isfinite(opts[key]) or opts[key] < 0 or (key in ("sigma", "radius") and opts[key] == 0):
+            raise BenchError(f"--transforms {spec}: {key} must be a finite number "
+                             f"{'> 0' if key in ('sigma', 'radius') else '>= 0'}, got {value}")
+    return spec, {"name": name, **opts}
+
+
+class Transforms:
+    """Applies the parsed transforms to one HxWx3 uint8 output, sharing one estimator pass."""
+
+    def __init__(self, specs: list[tuple[str, dict]], estimator: str | None):
+        from jndplug.target import JNDTarget
+
+        self.specs = specs
+        need = {s["strength"] if s["name"] == "jnd" else 1.0 for _, s in specs
+                if s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")}
+        self.targets = {k: JNDTarget(estimator, strength=k) for k in need} if need else {}
+        self.profile = None
+        if any(s["name"] == "directed" and s["bound"] == "profile" for _, s in specs):
+            from jndplug.jndprofile import JNDProfile
+
+            self.profile = JNDProfile()  # untrained: the analytic NAMM profile
+        if any(s["name"] == "usm" for _, s in specs):
+            try:
+                import jndplug.integrations.basicsr  # noqa: F401  (makes basicsr importable)
+            except ImportError as exc:
+                raise BenchError(f"the usm transform needs basicsr (pip install 'jndplug[basicsr]'): {exc}") from None
+
+    def __call__(self, out: np.ndarray) -> dict[str, np.ndarray]:
+        x = array_to_tensor(out)[None]
+        jnd = {k: t(x) for k, t in self.targets.items()}
+        result = {}
+        for label, s in self.specs:
+            if s["name"] == "identity":
+                y = x
+            elif s["name"] == "jnd":
+                y = jnd[s["strength"]]
+            elif s["name"] == "directed":
+                if s["bound"] == "profile":
+                    bound = self.profile.jnd_map(x)
+                else:  # the map JNDTarget.jnd_map gives, from the JND image already computed
+                    bound = (jnd[1.0] - x).pow(2).mean(1, keepdim=True).sqrt()
+                y = directed.directed_jnd(x, bound, s["gain"], s["sigma"])
+            else:
+                from basicsr.utils.img_process_util import usm_sharp
+
+                y = torch.from_numpy(usm_sharp(out.astype(np.float32) / 255.0, s["weight"], int(s["radius"]),
+                                               s["threshold"])).permute(2, 0, 1)[None]
+            result[label] = np.clip(np.round(y[0].permute(1, 2, 0).numpy().astype(np.float64) * 255), 0, 255
+                                    ).astype(np.uint8)
+        return result
+
+
+def _centre(a: np.ndarray, side: int | None) -> np.ndarray:
+    if not side:
+        return a
+    h, w = a.shape[:2]
+    ch, cw = min(side, h), min(side, w)
+    return a[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+
+
+def _eight_bit(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.uint8 else np.round(a / 257.0).astype(np.uint8)
+
+
+def _bicubic(gt: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(GT mod-cropped to the scale, its MATLAB-style bicubic down-then-up copy), as ``bench sr`` makes them."""
+    from basicsr.utils.matlab_functions import imresize
+
+    h, w = (side // scale * scale for side in gt.shape[:2])
+    gt = gt[:h, :w]
+    lq = np.clip(np.round(imresize(gt.astype(np.float64) / 255.0, 1 / scale) * 255), 0, 255)
+    up = imresize(lq / 255.0, scale)
+    return gt, np.clip(np.round(up * 255), 0, 255).astype(np.uint8)
+
+
+def _pairs(args) -> list[tuple[str, Path | None, Path]]:
+    gt = Path(args.gt)
+    if not gt.is_dir():
+        raise BenchError(f"--gt {gt}: not a folder")
+    if args.outputs is not None:
+        if not Path(args.outputs).is_dir():
+            raise BenchError(f"--outputs {args.outputs}: not a folder")
+        try:
+            pairs = match_files(args.outputs, gt)
+        except MetricsError as exc:
+            raise BenchError(f"--outputs/--gt: {exc}") from None
+    else:
+        files = list_images(gt)
+        if not files:
+            raise BenchError(f"--gt {gt}: no images found")
+        pairs = [(p.relative_to(gt).with_suffix("").as_posix(), None, p) for p in files]
+    return spread(pairs, args.max_images)
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.bicubic is not None and args.bicubic < 2:
+        raise BenchError(f"--bicubic {args.bicubic}: the scale must be an integer >= 2")
+    if args.max_side is not None and args.max_side < 16:
+        raise BenchError(f"--max-side {args.max_side}: use at least 16 pixels")
+    if (Path(args.out) / "screen.json").exists() and not args.overwrite:
+        raise BenchError(f"{Path(args.out) / 'screen.json'} already holds a screen's results; use another --out, "
+                         "or --overwrite to replace them")
+    specs = [parse_transform("identity")] + [parse_transform(s) for s in args.transforms if s != "identity"]
+    labels = [label for label, _ in specs]
+    if len(set(labels)) != len(labels):
+        raise BenchError(f"--transforms names a transform twice: {' '.join(args.transforms)}")
+    uses_estimator = any(s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")
+                         for _, s in specs)
+    estimator = resolve_estimator(args.estimator) if uses_estimator else None
+    crop = args.crop_border if args.crop_border is not None else (args.bicubic or 0)
+    if args.bicubic is not None:
+        import jndplug.integrations.basicsr  # noqa: F401  (BasicSR's MATLAB-style imresize)
+    pairs = _pairs(args)
+    try:
+        suite = MetricSuite(args.metrics, crop_border=crop, device=args.metrics_device)
+    except MetricsError as exc:
+        raise BenchError(str(exc)) from None
+    if not suite.names:
+        raise BenchError(f"none of --metrics {' '.join(args.metrics)} can run here: "
+                         + "; ".join(f"{m}: {why}" for m, why in suite.skipped.items()))
+    transforms = Transforms(specs, estimator)
+    rows = {label: [] for label in labels}
+    notes: dict[str, str] = {}
+    for name, out_path, gt_path in tqdm(pairs, desc="screen", unit="img"):
+        gt = _eight_bit(read_image(gt_path))
+        if out_path is None:
+            gt, out = _bicubic(_centre(gt, args.max_side), args.bicubic)
+        else:
+            out = _eight_bit(read_image(out_path))
+            if out.shape != gt.shape:
+                raise BenchError(f"{name}: the output is {out.shape[1]}x{out.shape[0]} but the ground truth is "
+                                 f"{gt.shape[1]}x{gt.shape[0]}")
+            gt, out = _centre(gt, args.max_side), _centre(out, args.max_side)
+        base = out.astype(np.float64) / 255.0
+        for label, y in transforms(out).items():
+            try:
+                values, why = suite(y, gt)
+            except MetricsError as exc:
+                raise BenchError(f"{name}: {exc}") from None
+            for m, reason in why.items():
+                notes.setdefault(m, f"{reason} (e.g. {name})")
+            yf = y.astype(np.float64) / 255.0
+            rows[label].append({"file": name, **values,
+                                "band_power_ratio": truth.band_power_ratios(base, yf),
+                                "mean_shift_share": truth.mean_shift_share(base, yf),
+                                "chroma_share": truth.chroma_share(base, yf),
+                                "rms_255": float(np.sqrt(((yf - base) ** 2).mean()) * 255)})
+    result = summarize(specs, rows, suite.names)
+    result.update(format=FORMAT, gt=str(Path(args.gt).resolve()),
+                  source=f"bicubic x{args.bicubic}" if args.bicubic else str(Path(args.outputs).resolve()),
+                  estimator=estimator, crop_border=crop, max_side=args.max_side, images=len(pairs),
+                  skipped=dict(suite.skipped), notes=notes, machine=machine(), per_image=rows)
+    out = Path(args.out)
+    write_json(out / "screen.json", result)
+    text = markdown(result)
+    write_text(out / "screen.md", text)
+    print(text)
+    print(f"wrote {out / 'screen.json'} and {out / 'screen.md'}", file=sys.stderr)
+    return result
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(specs, rows: dict[str, list[dict]], names: list[str]) -> dict:
+    """Means per transform, deltas vs identity and the predicted effect (help / hurt / none) per metric."""
+    base = mean_of(rows["identity"], names)
+    summary = []
+    for label, s in specs:
+        mean = mean_of(rows[label], names)
+        entry = {"transform": label, "options": s, "mean": mean,
+                 "band_power_ratio": [_mean(r["band_power_ratio"][i] for r in rows[label])
+                                      for i in range(len(truth.BANDS))],
+                 "mean_shift_share": _mean(r["mean_shift_share"] for r in rows[label]),
+                 "chroma_share": _mean(r["chroma_share"] for r in rows[label]),
+                 "rms_255": _mean(r["rms_255"] for r in rows[label])}
+        if label != "identity":
+            entry["delta"], entry["prediction"] = {}, {}
+            for m in names:
+                if mean[m] is None or base[m] is None:
+                    entry["delta"][m], entry["prediction"][m] = None, None
+                    continue
+                d = mean[m] - base[m]
+                entry["delta"][m] = d
+                better = d > 0 if METRICS[m].higher_is_better else d < 0
+                entry["prediction"][m] = "none" if d == 0 else ("help" if better else "hurt")
+        summary.append(entry)
+    return {"metrics": names, "bands": list(truth.BAND_NAMES), "summary": summary}
+
+
+def markdown(result: dict) -> str:
+    names = result["metrics"]
+    head = "| transform | " + " | ".join(f"{METRICS[m].label} {'↑' if METRICS[m].higher_is_better else '↓'}"
+                                          for m in names) + " |"
+    lines = [f"Zero-training screen: {result['images']} images of {result['gt']}, outputs: {result['source']}, "
+             f"crop border {result['crop_border']}"
+             + (f", central crops of at most {result['max_side']} px" if result["max_side"] else "")
+             + ". Each transform applied to the outputs, scored against the ground truth; in brackets the "
+               "change vs identity and the predicted effect of fine-tuning on that target.", "", head,
+             "|" + "---|" * (len(names) + 1)]
+    for e in result["summary"]:
+        cells = []
+        for m in names:
+            if e["transform"] == "identity" or e["delta"][m] is None:
+                cells.append(fmt(e["mean"][m], m))
+            else:
+                d = e["delta"][m]
+                cells.append(f"{fmt(e['mean'][m], m)} ({'+' if d >= 0 else ''}{fmt(d, m)}, {e['prediction'][m]})")
+        lines.append(f"| {e['transform']} | " + " | ".join(cells) + " |")
+    lines += ["", "What each transform does to the outputs: luma power ratio (transformed / untransformed) per band "
+                  "in cycles/px, share of the change's energy that is a per-channel mean shift, its chroma share "
+                  "(BT.601), RMS change in 8-bit levels (means over images).", "",
+              "| transform | " + " | ".join(f"band {b}" for b in result["bands"])
+              + " | mean-shift share | chroma share | RMS (/255) |", "|" + "---|" * (len(result["bands"]) + 4)]
+    for e in result["summary"]:
+        lines.append(f"| {e['transform']} | " + " | ".join(fmt(v) for v in e["band_power_ratio"])
+                     + f" | {fmt(e['mean_shift_share'])} | {fmt(e['chroma_share'])} | {fmt(e['rms_255'], 'psnr')} |")
+    extra = [f"- {m}: skipped: {why}" for m, why in result["skipped"].items()]
+    extra += [f"- {m}: n/a for some images, so its means are n/a: {why}" for m, why in result["notes"].items()]
+    if extra:
+        lines += [""] + extra
+    return "\n".join(lines) + "\n"
