@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 
 class JNDPlugError(Exception):
@@ -47,9 +48,13 @@ def user_error_message(exc: BaseException) -> str | None:
             fix = "no such file or folder; check the path"
         if fix is None:
             return None
-        name = os.fsdecode(exc.filename)
-        if exc.filename2 is not None:
-            name += f" -> {os.fsdecode(exc.filename2)}"
+        # a failed rename names its destination, a failed atomic write its temporary file: name the
+        # file the user asked for in both cases
+        name = os.fsdecode(exc.filename2 if exc.filename2 is not None else exc.filename)
+        head, tail = os.path.split(name)
+        temporary = re.fullmatch(r"\.(.+)\.[^.]{8}\.tmp", tail)
+        if temporary:
+            name = os.path.join(head, temporary.group(1))
         return f"{name}: {fix}"
     if isinstance(exc, FileNotFoundError):  # jndplug's own messages carry the path already
         return str(exc)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jndplug.errors import load_torch_file
 from jndplug.models import register_estimator
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -195,7 +196,8 @@ def _load_encoder_weights(encoder: nn.Module, path) -> None:
 
         state = load_file(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, "timm backbone checkpoint", "give encoder_weights the backbone's .pth or "
+                                ".safetensors file")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict of tensors")
