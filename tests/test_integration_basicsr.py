@@ -437,6 +437,15 @@ def test_example_option_files(estimator_file):
         assert check_options(jnd)["mode"] == "online"
 
 
+def test_an_empty_block_switches_jnd_on_with_the_defaults():
+    opt = yaml.load("name: x\njnd_target:\n", Loader=ordered_yaml()[0])
+    assert opt["jnd_target"] is None  # what YAML makes of the bare line
+    cfg = check_options(opt)
+    assert cfg == {"enable": True, "estimator": "default", "strength": 1.0, "sur": None, "mode": "online",
+                   "source_gt": None}
+    assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None
+
+
 def test_jnd_tolerant_loss_is_a_basicsr_loss(estimator_file):
     """`pixel_opt: {type: JNDTolerantLoss, ...}` in an option file builds through BasicSR's registry."""
     import jndplug.integrations.basicsr  # noqa: F401  (registers the loss)

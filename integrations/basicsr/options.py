@@ -37,14 +37,17 @@ class JNDOptionError(ValueError):
 def check_options(opt: dict) -> dict | None:
     """Validate ``opt['jnd_target']`` against the rest of the options.
 
-    Returns the block with defaults filled in, or ``None`` when there is none. When enabled, this
+    Returns the block with defaults filled in, or ``None`` when there is none; an empty block
+    (``jnd_target:`` alone, which YAML reads as null) is present, so enabled with the defaults. When enabled, this
     loads the estimator (so a missing file or a ``sur`` it cannot honour stops here) and checks
     the datasets: validation must read the true ground truth, and in offline mode
     ``datasets.train.dataroot_gt`` must be a complete precompute output made with these settings.
     """
-    block = opt.get("jnd_target")
-    if block is None:
+    if "jnd_target" not in opt:
         return None
+    block = opt["jnd_target"]
+    if block is None:  # `jnd_target:` with nothing under it: the documented "presence switches it on"
+        block = {}
     if not isinstance(block, dict):
         raise JNDOptionError("jnd_target", f"must be a mapping such as {{enable: true, estimator: default}}, "
                                            f"got {block!r}")
