@@ -210,6 +210,34 @@ def test_torchvision_shim_makes_basicsr_importable():
     assert degradations.rgb_to_grayscale(img, num_output_channels=1).shape == (2, 1, 16, 16)
 
 
+_IMPORT_ORDER = """
+import importlib.util, sys
+import torchvision.transforms
+if importlib.util.find_spec("torchvision.transforms.functional_tensor") is not None:
+    print("torchvision still has functional_tensor"); sys.exit(0)
+import jndplug
+try:
+    import basicsr  # the wrong order: before jndplug.integrations.basicsr
+except ModuleNotFoundError as exc:
+    print("FAILED:", exc)
+import jndplug.integrations.basicsr  # the right line, late: still works after the failed import
+import basicsr.train
+print("hooked:", basicsr.train._jndplug_hooked)
+"""
+
+
+def test_basicsr_imported_first_names_the_fix():
+    proc = subprocess.run([PYTHON, "-c", _IMPORT_ORDER], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr
+    if "still has functional_tensor" in proc.stdout:
+        pytest.skip("this torchvision still has the module basicsr 1.4.2 needs")
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED:")]
+    assert len(failed) == 1 and "BasicSR issue #663" in failed[0]
+    assert "Put `import jndplug.integrations.basicsr` before anything that imports basicsr" in failed[0]
+    assert "hooked: True" in proc.stdout
+
+
 def test_online_srmodel_trains_on_jnd_and_validates_on_gt(tmp_path, monkeypatch, data, jnd_truth, estimator_file):
     spy = Spy(monkeypatch)
     opt = make_opt(data, "edsr_jnd", {"enable": True, "estimator": str(estimator_file), "strength": 1.0,
