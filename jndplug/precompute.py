@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
                            "source": str(src.resolve())}, f, indent=2)
     done = _read_logs(dst)
     files = shard(list_images(src), rank, world_size)
+    logged = sum(1 for p in files if done.get(p.relative_to(src).as_posix(), {}).get("settings_key") == key)
+    if logged and progress:
+        # said before the work starts (the final counts come only at the end)
+        print(f"resuming {dst}: {logged} of {len(files)} image(s) were done with these settings and are "
+              "skipped unless they changed", file=sys.stderr, flush=True)
     report = PrecomputeReport()
     log_path = dst / LOG_DIR / f"rank{rank}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -438,6 +438,55 @@ def test_wrap_model_swaps_every_target_only_during_the_step(shape, estimator_fil
     assert model.gt is gt and model.gt_usm is gt_usm  # restored, even when the step raises
 
 
+def test_log_names_the_estimator_and_the_sur_in_effect(estimator_file):
+    from jndplug.integrations.basicsr.options import describe_target
+
+    shipped = describe_target(jndplug.JNDTarget("default"), "default")
+    assert shipped.startswith("estimator default (unet), strength 1")
+    assert "SUR 0.75 (the estimator's default" in shipped  # sur unset: the model's own default, shown
+    assert "SUR 0.9," not in shipped and describe_target(jndplug.JNDTarget("default", sur=0.9)).endswith("SUR 0.9")
+    assert "SUR none" in describe_target(jndplug.JNDTarget(estimator_file), str(estimator_file))
+
+
+def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
+    import logging
+
+    from basicsr.utils import get_root_logger
+
+    class Step:
+        def __init__(self):
+            self.gt = torch.rand(2, 3, 32, 32)
+
+        def optimize_parameters(self, current_iter):
+            pass
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = get_root_logger()
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # what BasicSR's training sets up with its log file
+    try:
+        target = jndplug.JNDTarget(estimator_file, strength=3.0)
+        model = wrap_model(Step(), target, report_steps=3)
+        expected = []
+        for i in range(5):
+            gt = model.gt = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i))
+            model.optimize_parameters(i)
+            if i < 3:
+                mse = ((target(gt) - gt) ** 2).mean(dim=(1, 2, 3)).numpy()
+                expected.extend(10 * np.log10(1 / mse))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r.getMessage() for r in records if "mean PSNR" in r.getMessage()]
+    assert len(lines) == 1  # one line, after the third step
+    assert lines[0].startswith("jndplug: JND targets over the first 3 steps: mean PSNR ")
+    assert f"{np.mean(expected):.2f} dB against the ground truth" in lines[0]
+    assert "strength 3, SUR none" in lines[0]
+
+
 def load_options(path):
     with open(path) as f:
         return yaml.load(f, Loader=ordered_yaml()[0])

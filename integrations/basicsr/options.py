@@ -103,6 +103,22 @@ def make_target(cfg: dict) -> JNDTarget:
     return JNDTarget(model, strength=cfg["strength"], sur=cfg["sur"])
 
 
+def describe_target(target: JNDTarget, estimator: str | None = None) -> str:
+    """The settings a JND target really uses, for the training log: the estimator by the name it
+    was given (``default``, a file) and its architecture, the strength, and the SUR in effect,
+    the estimator's own default when ``sur`` is unset."""
+    model = target.model
+    arch = getattr(model, "arch_name", type(model).__name__)
+    name = f"{estimator} ({arch})" if estimator is not None and str(estimator) != arch else arch
+    if not target.accepts_sur:
+        sur = "none (the estimator is not SUR-conditioned)"
+    elif target.sur is not None:
+        sur = f"{target.sur:g}"
+    else:
+        sur = f"{float(getattr(model, 'default_sur', float('nan'))):g} (the estimator's default; jnd_target.sur sets it)"
+    return f"estimator {name}, strength {target.strength:g}, SUR {sur}"
+
+
 def _number(value, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise JNDOptionError(key, f"must be a number, got {value!r}")
