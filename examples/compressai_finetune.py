@@ -10,6 +10,7 @@ see docs/compressai.md.
 """
 
 import argparse
+import sys
 
 import torch
 from compressai.losses import RateDistortionLoss
@@ -32,13 +33,21 @@ parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else
 args = parser.parse_args()
 
 MODEL, QUALITY = "bmshj2018-hyperprior", 3
+LR = 1e-5  # a small lr: fine-tuning, not training
 model = build_model(MODEL, QUALITY)
 if args.checkpoint:
     load_weights(model, state_dict_of(read_checkpoint(args.checkpoint)), MODEL, QUALITY)
+else:
+    print(f"warning: no --checkpoint, so {MODEL} starts from random weights. This script fine-tunes: "
+          f"{args.steps} steps at learning rate {LR:g} do not train a codec from scratch, so expect "
+          "reconstructions far from the originals (and the bpp/PSNR lines below to say so). Give --checkpoint "
+          f"with CompressAI's {MODEL} quality {QUALITY} weights (bmshj2018-hyperprior-3-*.pth.tar), or "
+          "train from scratch with `python -m jndplug.integrations.compressai.train` (docs/compressai.md).",
+          file=sys.stderr)
 model.to(args.device)
 target = jndplug.JNDTarget(args.estimator)
 criterion = RateDistortionLoss(lmbda=default_lambda(QUALITY))  # lmbda * 255^2 * MSE + bpp
-optimizers = make_optimizers(model, lr=1e-5, aux_lr=1e-3)  # a small lr: fine-tuning, not training
+optimizers = make_optimizers(model, lr=LR, aux_lr=1e-3)
 
 photos = [array_to_tensor(read_image(p)) for p in list_images(args.train)]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.errors import CorruptFileError, load_torch_file
 from jndplug.imageio import atomic_write, list_images, read_image
 
 FORMAT = "jndplug-metrics/1"
@@ -340,9 +341,14 @@ def _read_trunk(path: str, metric: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{metric}: trunk weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    arch = {"lpips": "AlexNet", "dists": "VGG16"}.get(metric, "")
+    state = load_torch_file(path, f"torchvision {arch} checkpoint for {metric}",
+                            f"give --{metric}-trunk the {arch.lower()}-*.pth file torchvision saves "
+                            "(see docs/metrics.md)")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CorruptFileError(f"{path}: not a state dict of tensors; give --{metric}-trunk a torchvision checkpoint")
     return state
 
 
@@ -353,7 +359,7 @@ def _trunk_slices(own: dict, trunk: dict) -> dict:
         _, index, param = key.split(".", 2)
         source = f"features.{index}.{param}"
         if source not in trunk:
-            raise ValueError(f"trunk weights lack {source!r} (expected a torchvision ImageNet checkpoint)")
+            raise CorruptFileError(f"trunk weights lack {source!r} (expected a torchvision ImageNet checkpoint)")
         out[key] = trunk[source]
     return out
 

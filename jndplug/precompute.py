@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     # temporaries of a killed run: this rank's own outputs' are dead for sure; others' once old
     mine = {dst / p.relative_to(src) for p in files}
     sweep_stale_temps(dst, owned=mine.__contains__, min_age_s=STALE_TEMP_AGE_S)
+    logged = sum(1 for p in files if done.get(p.relative_to(src).as_posix(), {}).get("settings_key") == key)
+    if logged and progress:
+        # said before the work starts (the final counts come only at the end)
+        print(f"resuming {dst}: {logged} of {len(files)} image(s) were done with these settings and are "
+              "skipped unless they changed", file=sys.stderr, flush=True)
     report = PrecomputeReport()
     log_path = dst / LOG_DIR / f"rank{rank}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from jndplug.errors import JNDPlugValueError, user_error_message
+
 
 def _parse_set(items: list[str]) -> dict:
     out = {}
@@ -54,14 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--observer-model", choices=["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "none"], default="none",
                     help="after training, the simulated observers' detection rate on the validation predictions "
                          "with this visibility model (needs the study extra; default none)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of errors reported in one line")
     args = ap.parse_args(argv)
     try:
         config = {}
         if args.config:
             text = Path(args.config).read_text()
-            config = yaml.safe_load(text) or {}
+            try:
+                config = yaml.safe_load(text) or {}
+            except yaml.YAMLError as exc:
+                raise JNDPlugValueError(f"{args.config}: not valid YAML or JSON ({' '.join(str(exc).split())})") from exc
             if not isinstance(config, dict):
-                raise ValueError(f"{args.config}: expected a mapping of config keys")
+                raise JNDPlugValueError(f"{args.config}: expected a mapping of config keys (key: value lines), "
+                                        f"got a {type(config).__name__}")
         config.update(_parse_set(args.set))
         if args.arch:
             config["arch"] = args.arch
@@ -74,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.observer_model != "none":
             kwargs["observer_model"] = args.observer_model
         result = train(args.data, args.out, config, export=args.export, device=args.device, command=command, **kwargs)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"train_estimator: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None or args.debug:
+            raise
+        print(f"train_estimator: error: {message}", file=sys.stderr)
         return 1
     if result.get("validation") is not None:
         print(json.dumps({"validation": result["validation"], "export": result.get("export")}, indent=1))

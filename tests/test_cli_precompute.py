@@ -87,6 +87,24 @@ def test_precompute_resume_and_change_detection(tmp_path, image_folder, unet):
     assert read_manifest(dst)["settings"]["strength"] == 2.0
 
 
+def test_precompute_says_it_resumes_before_working(tmp_path, image_folder, unet, capsys):
+    dst = tmp_path / "dst"
+    target = jndplug.JNDTarget(unet)
+    precompute(image_folder, dst, target, progress=False)
+    Image.fromarray(make_image(40, 56, 99)).save(image_folder / "new.png")
+    capsys.readouterr()
+    said_before_work = []
+
+    class Watching(jndplug.JNDTarget):
+        def __call__(self, x):
+            said_before_work.append(capsys.readouterr().err)
+            return super().__call__(x)
+
+    report = precompute(image_folder, dst, Watching(unet), progress=True)
+    assert report.written == ["new.png"]
+    assert f"resuming {dst}: 3 of 4 image(s) were done with these settings" in said_before_work[0]
+
+
 def test_precompute_interrupted_leaves_no_partial_file_and_resumes(tmp_path, image_folder, unet, monkeypatch):
     import jndplug.precompute as pc
 

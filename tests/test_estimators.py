@@ -155,6 +155,73 @@ def test_load_refuses_unknown_arch_and_shape_mismatch(small_file, tmp_path):
         jndplug.load_estimator(small_file)
 
 
+def test_load_checks_config_against_tensors_before_building(small_file, monkeypatch):
+    # 4096 channels would be about 600 MB of weights; the file holds a 4-channel network
+    import jndplug.models
+
+    devices = []
+    build = jndplug.models.create_estimator
+
+    def spy(name, **config):
+        devices.append(torch.empty(0).device.type)
+        return build(name, **config)
+
+    monkeypatch.setattr(jndplug.models, "create_estimator", spy)
+    _rewrite_metadata(small_file, config=json.dumps({"channels": 4096, "recursions": 2}))
+    with pytest.raises(ValueError, match="shape mismatch for"):
+        jndplug.load_estimator(small_file)
+    assert devices == ["meta"]  # shapes only: nothing was allocated
+
+
+def test_load_never_takes_a_file_path_from_metadata(tmp_path, monkeypatch):
+    m = jndplug.create_estimator("unet", decoder_channels=[4, 4, 4, 4, 4], head_channels=4)
+    path = jndplug.save_estimator(m, tmp_path / "u.safetensors", {})
+    enc = tmp_path / "encoder.pth"
+    torch.save(m.encoder.state_dict(), enc)
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or {})
+    config = {**m.config, "encoder_weights": str(enc)}
+    _rewrite_metadata(path, config=json.dumps(config))
+    with pytest.raises(ValueError, match="names a local file .encoder_weights."):
+        jndplug.load_estimator(path)
+    assert loads == []
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "metadata 'config' is not valid JSON"),
+    ("[4, 2]", "metadata 'config' must be a JSON object"),
+    (json.dumps({"channels": "4", "recursions": 2}), "does not build a 'resjnd' estimator"),
+    (json.dumps({"channels": 4, "recursions": 2, "depth": 9}), "unknown 'resjnd' options"),
+])
+def test_malformed_metadata_is_one_line_naming_the_file(small_file, capsys, config, message):
+    from jndplug.cli import main
+
+    _rewrite_metadata(small_file, config=config)
+    img = small_file.parent / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(img)
+    assert main(["infer", str(img), str(small_file.parent / "out.png"), "--estimator", str(small_file),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(small_file) in err and message in err
+
+
+def test_load_refuses_a_malformed_header(small_file):
+    data = small_file.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    for k in header:
+        if k != "__metadata__":
+            del header[k]["data_offsets"]
+            break
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    small_file.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    with pytest.raises(ValueError, match="malformed safetensors header"):
+        jndplug.load_estimator(small_file)
+
+
 def test_load_refuses_foreign_files(tmp_path):
     from safetensors.torch import save_file
 

@@ -210,6 +210,34 @@ def test_torchvision_shim_makes_basicsr_importable():
     assert degradations.rgb_to_grayscale(img, num_output_channels=1).shape == (2, 1, 16, 16)
 
 
+_IMPORT_ORDER = """
+import importlib.util, sys
+import torchvision.transforms
+if importlib.util.find_spec("torchvision.transforms.functional_tensor") is not None:
+    print("torchvision still has functional_tensor"); sys.exit(0)
+import jndplug
+try:
+    import basicsr  # the wrong order: before jndplug.integrations.basicsr
+except ModuleNotFoundError as exc:
+    print("FAILED:", exc)
+import jndplug.integrations.basicsr  # the right line, late: still works after the failed import
+import basicsr.train
+print("hooked:", basicsr.train._jndplug_hooked)
+"""
+
+
+def test_basicsr_imported_first_names_the_fix():
+    proc = subprocess.run([PYTHON, "-c", _IMPORT_ORDER], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr
+    if "still has functional_tensor" in proc.stdout:
+        pytest.skip("this torchvision still has the module basicsr 1.4.2 needs")
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED:")]
+    assert len(failed) == 1 and "BasicSR issue #663" in failed[0]
+    assert "Put `import jndplug.integrations.basicsr` before anything that imports basicsr" in failed[0]
+    assert "hooked: True" in proc.stdout
+
+
 def test_online_srmodel_trains_on_jnd_and_validates_on_gt(tmp_path, monkeypatch, data, jnd_truth, estimator_file):
     spy = Spy(monkeypatch)
     opt = make_opt(data, "edsr_jnd", {"enable": True, "estimator": str(estimator_file), "strength": 1.0,
@@ -410,6 +438,55 @@ def test_wrap_model_swaps_every_target_only_during_the_step(shape, estimator_fil
     assert model.gt is gt and model.gt_usm is gt_usm  # restored, even when the step raises
 
 
+def test_log_names_the_estimator_and_the_sur_in_effect(estimator_file):
+    from jndplug.integrations.basicsr.options import describe_target
+
+    shipped = describe_target(jndplug.JNDTarget("default"), "default")
+    assert shipped.startswith("estimator default (unet), strength 1")
+    assert "SUR 0.75 (the estimator's default" in shipped  # sur unset: the model's own default, shown
+    assert "SUR 0.9," not in shipped and describe_target(jndplug.JNDTarget("default", sur=0.9)).endswith("SUR 0.9")
+    assert "SUR none" in describe_target(jndplug.JNDTarget(estimator_file), str(estimator_file))
+
+
+def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
+    import logging
+
+    from basicsr.utils import get_root_logger
+
+    class Step:
+        def __init__(self):
+            self.gt = torch.rand(2, 3, 32, 32)
+
+        def optimize_parameters(self, current_iter):
+            pass
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = get_root_logger()
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # what BasicSR's training sets up with its log file
+    try:
+        target = jndplug.JNDTarget(estimator_file, strength=3.0)
+        model = wrap_model(Step(), target, report_steps=3)
+        expected = []
+        for i in range(5):
+            gt = model.gt = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i))
+            model.optimize_parameters(i)
+            if i < 3:
+                mse = ((target(gt) - gt) ** 2).mean(dim=(1, 2, 3)).numpy()
+                expected.extend(10 * np.log10(1 / mse))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r.getMessage() for r in records if "mean PSNR" in r.getMessage()]
+    assert len(lines) == 1  # one line, after the third step
+    assert lines[0].startswith("jndplug: JND targets over the first 3 steps: mean PSNR ")
+    assert f"{np.mean(expected):.2f} dB against the ground truth" in lines[0]
+    assert "strength 3, SUR none" in lines[0]
+
+
 def load_options(path):
     with open(path) as f:
         return yaml.load(f, Loader=ordered_yaml()[0])
@@ -435,6 +512,15 @@ def test_example_option_files(estimator_file):
         # the block is valid once an estimator exists (the shipped default is trained elsewhere)
         jnd["jnd_target"] = dict(block, estimator=str(estimator_file))
         assert check_options(jnd)["mode"] == "online"
+
+
+def test_an_empty_block_switches_jnd_on_with_the_defaults():
+    opt = yaml.load("name: x\njnd_target:\n", Loader=ordered_yaml()[0])
+    assert opt["jnd_target"] is None  # what YAML makes of the bare line
+    cfg = check_options(opt)
+    assert cfg == {"enable": True, "estimator": "default", "strength": 1.0, "sur": None, "mode": "online",
+                   "source_gt": None}
+    assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None
 
 
 def test_jnd_tolerant_loss_is_a_basicsr_loss(estimator_file):

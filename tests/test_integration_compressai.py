@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -294,6 +295,31 @@ def test_bad_input_is_explained(tmp_path, data, online_run, estimator_file):
                                            "--out", str(tmp_path / "o")]))
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--jnd-strength", "0.5"], "--jnd-strength without --jnd-target would be ignored"),
+    (["--jnd-estimator", "x.safetensors", "--jnd-sur", "0.9"], "--jnd-sur, --jnd-estimator without --jnd-target"),
+    (["--jnd-mode", "offline"], "--jnd-mode without --jnd-target"),
+    (["--jnd-tolerant", "--jnd-strength", "0.5"], "--jnd-strength only apply to --jnd-target"),
+    (["--jnd-target", "--jnd-tolerance-scale", "2"], "--jnd-tolerance-scale only applies to --jnd-tolerant"),
+])
+def test_jnd_flags_that_would_be_ignored_are_refused(tmp_path, data, extra, message):
+    with pytest.raises(CodecError, match=re.escape(message)):
+        _train(tmp_path, data, *extra)
+    assert not tmp_path.joinpath("checkpoint.pth.tar").exists()
+
+
+def test_max_steps_mid_epoch_writes_history_and_a_summary(tmp_path, data, capsys):
+    _train(tmp_path, data, steps=1)  # 1 of epoch 0's 2 steps
+    err = capsys.readouterr().err
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history) == 1 and history[0]["partial"] is True and history[0]["epoch_steps"] == 1
+    assert history[0]["step"] == 1 and "test_loss" in history[0] and "train_loss" in history[0]
+    assert "starts from random weights" in err  # no --checkpoint: said, not silent
+    assert "stopped at --max-steps 1 (epoch 0, step 1 of 2)" in err
+    assert f"wrote {tmp_path / 'model.pth.tar'}" in err
+    assert "epoch 0:  50%" in err and "1/2" in err  # the bar counts the step the run stopped on
+
+
 def test_command_line_errors_are_one_line(tmp_path, data):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([PYTHON, "-m", "jndplug.integrations.compressai.train", "--model", "cheng2020-anchor",
@@ -313,6 +339,7 @@ def test_example_runs(tmp_path, data, estimator_file):
                            "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "step 0: loss" in proc.stdout and "e.png:" in proc.stdout and "bpp, PSNR" in proc.stdout
+    assert "no --checkpoint, so bmshj2018-hyperprior starts from random weights" in proc.stderr
 
 
 def test_jnd_tolerant_distortion(tmp_path, data, estimator_file):

@@ -269,6 +269,44 @@ def test_registration_is_validated_and_ids_are_not_shared(dataset):
     assert other.get("/api/state").get_json()["registered"] is False
 
 
+def test_oversized_numbers_and_deep_json_are_refused_not_crashing(dataset):
+    c = _app(dataset).test_client()
+    r = c.post("/api/register", json={"participant": "p1", "vision": "normal", "display": {"screen_w": 10 ** 400}})
+    assert r.status_code == 400 and "display values" in r.get_json()["error"]
+    r = c.post("/api/register", data="[" * 5000 + "]" * 5000, content_type="application/json")
+    assert r.status_code == 400 and "nested too deeply" in r.get_json()["error"]
+    assert c.post("/api/register", json={"participant": "p1", "vision": "normal"}).status_code == 200
+    r = c.post("/api/answer", json={"trial_index": 10 ** 400, "noticeable": True})
+    assert r.status_code in (400, 409)
+
+
+def test_requests_for_another_host_are_refused(dataset):
+    # DNS rebinding: evil.example made to resolve to 127.0.0.1 still sends Host: evil.example
+    app = create_app(dataset, settings=StudySettings(training=0), operator_token="tok", host="127.0.0.1", port=8123)
+    c = app.test_client()
+    for host in ("127.0.0.1:8123", "localhost:8123", "[::1]:8123"):
+        assert c.get("/api/state", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example:8123", "evil.example", "127.0.0.1:9999", "127.0.0.1", "127.0.0.1:x"):
+        r = c.get("/api/state", headers={"Host": host})
+        assert r.status_code == 400 and "http://127.0.0.1:8123 only" in r.get_json()["error"], host
+    # a named host accepts its own name only
+    named = create_app(dataset, settings=StudySettings(training=0), host="study.lab", port=80).test_client()
+    assert named.get("/api/state", headers={"Host": "study.lab"}).status_code == 200
+    assert named.get("/api/state", headers={"Host": "localhost"}).status_code == 400
+
+
+def test_resume_links_use_the_configured_address_not_the_host_header(dataset):
+    app = create_app(dataset, settings=StudySettings(training=0), operator_token="tok", host="127.0.0.1", port=8123)
+    Observer(app, dataset, "p1", 5).client.post("/api/register", json={"participant": "p1", "vision": "normal"},
+                                                headers={"Host": "127.0.0.1:8123"})
+    op = app.test_client()
+    headers = {"Host": "localhost:8123"}
+    op.get("/operator?token=tok", headers=headers)
+    page = op.post("/operator/participants/p1/resume", headers=headers).get_data(as_text=True)
+    link = page.split('<code id="resume-link">')[1].split("</code>")[0]
+    assert link.startswith("http://127.0.0.1:8123/resume/p1/")
+
+
 def test_restart_and_new_tab_resume_where_the_participant_left_off(dataset):
     obs = Observer(_app(dataset), dataset, "p1", 4)
     obs.register()
@@ -379,7 +417,7 @@ def test_cli_errors_are_clear(dataset, tmp_path, capsys):
         assert f"port {port} on 127.0.0.1 is already in use" in err and "--port" in err
     assert cli_main(["study", "export", str(dataset), "--db", str(tmp_path / "none.sqlite3")]) == 1
     assert "no study database" in capsys.readouterr().err
-    store = StudyStore(dataset / "study" / "web.sqlite3")  # the failed serve above created it
+    store = StudyStore(dataset / "study" / "web.sqlite3")
     assert cli_main(["study", "export", str(dataset)]) == 1
     assert "no answers yet" in capsys.readouterr().err
     store.register("p", images=["im0", "gone"], catch_every=0, presentation="side-by-side", vision="normal")

@@ -29,7 +29,8 @@ from basicsr.utils import get_root_logger  # noqa: E402
 
 from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
 
-from jndplug.integrations.basicsr.options import JNDOptionError, check_options, make_target  # noqa: E402
+from jndplug.integrations.basicsr.options import (JNDOptionError, check_options, describe_target,  # noqa: E402
+                                                  make_target)
 from jndplug.losses import JNDTolerantLoss  # noqa: E402
 from jndplug.target import JNDTarget  # noqa: E402
 
@@ -44,7 +45,7 @@ __all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
 TARGET_ATTRIBUTES = ("gt", "gt_usm")
 
 
-def wrap_model(model, target: JNDTarget):
+def wrap_model(model, target: JNDTarget, report_steps: int = 10):
     """Make ``model.optimize_parameters`` train against ``target(gt)`` instead of ``gt``.
 
     During each call every tensor in :data:`TARGET_ATTRIBUTES` is replaced by its JND image
@@ -54,8 +55,12 @@ def wrap_model(model, target: JNDTarget):
     pulled towards one target, instead of its pixel loss asking for the JND image while the
     discriminator learns to flag exactly that sub-threshold distortion; it is also what offline
     mode, which replaces the ground truth on disk, trains on.
+
+    After the first ``report_steps`` steps, one log line gives the mean PSNR of the JND targets
+    against the ground truth, so a run whose targets are far off (or identical) shows it early.
     """
     upstream = model.optimize_parameters
+    psnrs: list[torch.Tensor] = []  # per step, on the device: read once, at the report
 
     @functools.wraps(upstream)
     def optimize_parameters(*args, **kwargs):
@@ -63,7 +68,15 @@ def wrap_model(model, target: JNDTarget):
                 if isinstance(getattr(model, name, None), torch.Tensor)}
         for name, tensor in true.items():
             # video models hold [B, T, 3, H, W] clips: JND images frame by frame
-            setattr(model, name, target(tensor.flatten(0, -4)).view_as(tensor))
+            jnd = target(tensor.flatten(0, -4)).view_as(tensor)
+            if name == "gt" and len(psnrs) < report_steps:
+                psnrs.append(_mean_psnr(jnd, tensor))
+                if len(psnrs) == report_steps:
+                    get_root_logger().info(
+                        f"jndplug: JND targets over the first {report_steps} steps: mean PSNR "
+                        f"{torch.stack(psnrs).mean().item():.2f} dB against the ground truth "
+                        f"({describe_target(target)})")
+            setattr(model, name, jnd)
         try:
             return upstream(*args, **kwargs)
         finally:
@@ -72,6 +85,12 @@ def wrap_model(model, target: JNDTarget):
 
     model.optimize_parameters = optimize_parameters
     return model
+
+
+def _mean_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over the images (frames) of the PSNR of ``a`` against ``b``, both in [0, 1]."""
+    mse = (a.float() - b.float()).pow(2).flatten(0, -4).mean(dim=(-3, -2, -1))
+    return (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
 
 
 def _parse_options(upstream):
@@ -94,12 +113,14 @@ def _build_model(upstream):
         if not (cfg and cfg["enable"]):
             return model
         logger = get_root_logger()
-        if cfg["mode"] == "offline":
-            logger.info(f"jndplug: offline JND targets, read from {opt['datasets']['train']['dataroot_gt']}")
-            return model
         # device=None: the estimator follows self.gt, i.e. this rank's GPU ('cuda:N') under torchrun
         target = make_target(cfg)
-        logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target}")
+        if cfg["mode"] == "offline":
+            logger.info(f"jndplug: offline JND targets, read from {opt['datasets']['train']['dataroot_gt']} "
+                        f"({describe_target(target, cfg['estimator'])})")
+            return model
+        logger.info(f"jndplug: online JND targets for {type(model).__name__}: "
+                    f"{describe_target(target, cfg['estimator'])}")
         return wrap_model(model, target)
 
     return build_model

@@ -39,14 +39,17 @@ class JNDOptionError(ValueError):
 def check_options(opt: dict) -> dict | None:
     """Validate ``opt['jnd_target']`` against the rest of the options.
 
-    Returns the block with defaults filled in, or ``None`` when there is none. When enabled, this
+    Returns the block with defaults filled in, or ``None`` when there is none; an empty block
+    (``jnd_target:`` alone, which YAML reads as null) is present, so enabled with the defaults. When enabled, this
     loads the estimator (so a missing file or a ``sur`` it cannot honour stops here) and checks
     the datasets: validation must read the true ground truth, and in offline mode
     ``datasets.train.dataroot_gt`` must be a complete precompute output made with these settings.
     """
-    block = opt.get("jnd_target")
-    if block is None:
+    if "jnd_target" not in opt:
         return None
+    block = opt["jnd_target"]
+    if block is None:  # `jnd_target:` with nothing under it: the documented "presence switches it on"
+        block = {}
     if not isinstance(block, dict):
         raise JNDOptionError("jnd_target", f"must be a mapping such as {{enable: true, estimator: default}}, "
                                            f"got {block!r}")
@@ -108,6 +111,22 @@ def make_target(cfg: dict) -> JNDTarget:
         raise JNDOptionError("jnd_target.sur", f"estimator {cfg['estimator']!r} was not trained with SUR "
                                                "conditioning; use sur: null")
     return JNDTarget(model, strength=cfg["strength"], sur=cfg["sur"], kind=cfg["kind"], gain=cfg["gain"])
+
+
+def describe_target(target: JNDTarget, estimator: str | None = None) -> str:
+    """The settings a JND target really uses, for the training log: the estimator by the name it
+    was given (``default``, a file) and its architecture, the strength, and the SUR in effect,
+    the estimator's own default when ``sur`` is unset."""
+    model = target.model
+    arch = getattr(model, "arch_name", type(model).__name__)
+    name = f"{estimator} ({arch})" if estimator is not None and str(estimator) != arch else arch
+    if not target.accepts_sur:
+        sur = "none (the estimator is not SUR-conditioned)"
+    elif target.sur is not None:
+        sur = f"{target.sur:g}"
+    else:
+        sur = f"{float(getattr(model, 'default_sur', float('nan'))):g} (the estimator's default; jnd_target.sur sets it)"
+    return f"estimator {name}, strength {target.strength:g}, SUR {sur}"
 
 
 def _number(value, key: str) -> float:

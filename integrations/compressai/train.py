@@ -28,6 +28,7 @@ from compressai.optimizers import net_aux_optimizer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from jndplug.errors import JNDPlugError
 from jndplug.imageio import atomic_write
 from jndplug.losses import JNDTolerantLoss
 from jndplug.precompute import settings_of
@@ -93,8 +94,39 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         train(args)
-    except (CodecError, FileNotFoundError) as exc:
+    except (CodecError, FileNotFoundError, JNDPlugError) as exc:
         sys.exit(f"error: {exc}")
+
+
+# the flags that only mean something with --jnd-target, with --jnd-tolerant, or with either
+_TARGET_FLAGS = ("jnd_strength", "jnd_sur", "jnd_mode", "jnd_offline_dir", "jnd_kind", "jnd_gain")
+_TOLERANT_FLAGS = ("jnd_tolerance_scale",)
+_SHARED_FLAGS = ("jnd_estimator",)
+
+
+def _check_jnd_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--jnd-*`` flags that the run would ignore (a baseline trained by mistake)."""
+    defaults = build_parser()
+    given = [name for name in _TARGET_FLAGS + _TOLERANT_FLAGS + _SHARED_FLAGS
+             if getattr(args, name) != defaults.get_default(name)]
+
+    def flags(names):
+        return ", ".join("--" + n.replace("_", "-") for n in names)
+
+    if not args.jnd_target and not args.jnd_tolerant and given:
+        raise CodecError(f"{flags(given)} without --jnd-target would be ignored and train the plain baseline; "
+                         "add --jnd-target to train against JND images (or --jnd-tolerant), or drop "
+                         f"{'it' if len(given) == 1 else 'them'}")
+    if args.jnd_tolerant:
+        ignored = [n for n in given if n in _TARGET_FLAGS]
+        if ignored:
+            raise CodecError(f"{flags(ignored)} only apply to --jnd-target; --jnd-tolerant takes --jnd-estimator "
+                             "and --jnd-tolerance-scale")
+    if args.jnd_target:
+        ignored = [n for n in given if n in _TOLERANT_FLAGS]
+        if ignored:
+            raise CodecError(f"{flags(ignored)} only applies to --jnd-tolerant; drop it with --jnd-target "
+                             "(use --jnd-strength to scale the JND image)")
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -105,15 +137,14 @@ def train(args: argparse.Namespace) -> Path:
     check_quality(args.model, args.quality)
     if args.resume and args.checkpoint:
         raise CodecError("--resume continues SAVE_DIR/checkpoint.pth.tar; do not also give --checkpoint")
-    if not args.jnd_target and (args.jnd_mode == "offline" or args.jnd_offline_dir):
-        raise CodecError("--jnd-mode offline / --jnd-offline-dir need --jnd-target")
     if args.jnd_mode == "offline" and not args.jnd_offline_dir:
         raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
-    if not args.jnd_target and (args.jnd_kind != "jnd" or args.jnd_gain is not None):
-        raise CodecError("--jnd-kind / --jnd-gain need --jnd-target")
     if args.jnd_tolerant and args.jnd_target:
         raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
                          "the original, so choose one")
+    _check_jnd_flags(args)
+    if args.jnd_mode == "offline" and not args.jnd_offline_dir:
+        raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
     lmbda = args.lmbda if args.lmbda is not None else default_lambda(args.quality)
     save_dir = Path(args.save_dir or f"runs/{args.model}-q{args.quality}-{'jnd' if args.jnd_target else 'original'}")
     device = torch.device(args.device)
@@ -152,6 +183,11 @@ def train(args: argparse.Namespace) -> Path:
     elif args.checkpoint:
         load_weights(model, state_dict_of(read_checkpoint(args.checkpoint), args.checkpoint),
                      args.model, args.quality, args.checkpoint)
+    else:
+        print(f"note: no --checkpoint, so {args.model} starts from random weights: this trains a codec from "
+              "scratch, which takes far longer than fine-tuning (this command's defaults, CompressAI's, are 100 "
+              "epochs at learning rate 1e-4); to fine-tune, give --checkpoint with CompressAI's weights for this model and quality",
+              file=sys.stderr)
     model.to(device)
     optimizers = make_optimizers(model, args.learning_rate, args.aux_learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers["net"], "min")
@@ -207,13 +243,15 @@ def train(args: argparse.Namespace) -> Path:
         loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
         model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch}", initial=progress["epoch_step"], total=steps_per_epoch, unit="batch")
-        for batch in bar:
+        # counted by hand: a bar wrapping the loader would not count the step a --max-steps break ends on
+        bar = tqdm(desc=f"epoch {epoch}", initial=progress["epoch_step"], total=steps_per_epoch, unit="batch")
+        for batch in loader:
             values = train_step(model, criterion, optimizers, *split(batch), args.clip_max_norm)
             for k in SUMS:
                 progress["sums"][k] += values[k]
             progress["step"] += 1
             progress["epoch_step"] += 1
+            bar.update(1)
             bar.set_postfix(loss=f"{values['loss']:.4g}", bpp=f"{values['bpp_loss']:.3f}",
                             mse=f"{values['mse_loss']:.3g}", aux=f"{values['aux_loss']:.3g}")
             done = args.max_steps is not None and progress["step"] >= args.max_steps
@@ -222,10 +260,21 @@ def train(args: argparse.Namespace) -> Path:
             if args.save_every and progress["step"] % args.save_every == 0:
                 save(LAST)
         bar.close()
-        if progress["epoch_step"] < steps_per_epoch:
-            break  # stopped mid-epoch by --max-steps; --resume continues from here
+        del loader  # ends the loader's worker processes now
         entry = {"epoch": epoch, "step": progress["step"], "lr": optimizers["net"].param_groups[0]["lr"],
-                 **{f"train_{k}": v / progress["epoch_step"] for k, v in progress["sums"].items()}}
+                 **{f"train_{k}": v / max(progress["epoch_step"], 1) for k, v in progress["sums"].items()}}
+        if progress["epoch_step"] < steps_per_epoch:
+            # stopped mid-epoch by --max-steps: the checkpoint first (the test pass draws no random
+            # numbers, but --resume must continue from exactly here), then the partial epoch's entry,
+            # which a resumed run replaces by the whole epoch's
+            save(LAST)
+            entry.update(partial=True, epoch_steps=progress["epoch_step"])
+            if test_set is not None:
+                entry.update(_test_epoch(model, criterion, test_set, args.test_batch_size, split))
+            history.append(entry)
+            _write_history(save_dir, history)
+            print(json.dumps(entry), file=sys.stderr)
+            break
         if test_set is not None:
             entry.update(_test_epoch(model, criterion, test_set, args.test_batch_size, split))
         loss = entry.get("test_loss", entry["train_loss"])
@@ -235,18 +284,43 @@ def train(args: argparse.Namespace) -> Path:
                         best_loss=min(loss, progress["best_loss"]))
         history.append(entry)
         print(json.dumps(entry), file=sys.stderr)
-        with atomic_write(save_dir / HISTORY, "w") as f:
-            json.dump(history, f, indent=1)
+        _write_history(save_dir, history)
         save(LAST)
         if is_best:
             save(BEST)
     if saved_at[LAST] != progress["step"]:
         save(LAST)
     # final weights with entropy-coder tables computed, as CompressAI's `update_model` would leave them
+    print("computing the entropy-coder tables of the final model ...", file=sys.stderr)
     model.update(force=True)
     with atomic_write(save_dir / FINAL) as f:
         torch.save({"format": "jndplug-compressai-model/1", **config, "state_dict": model.state_dict()}, f)
+    print(_summary(args, progress, steps_per_epoch, history, save_dir), file=sys.stderr)
     return save_dir
+
+
+def _write_history(save_dir: Path, history: list[dict]) -> None:
+    with atomic_write(save_dir / HISTORY, "w") as f:
+        json.dump(history, f, indent=1)
+
+
+def _summary(args, progress: dict, steps_per_epoch: int, history: list[dict], save_dir: Path) -> str:
+    """The closing lines of a run: where it stopped, its last losses and what it wrote."""
+    if progress["epoch"] >= args.epochs:
+        why = f"finished {args.epochs} epoch(s)"
+    else:
+        why = (f"stopped at --max-steps {args.max_steps} (epoch {progress['epoch']}, step "
+               f"{progress['epoch_step']} of {steps_per_epoch}); --resume with a larger --max-steps continues")
+    lines = [f"{why}: {progress['step']} steps in all"]
+    if history:
+        last = history[-1]
+        parts = [f"{k[len('train_'):]} {last[k]:.4g}" for k in ("train_loss", "train_bpp_loss", "train_mse_loss")]
+        test = [f"{k[len('test_'):]} {last[k]:.4g}" for k in ("test_loss", "test_bpp_loss", "test_mse_loss")
+                if k in last]
+        lines.append(f"last {'partial ' if last.get('partial') else ''}epoch {last['epoch']}: train "
+                     + ", ".join(parts) + (f"; test " + ", ".join(test) if test else ""))
+    lines.append(f"wrote {save_dir / FINAL}, {save_dir / LAST} and {save_dir / HISTORY}")
+    return "\n".join(lines)
 
 
 class JNDTolerantRateDistortionLoss(torch.nn.Module):

@@ -22,8 +22,9 @@ class ResJND(nn.Module):
 
     def __init__(self, channels: int = 128, recursions: int = 25):
         super().__init__()
-        if channels < 1 or recursions < 1:
-            raise ValueError("resjnd needs channels >= 1 and recursions >= 1")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (channels, recursions)) \
+                or channels < 1 or recursions < 1:
+            raise ValueError(f"resjnd needs integer channels >= 1 and recursions >= 1, got {channels!r:.20}, {recursions!r:.20}")
         self.config = {"channels": channels, "recursions": recursions}
         self.recursions = recursions
         self.input = nn.Conv2d(3, channels, 3, padding=1, bias=False)

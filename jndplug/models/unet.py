@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jndplug.errors import load_torch_file
 from jndplug.models import register_estimator
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,6 +73,8 @@ class UNetJND(nn.Module):
     """
 
     accepts_sur = False
+    # options naming a local file: never stored in, nor taken from, a weights file's config
+    file_options = ("encoder_weights",)
 
     def __init__(
         self,
@@ -85,6 +88,15 @@ class UNetJND(nn.Module):
         zero_mean: bool = False,
     ):
         super().__init__()
+        if not isinstance(backbone, str):
+            raise ValueError(f"backbone must be a timm model name, got {backbone!r:.60}")
+        if isinstance(decoder_channels, (str, bytes)) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in decoder_channels):
+            raise ValueError(f"decoder_channels must be a list of positive integers, got {decoder_channels!r:.60}")
+        if isinstance(head_channels, bool) or not isinstance(head_channels, int) or head_channels < 1:
+            raise ValueError(f"head_channels must be a positive integer, got {head_channels!r:.60}")
+        if isinstance(default_sur, bool) or not isinstance(default_sur, (int, float)) or not 0 <= default_sur <= 1:
+            raise ValueError(f"default_sur must be a ratio in [0, 1], got {default_sur!r:.60}")
         self.config = {
             "backbone": backbone,
             "decoder_channels": list(decoder_channels),
@@ -184,7 +196,8 @@ def _load_encoder_weights(encoder: nn.Module, path) -> None:
 
         state = load_file(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, "timm backbone checkpoint", "give encoder_weights the backbone's .pth or "
+                                ".safetensors file")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict of tensors")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ms_ssim, ssim
 from tqdm import tqdm
 
+from jndplug.errors import CorruptFileError, JNDPlugValueError, load_torch_file
 from jndplug.imageio import array_to_tensor, atomic_write, read_image
 from jndplug.models import create_estimator
 from jndplug.training.sources import Record, read_source
@@ -57,7 +58,14 @@ LOSS_TERMS = ("l1", "l2", "ssim", "ms_ssim")
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def resolve_config(overrides: dict) -> dict:
+    if not isinstance(overrides, dict):
+        raise JNDPlugValueError(f"the training config must be a mapping of config keys to values, got "
+                                f"{type(overrides).__name__} {overrides!r:.60}")
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))} "
@@ -69,6 +77,25 @@ def resolve_config(overrides: dict) -> dict:
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)):
             raise ValueError(f"config {key} must be a number, got {cfg[key]!r}"
                              + (" (YAML needs a decimal point in 5.0e-4)" if isinstance(cfg[key], str) else ""))
+    # a wrong type here would otherwise surface as a TypeError deep inside training
+    for key in ("model", "loss", "layouts"):
+        if not isinstance(cfg[key], dict):
+            raise JNDPlugValueError(f"config {key} must be a mapping (key: value lines), got {cfg[key]!r:.60}")
+    for kind, layout in cfg["layouts"].items():
+        if not isinstance(layout, dict):
+            raise JNDPlugValueError(f"config layouts.{kind} must be a mapping of folder roles to name lists, "
+                                    f"got {layout!r:.60}")
+    if not isinstance(cfg["arch"], str):
+        raise JNDPlugValueError(f"config arch must be an architecture name, got {cfg['arch']!r:.60}")
+    for key in ("sur_conditioning", "amp"):
+        if not isinstance(cfg[key], bool):
+            raise JNDPlugValueError(f"config {key} must be true or false, got {cfg[key]!r:.60}")
+    if not all(_is_number(w) for w in cfg["loss"].values()):
+        raise JNDPlugValueError(f"config loss weights must be numbers, got {cfg['loss']!r:.60}")
+    if not (isinstance(cfg["sur_range"], list) and len(cfg["sur_range"]) == 2 and all(map(_is_number, cfg["sur_range"]))):
+        raise JNDPlugValueError(f"config sur_range must be a pair [lo, hi] of numbers, got {cfg['sur_range']!r:.60}")
+    if not (isinstance(cfg["val_sur"], list) and all(_is_number(v) and 0 < v <= 1 for v in cfg["val_sur"])):
+        raise JNDPlugValueError(f"config val_sur must be a list of ratios in (0, 1], got {cfg['val_sur']!r:.60}")
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
         raise ValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
@@ -342,7 +369,11 @@ def train(data: list[str], out: str | os.PathLike, config: dict | None = None, e
     state = {"step": 0, "best": -math.inf, "bad_rounds": 0, "history": [], "stopped_early": False}
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = load_torch_file(ckpt_path, "training checkpoint",
+                               "delete it to restart the run from step 0, or use another --out")
+        if not (isinstance(ckpt, dict) and {"model", "optimizer", "scheduler", "state", "config", "data"} <= set(ckpt)):
+            raise CorruptFileError(f"{ckpt_path}: not a jndplug training checkpoint (keys missing); delete it to "
+                                   "restart the run from step 0, or use another --out")
         if ckpt["config"] != json.loads(json.dumps(cfg)) or ckpt["data"] != list(data):
             raise ValueError(f"{ckpt_path} belongs to a run with other data or config; use another --out "
                              "or delete the checkpoint to start over")

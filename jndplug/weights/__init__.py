@@ -14,6 +14,7 @@ Pretrained estimators shipped with the package live beside this module and are l
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import struct
@@ -25,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from jndplug.errors import CorruptFileError, JNDPlugValueError
 from jndplug.imageio import atomic_write
 
 FORMAT = "jndplug-estimator/1"
@@ -115,18 +117,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path}: truncated or not a safetensors file ({size} bytes)")
+            raise CorruptFileError(f"{path}: truncated or not a safetensors file ({size} bytes)")
         (n,) = struct.unpack("<Q", head)
         if n > size - 8 or n > 100_000_000:
-            raise ValueError(f"{path}: corrupt or truncated safetensors header")
+            raise CorruptFileError(f"{path}: corrupt or truncated safetensors header")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: corrupt safetensors header ({exc})") from exc
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise CorruptFileError(f"{path}: corrupt safetensors header ({exc})") from exc
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        meta = header.get("__metadata__") or {}
+        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            raise TypeError("__metadata__ is not a mapping of strings")
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise CorruptFileError(f"{path}: malformed safetensors header ({type(exc).__name__}: {exc})") from None
     if 8 + n + end != size:
-        raise ValueError(f"{path}: truncated or corrupt file (expected {8 + n + end} bytes, found {size})")
-    return header.get("__metadata__") or {}
+        raise CorruptFileError(f"{path}: truncated or corrupt file (expected {8 + n + end} bytes, found {size})")
+    return meta
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
@@ -151,6 +159,34 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                      "(or give the path of a .safetensors file)")
 
 
+def _checked_config(path: Path, arch: str, text: str) -> dict:
+    """The architecture config stored in a weights file, refused unless it is plain options.
+
+    Options that name a local file (``file_options`` of the architecture, e.g. unet's
+    ``encoder_weights``) are never taken from a file's metadata: loading a downloaded weights file
+    must not make jndplug read, let alone unpickle, another file on this machine.
+    """
+    from jndplug.models import _REGISTRY
+
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CorruptFileError(f"{path}: metadata 'config' is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise CorruptFileError(f"{path}: metadata 'config' must be a JSON object, got {type(config).__name__}")
+    cls = _REGISTRY[arch]
+    forbidden = sorted(set(config) & set(getattr(cls, "file_options", ())))
+    if forbidden:
+        raise CorruptFileError(f"{path}: metadata config names a local file ({', '.join(forbidden)}); weights "
+                               "files never do, so this one was edited: refused")
+    allowed = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise CorruptFileError(f"{path}: metadata config has unknown {arch!r} options {unknown[:5]} "
+                               "(a newer jndplug may be needed)")
+    return config
+
+
 def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Module:
     """Rebuild an estimator from a pretrained name or a jndplug ``.safetensors`` file, verified.
 
@@ -168,37 +204,48 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
         )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a jndplug estimator file (metadata format is {meta.get('format')!r})")
+        raise CorruptFileError(f"{path}: not a jndplug estimator file (metadata format is {meta.get('format')!r})")
     for key in ("arch", "config", "tensors_sha256"):
         if key not in meta:
-            raise ValueError(f"{path}: metadata lacks {key!r}")
+            raise CorruptFileError(f"{path}: metadata lacks {key!r}")
     arch = meta["arch"]
     if arch not in list_estimators():
-        raise ValueError(f"{path}: unknown estimator architecture {arch!r}; this jndplug knows "
-                         f"{', '.join(list_estimators())} (a newer version may be needed)")
+        raise JNDPlugValueError(f"{path}: unknown estimator architecture {arch!r}; this jndplug knows "
+                                f"{', '.join(list_estimators())} (a newer version may be needed)")
+    config = _checked_config(path, arch, meta["config"])
     with open(path, "rb") as f:
         data = f.read()
     try:
         tensors = _st_load(data)
     except SafetensorError as exc:
-        raise ValueError(f"{path}: corrupt safetensors data ({exc})") from exc
+        raise CorruptFileError(f"{path}: corrupt safetensors data ({exc})") from exc
     digest = tensors_sha256(tensors)
     if digest != meta["tensors_sha256"]:
-        raise ValueError(f"{path}: tensor hash mismatch (file says {meta['tensors_sha256'][:12]}..., "
-                         f"content is {digest[:12]}...); the file is corrupt or was modified")
-    model = create_estimator(arch, **json.loads(meta["config"]))
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
+        raise CorruptFileError(f"{path}: tensor hash mismatch (file says {meta['tensors_sha256'][:12]}..., "
+                               f"content is {digest[:12]}...); the file is corrupt or was modified")
+    try:
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CorruptFileError(f"{path}: metadata 'provenance' is not valid JSON ({exc})") from None
+    # The config is checked against the stored tensors on the meta device (shapes, no memory)
+    # before anything is allocated: a crafted config cannot make loading build a huge network.
+    try:
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in create_estimator(arch, **config).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        raise CorruptFileError(f"{path}: metadata config does not build a {arch!r} estimator ({exc})") from None
+    missing = sorted(set(shapes) - set(tensors))
+    unexpected = sorted(set(tensors) - set(shapes))
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match architecture {arch!r} "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CorruptFileError(f"{path}: weights do not match architecture {arch!r} "
+                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     for k, v in tensors.items():
-        if own[k].shape != v.shape:
-            raise ValueError(f"{path}: shape mismatch for {k}: file {tuple(v.shape)}, "
-                             f"architecture {tuple(own[k].shape)}")
+        if shapes[k] != v.shape:
+            raise CorruptFileError(f"{path}: shape mismatch for {k}: file {tuple(v.shape)}, "
+                                   f"architecture {tuple(shapes[k])}")
+    model = create_estimator(arch, **config)
     model.load_state_dict(tensors)
-    model.provenance = json.loads(meta.get("provenance", "{}"))
+    model.provenance = provenance
     model.weights_path = str(path)
     model.eval()
     if map_location is not None:

@@ -10,9 +10,11 @@ the token printed at start-up (``?token=`` once, which sets a cookie; or ``Autho
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import math
 import secrets
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +34,48 @@ _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp
 _COOKIE_AGE = 60 * 60 * 24 * 60  # a participant may come back within two months
 _DISPLAY_KEYS = ("dpr", "screen_w", "screen_h", "window_w", "window_h")
 _MAX_RESPONSE_MS = 3_600_000.0
+_MAX_DISPLAY_VALUE = 100_000.0  # pixels or a pixel ratio; anything larger is not a display
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def host_allowed(header: str, host: str, port: int) -> bool:
+    """Whether a request's ``Host`` header names the address the server was started on.
+
+    Refusing every other name defeats DNS rebinding (a web page whose own domain is made to
+    resolve to this machine, so that the visitor's browser can read the study's pages). Accepted:
+    the configured host; for a loopback one, the other loopback names; for a wildcard bind
+    (0.0.0.0, ::), any IP address and this machine's own name, which a rebinding domain is not.
+    The port must be the server's.
+    """
+    try:
+        parts = urlsplit("//" + header)
+        given, given_port = parts.hostname, parts.port or 80
+    except ValueError:
+        return False
+    if not given or given_port != port:
+        return False
+    if host in _WILDCARD_HOSTS:
+        return _is_ip_literal(given) or given in {socket.gethostname().lower(), socket.getfqdn().lower()}
+    names = {host.lower().strip("[]")}
+    if _is_loopback(host):
+        names.update(_LOOPBACK_NAMES)
+    return given in names
 
 
 @dataclass(frozen=True)
@@ -128,7 +172,9 @@ def operator_summary(store: StudyStore) -> dict:
 
 def create_app(dataset: str | Path | StudyDataset, db_path: str | Path | None = None, *,
                settings: StudySettings | None = None, operator_token: str | None = None,
-               export_path: str | Path | None = None) -> Flask:
+               export_path: str | Path | None = None, host: str = "localhost", port: int = 80) -> Flask:
+    """The study application, answering only requests addressed to ``host:port`` (see
+    ``host_allowed``); the links it makes (resume links) are built from that address."""
     settings = settings or StudySettings()
     ds, store = open_study(dataset, db_path)
     study_images = ds.ids[: settings.limit] if settings.limit else list(ds.ids)
@@ -154,6 +200,15 @@ def create_app(dataset: str | Path | StudyDataset, db_path: str | Path | None = 
         if not request.path.startswith("/static/"):
             resp.headers["Cache-Control"] = "no-store"
         return resp
+
+    shown_host = f"[{host}]" if ":" in host else host
+    base_url = f"http://{shown_host}" + ("" if port == 80 else f":{port}")
+
+    @app.before_request
+    def _expected_host():
+        if not host_allowed(request.host, host, port):
+            abort(400, f"this server answers requests for {base_url} only (Host {request.host[:100]!r} refused); "
+                       "open the address it printed")
 
     @app.before_request
     def _same_origin_posts():
@@ -190,7 +245,10 @@ def create_app(dataset: str | Path | StudyDataset, db_path: str | Path | None = 
         return pid
 
     def json_body() -> dict:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the parser's recursion limit
+            abort(400, "JSON nested too deeply")
         if not isinstance(body, dict):
             abort(400, "expected a JSON object (Content-Type: application/json)")
         return body
@@ -240,8 +298,13 @@ def create_app(dataset: str | Path | StudyDataset, db_path: str | Path | None = 
         display = body.get("display") or {}
         if not isinstance(display, dict):
             abort(400, "display must be an object")
-        display = {k: float(display[k]) for k in _DISPLAY_KEYS
-                   if isinstance(display.get(k), (int, float)) and math.isfinite(display[k])}
+        numbers = {k: display[k] for k in _DISPLAY_KEYS
+                   if isinstance(display.get(k), (int, float)) and not isinstance(display[k], bool)}
+        numbers = {k: v for k, v in numbers.items() if isinstance(v, int) or math.isfinite(v)}
+        # compared before float(): a 400-digit integer is valid JSON but overflows it
+        if not all(0 <= v <= _MAX_DISPLAY_VALUE for v in numbers.values()):
+            abort(400, f"display values must be numbers from 0 to {_MAX_DISPLAY_VALUE:.0f}")
+        display = {k: float(v) for k, v in numbers.items()}
         try:
             key = store.register(body.get("participant"), images=study_images, catch_every=settings.catch_every,
                                  presentation=settings.presentation, vision=body.get("vision"),
@@ -374,7 +437,10 @@ def create_app(dataset: str | Path | StudyDataset, db_path: str | Path | None = 
             key = store.new_key(pid)
         except NotRegistered:
             abort(404, f"no participant {pid!r}")
-        link = f"{request.host_url}resume/{pid}/{key}"
+        # from the configured address, never from a request header; a wildcard bind has no
+        # address of its own, and there the Host header has been checked against this machine's
+        origin = request.host_url.rstrip("/") if host in _WILDCARD_HOSTS else base_url
+        link = f"{origin}/resume/{pid}/{key}"
         return operator_page(f"Resume link for {pid} (open it in the participant's browser; it replaces "
                              "any earlier link and logs out other browsers of that participant):", link)
 

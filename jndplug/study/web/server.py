@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import sys
 from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from jndplug.study.web.app import StudySettings, create_app
+from jndplug.study.web.app import StudySettings, _is_loopback, create_app
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -39,20 +38,15 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def serve(dataset: str | Path, *, host: str = "127.0.0.1", port: int = 8000, db_path: str | Path | None = None,
           settings: StudySettings | None = None, export_path: str | Path | None = None, out=None) -> int:
     """Serve the study until interrupted; prints the participant and operator addresses."""
     out = out or sys.stdout
-    app = create_app(dataset, db_path, settings=settings, export_path=export_path)
     sock = _listen(host, port)
     try:
+        # the application checks every request's Host against the address actually bound
+        app = create_app(dataset, db_path, settings=settings, export_path=export_path, host=host,
+                         port=sock.getsockname()[1])
         server = make_server(host, port, app, threaded=True, fd=sock.fileno())
     finally:
         sock.close()  # make_server holds its own duplicate of the socket
