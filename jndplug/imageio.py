@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import struct
@@ -335,15 +336,13 @@ def array_to_tensor(array: np.ndarray) -> torch.Tensor:
         raise TypeError(f"expected a numpy array, got {type(array).__name__}")
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 array, got shape {tuple(array.shape)}")
-    if array.dtype == np.uint8:
-        t = torch.from_numpy(array.astype(np.float32) / 255.0)
-    elif array.dtype == np.uint16:
-        t = torch.from_numpy(array.astype(np.float32) / 65535.0)
-    elif np.issubdtype(array.dtype, np.floating):
-        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    else:
+    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
+    if peak is None and not np.issubdtype(array.dtype, np.floating):
         raise TypeError(f"unsupported array dtype {array.dtype}; use uint8, uint16 or float in [0,1]")
-    return t.permute(2, 0, 1).contiguous()
+    # converted straight into the result: one float32 copy of the image, not three
+    t = torch.empty((3, *array.shape[:2]), dtype=torch.float32)
+    t.copy_(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+    return t.div_(peak) if peak is not None else t
 
 
 def tensor_to_array(t: torch.Tensor, dtype=np.uint8) -> np.ndarray:
@@ -353,8 +352,13 @@ def tensor_to_array(t: torch.Tensor, dtype=np.uint8) -> np.ndarray:
     peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype))
     if peak is None:
         raise TypeError(f"tensor_to_array writes uint8 or uint16, not {dtype}")
-    a = t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    return np.round(a * peak).astype(dtype)
+    h, w = t.shape[-2:]
+    out = np.empty((h, w, 3), dtype=dtype)
+    rows = max(1, (1 << 22) // max(1, w))  # a few million values at a time: no full-size float copy
+    for top in range(0, h, rows):
+        a = t[:, top:top + rows].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        out[top:top + rows] = np.round(a * peak)
+    return out
 
 
 def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
@@ -374,8 +378,12 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(tensor_to_array(t, np.uint8))
 
 
-def check_image_tensor(x: torch.Tensor, name: str = "input") -> None:
-    """Raise a ValueError/TypeError naming the problem if ``x`` is not a batch or image in [0,1]."""
+def check_image_tensor(x: torch.Tensor, name: str = "input", values: bool = True) -> None:
+    """Raise a ValueError/TypeError naming the problem if ``x`` is not a batch or image in [0,1].
+
+    ``values=False`` checks only type and shape, which cost nothing; the value check (NaN, Inf,
+    range) reads one small result back from the tensor's device, a synchronisation on a GPU.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
                         "convert PIL images or numpy arrays with jndplug.to_tensor()")
@@ -393,9 +401,13 @@ def check_image_tensor(x: torch.Tensor, name: str = "input") -> None:
         raise ValueError(f"{name} is {h}x{w}; jndplug needs images of at least {MIN_SIDE}x{MIN_SIDE}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty")
-    if not torch.isfinite(x).all():
+    if not values:
+        return
+    # min and max propagate NaN and hold any Inf, so one reduction read back once answers both
+    # questions, without a full-size isfinite mask
+    lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or Inf values")
-    lo, hi = float(x.min()), float(x.max())
     if hi > 1.0 + 1e-3 or lo < -1e-3:
         hint = " (values look like 0-255: divide by 255)" if hi > 2.0 else ""
         raise ValueError(f"{name} values must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]{hint}")

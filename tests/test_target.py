@@ -1,8 +1,14 @@
-"""JNDTarget behaviour and input validation, on a randomly initialised estimator."""
+"""JNDTarget behaviour and input validation, on a randomly initialised estimator (and, for
+tiling, on the shipped one)."""
+
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import jndplug
@@ -70,10 +76,72 @@ def test_any_size_from_16(target, hw):
 
 
 def test_tiled_matches_untiled(unet):
+    # the random unet keeps squeeze-excitation: its image-wide means are measured tile by tile
     x = jndplug.to_tensor(make_image(300, 420, 7))[None]
     whole = JNDTarget(unet, tile=False)(x)
     tiled = JNDTarget(unet, tile=(160, 64))(x)
     assert (tiled - whole).abs().max() <= 1 / 255
+
+
+@pytest.mark.parametrize("zero_mean", [False, True])
+def test_tiled_keeps_dtype_strength_and_batch(zero_mean):
+    torch.manual_seed(1)
+    model = jndplug.create_estimator("unet", zero_mean=zero_mean).eval()
+    x = torch.stack([jndplug.to_tensor(make_image(200, 260, s)) for s in (3, 4)]).to(torch.bfloat16)
+    whole = JNDTarget(model, strength=0.5, tile=False)(x)
+    tiled = JNDTarget(model, strength=0.5, tile=(96, 32))(x)
+    assert tiled.dtype == torch.bfloat16 and tiled.shape == x.shape
+    assert (tiled.float() - whole.float()).abs().max() <= 2 / 255  # bfloat16 steps are 1/256 near 1
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    """skimage's astronaut at 1100x900, the size the tiling defect was reported on."""
+    from skimage.data import astronaut
+
+    return jndplug.to_tensor(Image.fromarray(astronaut()).resize((1100, 900), Image.BICUBIC))[None]
+
+
+@pytest.fixture(scope="module")
+def shipped_whole(astronaut):
+    return JNDTarget("default", tile=False)(astronaut)
+
+
+def test_tiled_matches_untiled_with_the_shipped_weights(astronaut, shipped_whole):
+    # whatever "default" is when the test runs: with squeeze-excitation (the image-wide means
+    # are measured first) or without
+    tiled = JNDTarget("default", tile=(512, 128))(astronaut)
+    assert (tiled - shipped_whole).abs().max() <= 1 / 255
+
+
+def test_automatic_tiles_suit_a_model_without_global_pooling(astronaut, shipped_whole):
+    import jndplug.target as tgt
+
+    torch.manual_seed(0)
+    model = jndplug.create_estimator("unet", squeeze_excite=False, zero_mean=True).eval()
+    # a random network's context reaches further than a trained one's; scale its residual to the
+    # shipped model's on this image, so that the comparison is at a realistic size
+    with torch.no_grad():
+        rms = lambda r: r.pow(2).mean().sqrt()  # noqa: E731
+        k = rms(shipped_whole - astronaut) / rms(model(astronaut) - astronaut)
+        model.head[-1].weight.mul_(k)
+        model.head[-1].bias.mul_(k)
+    whole = JNDTarget(model, tile=False)(astronaut)
+    # tiles smaller than the image, with the automatic tiles' overlap (and so their halo)
+    tiled = JNDTarget(model, tile=(2 * tgt.AUTO_TILE[1] + 32, tgt.AUTO_TILE[1]))(astronaut)
+    assert (tiled - whole).abs().max() <= 1 / 255
+
+
+@pytest.mark.parametrize("h,w", [(40, 70), (17, 50), (16, 40)])
+def test_tiles_are_padded_as_the_whole_image(h, w):
+    from jndplug.target import _TileGrid, _pad_mode
+
+    x = torch.rand(1, 3, h, w)
+    grid = _TileGrid((h, w), 32, 8, 32)
+    padded = F.pad(x, (0, (-w) % 32, 0, (-h) % 32), mode=_pad_mode(h, w, 32))
+    for ty, y0 in enumerate(grid.ys):
+        for tx, x0 in enumerate(grid.xs):
+            assert torch.equal(grid.crop(x, ty, tx), padded[..., y0:y0 + 32, x0:x0 + 32])
 
 
 def test_automatic_tiling_above_threshold(unet, monkeypatch):
@@ -84,9 +152,39 @@ def test_automatic_tiling_above_threshold(unet, monkeypatch):
     calls = []
     t = JNDTarget(unet)
     original = t._run
-    monkeypatch.setattr(t, "_run", lambda x: calls.append(x.shape[-2:]) or original(x))
+    monkeypatch.setattr(t, "_run", lambda x, **kw: calls.append(x.shape[-2:]) or original(x, **kw))
     t(torch.rand(1, 3, 128, 160))
     assert len(calls) > 1 and all(max(s) <= 64 for s in calls)
+
+
+_PEAK_MEMORY = textwrap.dedent("""
+    import resource, sys, torch, torch.nn as nn
+    from jndplug import JNDTarget
+
+    class Tiny(nn.Module):  # cheap, so that the measurement is about the buffers around it
+        size_divisor = 32
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        def forward(self, x):
+            return x + 0.01 * self.conv(x)
+
+    target = JNDTarget(Tiny(), strength=0.7, tile=(256, 32))
+    target(torch.rand(1, 3, 600, 600))  # everything loaded and warmed up
+    x = torch.rand(1, 3, 3000, 3000)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = target(x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print((peak - base) / x.nbytes)
+""")
+
+
+def test_tiled_inference_keeps_no_full_size_temporaries():
+    # beyond the output itself, only tile-sized and strip-sized buffers (here a strip is about a
+    # tenth of the image): peak memory above the input stays under 1.5 image sizes
+    run = subprocess.run([sys.executable, "-c", _PEAK_MEMORY], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout) < 1.5
 
 
 def test_jnd_map(target, batch):
@@ -110,6 +208,29 @@ def test_jnd_map(target, batch):
 def test_bad_input(target, bad, err, match):
     with pytest.raises(err, match=match):
         target(bad)
+
+
+@pytest.mark.parametrize("value,match", [
+    (float("nan"), "NaN or Inf"), (float("inf"), "NaN or Inf"), (-float("inf"), "NaN or Inf"),
+    (-0.5, r"values must lie in \[0,1\], got range \[-0.5, "), (1.5, r"got range \[0, 1.5\]$"),
+    (200.0, "look like 0-255"),
+])
+def test_value_check_catches_each_case(target, value, match):
+    x = torch.zeros(2, 3, 32, 32)
+    x[1, 2, 5, 7] = value
+    with pytest.raises(ValueError, match=match):
+        target(x)
+    with pytest.raises(ValueError, match=match):
+        target.jnd_map(x)
+
+
+def test_value_check_can_be_skipped(unet):
+    x = torch.rand(1, 3, 32, 32)
+    x[0, 0, 3, 3] = float("nan")
+    out = JNDTarget(unet, check_values=False)(x)  # not checked: the NaN goes through
+    assert out.shape == x.shape and out.isnan().any()
+    with pytest.raises(ValueError, match="3 \\(RGB\\) channels"):  # shapes are still checked
+        JNDTarget(unet, check_values=False)(torch.rand(1, 4, 32, 32))
 
 
 def test_bad_constructor_arguments(unet):

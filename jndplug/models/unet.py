@@ -17,6 +17,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models._efficientnet_blocks import SqueezeExcite  # mobilenetv3's block; no public path exports it
 
 from jndplug.errors import load_torch_file
 from jndplug.models import register_estimator
@@ -64,9 +65,10 @@ class UNetJND(nn.Module):
         encoder_weights: optional local file with pretrained weights for the backbone (timm
             checkpoint, ``.safetensors`` or ``.pth``). Never downloaded, never stored in config.
         squeeze_excite: keep the backbone's squeeze-excitation blocks. They pool over the whole
-            input, so a network with them gives different results on a tile than on the whole
-            image; ``False`` replaces them by the identity, making tiled inference exact up to
-            the tiles' halo.
+            input, so on a tile they see the tile's mean rather than the image's; ``JNDTarget``
+            tiles such a network by first measuring the image's means tile by tile (extra
+            passes, see ``_SqueezeExcite``). ``False`` replaces them by the identity: tiled
+            inference is then one pass, exact up to the tiles' halo.
         zero_mean: remove each image's per-channel mean from the predicted residual, so the JND
             image never carries a global colour cast (people comparing two images see one even
             where the visibility models used for labelling discount it).
@@ -119,10 +121,12 @@ class UNetJND(nn.Module):
             self.encoder = timm.create_model(backbone, features_only=True, pretrained=False)
         except RuntimeError as exc:
             raise ValueError(f"timm cannot build backbone {backbone!r} with features_only: {exc}") from exc
-        if not squeeze_excite:
-            for m in self.encoder.modules():
-                if isinstance(getattr(m, "se", None), nn.Module):
-                    m.se = nn.Identity()
+        for m in self.encoder.modules():
+            se = getattr(m, "se", None)
+            if not squeeze_excite and isinstance(se, nn.Module):
+                m.se = nn.Identity()
+            elif isinstance(se, SqueezeExcite):
+                m.se = _SqueezeExcite(se)
         if encoder_weights is not None:
             _load_encoder_weights(self.encoder, encoder_weights)
         enc_channels = self.encoder.feature_info.channels()
@@ -182,6 +186,29 @@ class UNetJND(nn.Module):
         if self.zero_mean and center:
             r = r - r.mean(dim=(-2, -1), keepdim=True)
         return x + r
+
+
+class _SqueezeExcite(nn.Module):
+    """timm's squeeze-excitation (same parameters under the same names, same result) with its
+    global mean open to tiled inference.
+
+    The gate depends on the mean of the whole input, which a tile does not have. ``JNDTarget``
+    finds these modules by their ``global_mean`` and ``observer`` attributes: it sets
+    ``observer`` to see each tile's input (to sum it over the part of the image the tile stands
+    for) and ``global_mean`` (``[B,C,1,1]``) to the image's mean, used instead of the input's own.
+    """
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.conv_reduce, self.act1, self.conv_expand, self.gate = se.conv_reduce, se.act1, se.conv_expand, se.gate
+        self.global_mean: torch.Tensor | None = None
+        self.observer = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer(x)
+        m = x.mean((2, 3), keepdim=True) if self.global_mean is None else self.global_mean.to(x.dtype)
+        return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(m))))
 
 
 def _load_encoder_weights(encoder: nn.Module, path) -> None:
