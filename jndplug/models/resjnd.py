@@ -4,7 +4,9 @@ A DRRN-style network (Tai et al., CVPR 2017) as used by ResJND: one 3->C convolu
 recursive block of two 3x3 CxC convolutions whose weights are shared across ``recursions``
 applications (each adding the block input back), a C->3 convolution and a global residual.
 Pre-activation ReLUs and no biases, matching the authors' released checkpoint (keys ``input.*``,
-``conv1.*``, ``conv2.*``, ``output.*``), so that checkpoint loads without renaming.
+``conv1.*``, ``conv2.*``, ``output.*``), so that checkpoint loads without renaming, and the same
+function as the authors' network, including the rectified skip their in-place ReLU produces
+(see ``forward``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ class ResJND(nn.Module):
             self.output.weight.mul_(0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        block_in = self.input(self.relu(x))
+        # The skip is the *rectified* block input. The authors' CPL_Net applies an in-place ReLU
+        # to ``out`` on the first recursion while ``out`` is still the very tensor that every
+        # recursion adds back, so their released network (trained and tested that way) adds
+        # relu(input(relu(x))). Adding input(relu(x)) instead runs their weights as a different
+        # network: a near-identity that barely changes the image. (Their in-place ReLU on x, which
+        # their global residual aliases, is a no-op for images in [0,1], all they feed and all
+        # JNDTarget accepts, so the residual stays x.)
+        block_in = self.relu(self.input(self.relu(x)))
         out = block_in
         for _ in range(self.recursions):
             out = self.conv2(self.relu(self.conv1(self.relu(out)))) + block_in
