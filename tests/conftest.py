@@ -12,6 +12,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 PYTHON = sys.executable
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    # the machine is shared: one thread per process is much faster than two contended ones
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def unet():
     import jndplug

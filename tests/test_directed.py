@@ -16,12 +16,7 @@ from jndplug.jndprofile import JNDProfile
 from jndplug.target import JNDTarget
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(seed=0):

@@ -18,12 +18,7 @@ from jndplug.integrations.basicsr import JNDOptionError, check_options  # noqa: 
 from jndplug.integrations.compressai import CodecError  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,13 +41,7 @@ def read_gt(path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the machine is shared: one thread per process is much faster than two contended ones
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -519,7 +513,7 @@ def test_an_empty_block_switches_jnd_on_with_the_defaults():
     assert opt["jnd_target"] is None  # what YAML makes of the bare line
     cfg = check_options(opt)
     assert cfg == {"enable": True, "estimator": "default", "strength": 1.0, "sur": None, "mode": "online",
-                   "source_gt": None}
+                   "source_gt": None, "kind": "jnd", "gain": None}
     assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None
 
 

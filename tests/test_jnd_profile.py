@@ -13,13 +13,7 @@ from jndplug.patches import build_patch_dataset, read_collection
 from jndplug.target import JNDTarget
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: with other work on the machine, a second thread only adds waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _grey(value, h=24, w=24):

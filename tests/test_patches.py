@@ -15,13 +15,7 @@ from jndplug.patches import (BUCKETS, PATCH_FIELDS, PairItem, TinyPatchRegressor
                              train_regressor)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: with other work on the machine, a second thread only adds waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _noisy(a, sigma, seed):

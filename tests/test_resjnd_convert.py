@@ -16,13 +16,7 @@ from jndplug.training.loop import train
 from jndplug.weights import read_metadata
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: with other work on the machine, a second thread only adds waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _authors_checkpoint(path, channels=8, seed=0, **extra):

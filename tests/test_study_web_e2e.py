@@ -263,8 +263,10 @@ def inprocess_server(tmp_path):
     servers = []
 
     def start(dataset: Path, **settings) -> tuple[str, object]:
-        app = create_app(dataset, settings=StudySettings(training=0, **settings))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        # the app answers only requests addressed to its own host and port (DNS-rebinding check)
+        port = _free_port()
+        app = create_app(dataset, settings=StudySettings(training=0, **settings), host="127.0.0.1", port=port)
+        server = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.port}", app

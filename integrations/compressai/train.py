@@ -137,8 +137,6 @@ def train(args: argparse.Namespace) -> Path:
     check_quality(args.model, args.quality)
     if args.resume and args.checkpoint:
         raise CodecError("--resume continues SAVE_DIR/checkpoint.pth.tar; do not also give --checkpoint")
-    if args.jnd_mode == "offline" and not args.jnd_offline_dir:
-        raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
     if args.jnd_tolerant and args.jnd_target:
         raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
                          "the original, so choose one")
