@@ -119,7 +119,7 @@ def test_resume_continues_bit_for_bit(tmp_path, pairs):
     second = train([pairs], tmp_path / "resumed", TINY, progress=False, measure=None)
     assert second["finished"] and second["step"] == 6
     a, b = _model_tensors(tmp_path / "straight"), _model_tensors(tmp_path / "resumed")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
     with pytest.raises(ValueError, match="other data or config"):
         train([pairs], tmp_path / "resumed", {**TINY, "lr": 1e-4}, progress=False, measure=None)
 
@@ -215,3 +215,44 @@ def test_cli_and_ddp_two_cpu_processes(tmp_path, pairs):
     bad = subprocess.run([sys.executable, "-m", "jndplug.train_estimator", "--data", "nope:x", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "unknown kind 'nope'" in bad.stderr
+
+
+def test_energy_loss_scores_the_size_of_the_distortion_not_its_pattern():
+    from jndplug.training.loop import compute_loss
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 0.8 + 0.1
+    d = torch.randn(2, 3, 32, 32, generator=g) * 0.02
+    target = x + d
+    w = {"energy": 1.0}
+    # the same distortion with its sign flipped has the same local energy: no penalty
+    assert compute_loss(x - d, target, w, source=x).item() < 1e-6
+    # the conditional mean an L1 loss drifts to (no distortion) is penalised by the label's size
+    shrunk = compute_loss(x, target, w, source=x).item()
+    assert shrunk > 0.015
+    # while L1 prefers it to the flipped pattern, which is why L1 alone shrinks the JND
+    assert compute_loss(x, target, {"l1": 1.0}).item() < compute_loss(x - d, target, {"l1": 1.0}).item()
+    with pytest.raises(ValueError, match="source"):
+        compute_loss(x, target, w)
+
+
+def test_init_from_an_estimator_file_and_select_by_level(tmp_path, generated):
+    cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4, "val_sur": [0.5, 0.9]}
+    mae = lambda img, ref: float((img - ref).abs().mean())  # noqa: E731
+    first = tmp_path / "a.safetensors"
+    train([generated], tmp_path / "a", cfg, export=str(first), progress=False, measure=mae)
+    # no steps' worth of change (lr 0, no decay): the fine-tune exports exactly the weights it started from
+    again = tmp_path / "b.safetensors"
+    result = train([generated], tmp_path / "b", {**cfg, "init": str(first), "lr": 0.0, "weight_decay": 0.0,
+                                                 "select": "level", "loss": {"l1": 1.0, "energy": 1.0}},
+                   export=str(again), progress=False, measure=mae)
+    assert "level_error" in result["validation"]
+    # (batch-norm running statistics do move in train mode; the learnt parameters must not)
+    a, b = (dict(jndplug.load_estimator(f).named_parameters()) for f in (first, again))
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    # a file of another configuration is refused with the mismatch named
+    with pytest.raises(ValueError, match="set arch and model"):
+        train([generated], tmp_path / "c", {**cfg, "init": str(first), "model": {"decoder_channels": [8] * 5}},
+              progress=False, measure=mae)
+    with pytest.raises(ValueError, match="select must be one of"):
+        train([generated], tmp_path / "d", {**cfg, "select": "ssim"}, progress=False, measure=mae)

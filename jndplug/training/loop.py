@@ -53,8 +53,16 @@ DEFAULTS: dict = {
     "checkpoint_every": 250,
     "amp": True,
     "layouts": {},
+    # start from an estimator file (path or pretrained name) of the same architecture and config
+    "init": None,
+    # which validation round "best" is: highest PSNR against the labels, or the smallest level error
+    # (the prediction's distortion placed among the labelled levels); an energy-matched prediction
+    # is worse in PSNR than a shrunken one by construction, so it is chosen by level
+    "select": "psnr",
 }
-LOSS_TERMS = ("l1", "l2", "ssim", "ms_ssim")
+SELECT = ("psnr", "level")
+LOSS_TERMS = ("l1", "l2", "ssim", "ms_ssim", "energy")
+ENERGY_WINDOW = 8  # pixels: about the size of the texture patches the JND varies over
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 
 
@@ -96,6 +104,10 @@ def resolve_config(overrides: dict) -> dict:
         raise JNDPlugValueError(f"config sur_range must be a pair [lo, hi] of numbers, got {cfg['sur_range']!r:.60}")
     if not (isinstance(cfg["val_sur"], list) and all(_is_number(v) and 0 < v <= 1 for v in cfg["val_sur"])):
         raise JNDPlugValueError(f"config val_sur must be a list of ratios in (0, 1], got {cfg['val_sur']!r:.60}")
+    if cfg["select"] not in SELECT:
+        raise JNDPlugValueError(f"config select must be one of {', '.join(SELECT)}, got {cfg['select']!r:.60}")
+    if cfg["init"] is not None and not isinstance(cfg["init"], str):
+        raise JNDPlugValueError(f"config init must be an estimator file path or pretrained name, got {cfg['init']!r:.60}")
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
         raise ValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
@@ -112,6 +124,19 @@ def resolve_config(overrides: dict) -> dict:
     if cfg["sur_conditioning"]:
         cfg["model"] = {**cfg["model"], "sur_conditioning": True}
     return cfg
+
+
+def _init_from(model: nn.Module, cfg: dict) -> None:
+    """Load the weights of an estimator file into ``model``; architecture and config must agree."""
+    from jndplug.weights import load_estimator
+
+    src = load_estimator(cfg["init"])
+    arch = getattr(src, "arch_name", None)
+    if arch != cfg["arch"] or getattr(src, "config", None) != getattr(model, "config", None):
+        raise JNDPlugValueError(
+            f"config init {cfg['init']}: its model is {arch} {getattr(src, 'config', None)}, but this run builds "
+            f"{cfg['arch']} {getattr(model, 'config', None)}; set arch and model to match the file")
+    model.load_state_dict({k: v.float() for k, v in src.state_dict().items()})
 
 
 def split_records(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
@@ -176,9 +201,25 @@ def sample_batch(records: list[Record], cache: ImageCache, cfg: dict, step: int,
     return torch.stack(xs), torch.stack(ys), sur
 
 
-def compute_loss(pred: torch.Tensor, target: torch.Tensor, weights: dict) -> torch.Tensor:
+def local_rms(residual: torch.Tensor, window: int = ENERGY_WINDOW) -> torch.Tensor:
+    """Root-mean-square of a residual over ``window`` x ``window`` blocks, all channels together."""
+    energy = F.avg_pool2d(residual.pow(2).mean(1, keepdim=True), window, stride=window // 2, ceil_mode=True)
+    return (energy + 1e-10).sqrt()
+
+
+def compute_loss(pred: torch.Tensor, target: torch.Tensor, weights: dict,
+                 source: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted sum of the configured loss terms.
+
+    ``energy`` compares the local size of the predicted distortion (``pred - source``) with the
+    labelled one's, not its pattern. Where the labelled distortion is not predictable from the
+    photograph, L1 and SSIM learn its conditional mean, which is far smaller than any one sample;
+    the energy term keeps the prediction as large as the label says is still invisible.
+    """
     pred, target = pred.float(), target.float()
     total = pred.new_zeros(())
+    if "energy" in weights and source is None:
+        raise ValueError("the energy loss term needs the source image (compute_loss(..., source=x))")
     for term, w in weights.items():
         if term == "l1":
             total = total + w * F.l1_loss(pred, target)
@@ -188,6 +229,9 @@ def compute_loss(pred: torch.Tensor, target: torch.Tensor, weights: dict) -> tor
             total = total + w * (1 - ssim(pred.clamp(0, 1), target, data_range=1.0))
         elif term == "ms_ssim":
             total = total + w * (1 - ms_ssim(pred.clamp(0, 1), target, data_range=1.0))
+        elif term == "energy":
+            source = source.float()
+            total = total + w * F.l1_loss(local_rms(pred - source), local_rms(target - source))
     return total
 
 
@@ -232,11 +276,13 @@ def validate(model: nn.Module, records: list[Record], cache: ImageCache, cfg: di
                 m = measure(pred[0].cpu(), x[0].cpu())
                 nearest = int(np.argmin([abs(m - lm) for lm in level_measures]))
                 row.update(level_pred=nearest, level_label=label, level_exact=float(nearest == label),
+                           level_error=float(abs(nearest - label)),
                            level_within1=float(abs(nearest - label) <= 1))
             rows.append(row)
     summary = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim")}
     if rows and "level_exact" in rows[0]:
         summary.update(level_exact=float(np.mean([r["level_exact"] for r in rows])),
+                       level_error=float(np.mean([r["level_error"] for r in rows])),
                        level_within1=float(np.mean([r["level_within1"] for r in rows])))
     if cfg["sur_conditioning"]:
         for p in ps:
@@ -363,6 +409,8 @@ def train(data: list[str], out: str | os.PathLike, config: dict | None = None, e
     _check_sizes(train_recs, cache, cfg)
 
     model = create_estimator(cfg["arch"], **cfg["model"]).to(dev)
+    if cfg["init"] is not None:
+        _init_from(model, cfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
@@ -405,7 +453,7 @@ def train(data: list[str], out: str | os.PathLike, config: dict | None = None, e
         x, y = x.to(dev), y.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = net(x, sur=sur.to(dev)) if sur is not None else net(x)
-        loss = compute_loss(pred, y, cfg["loss"])
+        loss = compute_loss(pred, y, cfg["loss"], source=x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
@@ -423,7 +471,11 @@ def train(data: list[str], out: str | os.PathLike, config: dict | None = None, e
             if val_recs:
                 v = validate(model, val_recs, cache, cfg, dev, measure)["summary"]
                 record.update({f"val_{k}": val for k, val in v.items()})
-                score = v["psnr"]
+                if cfg["select"] == "level" and "level_error" not in v:
+                    raise JNDPlugValueError("config select: level needs labelled levels (--data generated:...) "
+                                            "and level metrics (drop --no-level-metrics)")
+                # PSNR breaks ties between rounds at the same level error
+                score = v["psnr"] if cfg["select"] == "psnr" else -v["level_error"] + 1e-3 * v["psnr"]
                 if score > state["best"] + 1e-4:
                     state["best"], state["bad_rounds"] = score, 0
                     if dist.main:
