@@ -443,8 +443,16 @@ def main(argv=None) -> int:
                 results.append(finetune(arch, target, seed, init, data, tests, suite, args))
         crops(out / f"crops_{arch}.png", arch, tests, args)
     rep = report(results, screens, curves, suite.names, tests, args)
-    pd_plane(out / "pd_plane.png", results, args)
+    if set(PD) <= set(suite.names):
+        pd_plane(out / "pd_plane.png", results, args)
+    else:
+        print(f"no pd_plane.png: it needs the metrics {' and '.join(PD)}", file=sys.stderr)
+    import hashlib
+
+    estimator = resolve_estimator(args.estimator)
     write_json(out / "report.json", {"args": vars(args), "machine": machine(), "curves": curves, **rep,
+                                     "estimator": estimator,
+                                     "estimator_sha256": hashlib.sha256(Path(estimator).read_bytes()).hexdigest(),
                                      "train_files": data["files"], "val_files": data["val_files"]})
     write_text(out / "report.md", rep["markdown"])
     print(rep["markdown"])
