@@ -104,10 +104,22 @@ def load_training(args) -> dict:
     return data
 
 
-def add_targets(data: dict, specs, estimator: str) -> None:
-    """The target image of every transform and the estimator's JND map, per training photo."""
+def add_targets(data: dict, specs, estimator: str, cache_dir: Path) -> None:
+    """The target image of every transform and the estimator's JND map, per training photo.
+
+    Kept in ``cache_dir`` under a name derived from the estimator file, the transforms and the
+    photos, so the runs of several processes (one per architecture) and the final report share them.
+    """
+    import hashlib
+
     from jndplug.target import JNDTarget
 
+    key = hashlib.sha256(Path(estimator).read_bytes()).hexdigest()[:16] + json.dumps(
+        [[label, opts] for label, opts in specs] + data["files"], sort_keys=True)
+    cache = cache_dir / f"targets_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if cache.is_file():
+        data.update(torch.load(cache, weights_only=False))
+        return
     transforms, jnd = Transforms(specs, estimator), JNDTarget(estimator)
     data["targets"] = {label: [] for label, _ in specs}
     data["map"] = []
@@ -115,6 +127,9 @@ def add_targets(data: dict, specs, estimator: str) -> None:
         for label, y in transforms(gt).items():
             data["targets"][label].append(y)
         data["map"].append(jnd.jnd_map(to_t(gt)[None])[0, 0].numpy().astype(np.float16))
+    tmp = cache.with_suffix(".tmp")
+    torch.save({"targets": data["targets"], "map": data["map"]}, tmp)
+    tmp.replace(cache)
 
 
 def batch(data: dict, target: str, rng: np.random.Generator, args):
@@ -432,7 +447,7 @@ def main(argv=None) -> int:
     inits = {arch: pretrain(arch, data, args) for arch in args.archs}
     if args.pretrain_only:
         return 0
-    add_targets(data, specs, resolve_estimator(args.estimator))
+    add_targets(data, specs, resolve_estimator(args.estimator), out)
     suite = MetricSuite(args.metrics, crop_border=SCALE)
     results, screens, curves = [], {}, {}
     for arch, init in inits.items():
