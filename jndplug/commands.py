@@ -43,9 +43,9 @@ def _estimator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", default="default", help="pretrained name or .safetensors path (default: default)")
     p.add_argument("--strength", type=float, default=1.0, help="scale of the predicted distortion (default 1.0)")
     p.add_argument("--sur", type=float, default=None, help="target satisfied-user ratio (SUR-conditioned estimators)")
-    p.add_argument("--kind", choices=("jnd", "directed"), default="jnd",
-                   help="jnd: the estimated JND image (default); directed: the perception-directed JND image, a "
-                        "zero-mean luma sharpening bounded by the JND map (docs/directed.md)")
+    p.add_argument("--kind", choices=("jnd", "directed"), default="directed",
+                   help="directed (default): the perception-directed JND image, a zero-mean luma sharpening "
+                        "bounded by the JND map (docs/directed.md); jnd: the estimated JND image")
     p.add_argument("--gain", type=float, default=None, help="sharpening gain of --kind directed (default "
                                                             "jndplug.directed.DEFAULT_GAIN)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -26,6 +26,10 @@ AUTO_TILE = (1536, 384)
 # model within 0.49/255 of the untiled result, a second only to 0.48/255 (BENCHMARKS.md).
 POOL_PASSES = 1
 KINDS = ("jnd", "directed")
+# The perception-directed image is the default target: fine-tuned converged restorers measured better
+# against it than against the ground truth and the seed paper's JND image (BENCHMARKS.md, "Converged
+# restorers"); kind="jnd" keeps the seed paper's estimated JND image.
+DEFAULT_KIND = "directed"
 
 
 class JNDTarget:
@@ -46,10 +50,10 @@ class JNDTarget:
             seamlessly; ``None`` tiles automatically above 2048x2048 (with ``AUTO_TILE``);
             ``False`` never tiles. The outer half of each overlap is context only, so it must
             cover the context the estimator uses (see the README).
-        kind: ``"jnd"`` (default): the seed paper's estimated JND image; ``"directed"``: the
-            perception-directed JND image (:mod:`jndplug.directed`), a zero-mean luma sharpening
-            ``gain * highpass(Y)`` bounded per pixel by this estimator's JND magnitude (times
-            ``strength``). See docs/directed.md.
+        kind: ``"directed"`` (default, :data:`DEFAULT_KIND`): the perception-directed JND image
+            (:mod:`jndplug.directed`), a zero-mean luma sharpening ``gain * highpass(Y)`` bounded
+            per pixel by this estimator's JND magnitude (times ``strength``), see docs/directed.md;
+            ``"jnd"``: the seed paper's estimated JND image, the estimator's own output.
         gain: the directed image's sharpening gain (0 returns ``gt``); only with ``kind="directed"``,
             default :data:`jndplug.directed.DEFAULT_GAIN`.
         check_values: check every input for NaN, Inf and values outside [0,1]. The check reads
@@ -64,7 +68,7 @@ class JNDTarget:
     def __init__(self, estimator: str | os.PathLike | nn.Module = "default", strength: float = 1.0,
                  sur: float | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, tile: tuple[int, int] | None | bool = None,
-                 kind: str = "jnd", gain: float | None = None, check_values: bool = True):
+                 kind: str = DEFAULT_KIND, gain: float | None = None, check_values: bool = True):
         if isinstance(estimator, nn.Module):
             model = estimator
         elif isinstance(estimator, (str, os.PathLike)):

@@ -32,12 +32,15 @@ def test_block_selects_the_directed_image(data, estimator_file):
     target = make_target(cfg)
     assert target.kind == "directed" and target.gain == 0.5
     plain = check_options(make_opt(data, "p", {"estimator": str(estimator_file)}))
-    assert plain["kind"] == "jnd" and plain["gain"] is None and make_target(plain).kind == "jnd"
+    # the block's default follows JNDTarget's: the directed image at the default gain
+    assert plain["kind"] == "directed" and plain["gain"] is None and make_target(plain).kind == "directed"
+    seed = check_options(make_opt(data, "s", {"estimator": str(estimator_file), "kind": "jnd"}))
+    assert make_target(seed).kind == "jnd" and make_target(seed).gain is None
 
 
 @pytest.mark.parametrize("block, key, message", [
     ({"kind": "sharp"}, "jnd_target.kind", "must be jnd or directed"),
-    ({"gain": 0.5}, "jnd_target.gain", "only used with kind: directed"),
+    ({"kind": "jnd", "gain": 0.5}, "jnd_target.gain", "only used with kind: directed"),
     ({"kind": "directed", "gain": -1}, "jnd_target.gain", "finite number >= 0"),
     ({"kind": "directed", "gain": "big"}, "jnd_target.gain", "must be a number"),
 ])
@@ -50,7 +53,7 @@ def test_block_explains_bad_kind_and_gain(data, estimator_file, block, key, mess
 def test_offline_folder_of_another_kind_is_refused(data, estimator_file, tmp_path):
     src = data / "train" / "hr"
     plain = tmp_path / "plain"
-    precompute(src, plain, jndplug.JNDTarget(estimator_file), progress=False)
+    precompute(src, plain, jndplug.JNDTarget(estimator_file, kind="jnd"), progress=False)
     opt = make_opt(data, "off", {"estimator": str(estimator_file), "mode": "offline", "source_gt": str(src),
                                  "kind": "directed", "gain": 0.5})
     opt["datasets"]["train"]["dataroot_gt"] = str(plain)
@@ -97,11 +100,12 @@ def test_codec_flags_train_on_the_directed_image(tmp_path, codec_data, estimator
 
 def test_codec_flags_are_checked(tmp_path, codec_data, estimator_file):
     with pytest.raises(CodecError, match="--jnd-kind without --jnd-target would be ignored"):
-        _train(tmp_path, codec_data, "--jnd-kind", "directed")
+        _train(tmp_path, codec_data, "--jnd-kind", "jnd")
     with pytest.raises(CodecError, match="gain applies to kind='directed' only"):
-        _train(tmp_path, codec_data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-gain", "1")
+        _train(tmp_path, codec_data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
+               "--jnd-gain", "1")
     jnd_dir = tmp_path / "jnd"
-    precompute(codec_data, jnd_dir, jndplug.JNDTarget(estimator_file), progress=False)
+    precompute(codec_data, jnd_dir, jndplug.JNDTarget(estimator_file, kind="jnd"), progress=False)
     with pytest.raises(CodecError, match="kind: folder None vs configured 'directed'"):
         _train(tmp_path / "r", codec_data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind",
                "directed", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)

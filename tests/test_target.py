@@ -50,9 +50,9 @@ def test_half_precision_inputs_keep_their_dtype(target, batch):
 
 
 def test_strength_scales_the_distortion(unet, batch):
-    jnd = JNDTarget(unet)(batch)
+    jnd = JNDTarget(unet, kind="jnd")(batch)
     assert torch.equal(JNDTarget(unet, strength=0)(batch), batch)
-    half = JNDTarget(unet, strength=0.5)(batch)
+    half = JNDTarget(unet, kind="jnd", strength=0.5)(batch)
     inside = (jnd > 0.01) & (jnd < 0.99)  # away from the clamp
     assert torch.allclose((half - batch)[inside], 0.5 * (jnd - batch)[inside], atol=1e-5)
     with pytest.raises(ValueError, match="strength must be a finite number >= 0"):
@@ -227,7 +227,7 @@ def test_value_check_catches_each_case(target, value, match):
 def test_value_check_can_be_skipped(unet):
     x = torch.rand(1, 3, 32, 32)
     x[0, 0, 3, 3] = float("nan")
-    out = JNDTarget(unet, check_values=False)(x)  # not checked: the NaN goes through
+    out = JNDTarget(unet, kind="jnd", check_values=False)(x)  # not checked: the NaN goes through
     assert out.shape == x.shape and out.isnan().any()
     with pytest.raises(ValueError, match="3 \\(RGB\\) channels"):  # shapes are still checked
         JNDTarget(unet, check_values=False)(torch.rand(1, 4, 32, 32))

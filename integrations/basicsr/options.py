@@ -22,7 +22,7 @@ DEFAULTS = {
     "sur": None,
     "mode": "online",
     "source_gt": None,     # offline only: the original GT folder given to `jndplug precompute SRC DST`
-    "kind": "jnd",         # jnd: the estimated JND image; directed: the perception-directed one (docs/directed.md)
+    "kind": "directed",    # directed: the perception-directed JND image (docs/directed.md); jnd: the estimated one
     "gain": None,          # directed only: its sharpening gain (default jndplug.directed.DEFAULT_GAIN)
 }
 MODES = ("online", "offline")
@@ -164,8 +164,8 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
                              "the ground truth would degrade the JND image instead. Use mode: online")
     dst = train.get("dataroot_gt")
     sur = f" --sur {cfg['sur']}" if cfg["sur"] is not None else ""
-    if cfg["kind"] != "jnd":
-        sur += f" --kind {cfg['kind']}" + (f" --gain {cfg['gain']}" if cfg["gain"] is not None else "")
+    # the kind is always spelled out: precompute's default may differ from the one this folder needs
+    sur += f" --kind {cfg['kind']}" + (f" --gain {cfg['gain']}" if cfg["gain"] is not None else "")
 
     def redo(folder):
         return f"run `jndplug precompute {src} {folder} --estimator {cfg['estimator']} " \

@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jnd-estimator", default="default", help="pretrained name or .safetensors path")
     p.add_argument("--jnd-strength", type=float, default=1.0)
     p.add_argument("--jnd-sur", type=float, help="satisfied-user ratio, for SUR-conditioned estimators")
-    p.add_argument("--jnd-kind", choices=("jnd", "directed"), default="jnd",
-                   help="jnd: the estimated JND image; directed: the perception-directed JND image (docs/directed.md)")
+    p.add_argument("--jnd-kind", choices=("jnd", "directed"), default="directed",
+                   help="directed (default): the perception-directed JND image (docs/directed.md); jnd: the "
+                        "estimated JND image")
     p.add_argument("--jnd-gain", type=float, help="sharpening gain of --jnd-kind directed")
     p.add_argument("--jnd-mode", choices=("online", "offline"), default="online",
                    help="online: JND of each crop computed in the loop; offline: read from --jnd-offline-dir")
