@@ -9,9 +9,9 @@ The public API is deliberately small::
 
 __version__ = "0.1.0"
 
-from jndplug import _import_hints  # noqa: E402
+from jndplug import basicsr_compat  # noqa: E402
 
-_import_hints.install()  # a failing `import basicsr` after `import jndplug` names the fix
+basicsr_compat.install()  # a failing `import basicsr` after `import jndplug` names the fix
 
 from jndplug.imageio import to_array, to_pil, to_tensor  # noqa: E402
 from jndplug.models import create_estimator, list_estimators  # noqa: E402
