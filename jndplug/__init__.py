@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from jndplug import basicsr_compat  # noqa: E402
 
-basicsr_compat.install()  # a failing `import basicsr` after `import jndplug` names the fix
+basicsr_compat.install_import_hint()  # a failing `import basicsr` after `import jndplug` names the fix
 
 from jndplug.imageio import to_array, to_pil, to_tensor  # noqa: E402
 from jndplug.models import create_estimator, list_estimators  # noqa: E402

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.errors import CorruptFileError, load_torch_file
 from jndplug.imageio import atomic_write, list_images, read_image
 
@@ -209,8 +210,9 @@ class MetricSuite:
 
     def _setup_niqe(self):
         try:
-            # BasicSR 1.4.2 is importable only behind jndplug's torchvision shim
-            import jndplug.integrations.basicsr  # noqa: F401
+            # BasicSR 1.4.2 is importable only behind jndplug's torchvision shim; the adapter's
+            # hooks on basicsr.train are not wanted here
+            install_torchvision_shim()
             from basicsr.metrics.niqe import calculate_niqe
         except ImportError as exc:
             raise MetricUnavailable(f"needs basicsr (pip install 'jndplug[basicsr]'): {exc}") from None

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import figures
 from jndplug.bench.common import (BenchError, image_sets, machine, mean_std, notes_lines, read_result,
                                   resolve_estimator, signed, spread, summarize, write_json, write_text)
@@ -143,7 +144,7 @@ def bicubic_reference(ref_dir: Path, data: dict, suite: MetricSuite) -> dict:
 
 def prepare_data(root: Path, args) -> dict:
     """GT mod-cropped to the scale and its bicubic LQ, for training and for each test set (once)."""
-    import jndplug.integrations.basicsr  # noqa: F401  (makes basicsr importable)
+    install_torchvision_shim()
     from basicsr.utils.matlab_functions import imresize
 
     train_files = spread(list_images(args.train), args.train_images)
