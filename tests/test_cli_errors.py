@@ -126,7 +126,7 @@ TRAIN = ["--set", "patch=64", "--set", "batch=1", "--set", "steps=1", "--set", "
     ("foreign", "not a jndplug training checkpoint"),
 ])
 def test_training_resume_from_an_unreadable_checkpoint(tmp_path, pairs, capsys, checkpoint, reason):
-    from jndplug.train_estimator import main as train_main
+    from jndplug.cli.train import main as train_main
 
     out = tmp_path / "run"
     out.mkdir()
@@ -147,14 +147,14 @@ def test_training_resume_from_an_unreadable_checkpoint(tmp_path, pairs, capsys, 
     ("model={backbone: 5}", "backbone must be a timm model name"),
 ])
 def test_training_config_of_the_wrong_type(tmp_path, pairs, capsys, setting, message):
-    from jndplug.train_estimator import main as train_main
+    from jndplug.cli.train import main as train_main
 
     assert train_main(["--data", pairs, "--out", str(tmp_path / "run"), *TRAIN, "--set", setting]) == 1
     assert message in _one_line(capsys)
 
 
 def test_training_config_file_that_is_not_a_mapping(tmp_path, pairs, capsys):
-    from jndplug.train_estimator import main as train_main
+    from jndplug.cli.train import main as train_main
 
     for text, message in (("[1, 2]", "expected a mapping of config keys"), ("a: [", "not valid YAML or JSON")):
         config = tmp_path / "config.yaml"

@@ -13,12 +13,12 @@ import sys
 from jndplug.errors import user_error_message
 
 _COMMAND_MODULES = (
-    "jndplug.commands",
-    "jndplug.study.cli",
-    "jndplug.datagen.cli",
-    "jndplug.other_commands",
+    "jndplug.cli.infer",
+    "jndplug.cli.study",
+    "jndplug.cli.datagen",
+    "jndplug.cli.patches",
     "jndplug.metrics",
-    "jndplug.bench.cli",
+    "jndplug.cli.bench",
 )
 
 
