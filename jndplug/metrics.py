@@ -501,7 +501,7 @@ def write_table(table: dict, json_path=None, md_path=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# `jndplug metrics`
+# the suite's command-line arguments, shared by `jndplug metrics` and the benchmarks
 
 def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=list(METRICS), metavar="METRIC",
@@ -509,26 +509,3 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lpips-trunk", help="local torchvision ImageNet AlexNet checkpoint, for LPIPS")
     p.add_argument("--dists-trunk", help="local torchvision ImageNet VGG16 checkpoint, for DISTS")
     p.add_argument("--metrics-device", default="cpu", help="device of the network-based metrics (default cpu)")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("metrics", help="score a folder of outputs against a folder of references",
-                       description="PSNR/SSIM (RGB and Y), MS-SSIM, NIQE, CVVDP, SSIMULACRA 2, FLIP, ST-LPIPS, "
-                                   "LPIPS, DISTS of every output against its reference (matched by relative path "
-                                   "without extension). Writes JSON and Markdown; prints the Markdown table.")
-    p.add_argument("outputs", help="folder of outputs (or one file)")
-    p.add_argument("references", help="folder of references (or one file)")
-    p.add_argument("--crop-border", type=int, default=0, help="pixels removed at every edge (BasicSR: the SR scale)")
-    add_suite_arguments(p)
-    p.add_argument("--json", help="write the table here")
-    p.add_argument("--md", help="write the Markdown table here")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    table = evaluate_folders(args.outputs, args.references, args.metrics, crop_border=args.crop_border,
-                             lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk, device=args.metrics_device,
-                             progress=True)
-    write_table(table, args.json, args.md)
-    print(to_markdown(table))
-    return 0

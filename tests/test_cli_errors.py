@@ -45,14 +45,14 @@ def test_an_output_that_is_a_folder(folders, capsys):
 
 def test_permission_denied_names_the_file_and_the_fix(folders, capsys, monkeypatch):
     # as root, chmod does not deny anything: raise what the OS raises for a read-only folder
-    import jndplug.metrics
+    import jndplug.cli.metrics
 
     target = folders / "locked" / "table.json"
 
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(target))
 
-    monkeypatch.setattr(jndplug.metrics, "write_table", denied)
+    monkeypatch.setattr(jndplug.cli.metrics, "write_table", denied)
     assert main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr",
                  "--json", str(target)]) == 1
     line = _one_line(capsys)
@@ -93,12 +93,12 @@ def test_debug_shows_the_traceback(folders):
 
 
 def test_bugs_keep_their_traceback(folders, monkeypatch):
-    import jndplug.metrics
+    import jndplug.cli.metrics
 
     def bug(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(jndplug.metrics, "evaluate_folders", bug)
+    monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", bug)
     with pytest.raises(ZeroDivisionError):
         main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"])
 

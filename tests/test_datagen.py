@@ -205,13 +205,13 @@ def test_cli_build_and_errors(src, tmp_path, capsys):
     fn = tmp_path / "mylevels.py"
     fn.write_text("def darker(image, level):\n    return image * (1 - 0.03 * level)\n")
     out = tmp_path / "ds"
-    rc = main(["datagen", "build", "--src", str(src), "--out", str(out), "--min-side", "32",
+    rc = main(["datagen", "--src", str(src), "--out", str(out), "--min-side", "32",
                "--level-fn", f"{fn}:darker", "--no-progress", "--device", "cpu"])
     text = capsys.readouterr().out
     assert rc == 0 and "3 images (3 built now" in text and "level  PSNR" in text
-    assert main(["datagen", "build", "--src", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert main(["datagen", "--src", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "source folder not found" in capsys.readouterr().err
-    assert main(["datagen", "build", "--src", str(src), "--out", str(tmp_path / "x"),
+    assert main(["datagen", "--src", str(src), "--out", str(tmp_path / "x"),
                  "--level-fn", "nosuchmodule_xyz:f"]) == 1
     assert "cannot import" in capsys.readouterr().err
 

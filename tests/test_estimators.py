@@ -231,7 +231,7 @@ def test_load_refuses_foreign_files(tmp_path):
         jndplug.load_estimator(plain)
     pth = tmp_path / "ckpt.pth"
     torch.save({"w": torch.zeros(3)}, pth)
-    with pytest.raises(ValueError, match="convert-resjnd"):
+    with pytest.raises(ValueError, match="jndplug convert IN.pth"):
         jndplug.load_estimator(pth)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
@@ -249,5 +249,5 @@ def test_pretrained_names(tmp_path, monkeypatch):
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     assert jndplug.list_pretrained() == {"default": False}
-    with pytest.raises(FileNotFoundError, match="'default' is not installed.*train_estimator"):
+    with pytest.raises(FileNotFoundError, match="'default' is not installed.*jndplug train"):
         jndplug.load_estimator("default")

@@ -6,8 +6,8 @@ Four parts (``--parts``):
   architecture (random weights: speed does not depend on their values) and of each ``--weights``
   file, all timed in one run so their ratios are meaningful on any machine;
 - ``accuracy``: each ``--weights`` file on a labelled dataset (``--data generated:DATASET``, made
-  by ``jndplug datagen build`` and labelled by ``jndplug study aggregate``, or any other
-  ``jndplug.train_estimator`` source): PSNR and SSIM against the labelled JND images and, for
+  by ``jndplug datagen`` and labelled by ``jndplug study aggregate``, or any other
+  ``jndplug train`` source): PSNR and SSIM against the labelled JND images and, for
   generated data, level agreement (exact and within one), as the estimator training validates;
 - ``overhead``: one BasicSR training step (SRModel, EDSR-baseline x4) with and without online
   ``JNDTarget`` (``--estimator``), as a ratio;
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="overhead: batch size")
     p.add_argument("--steps", type=int, default=5, help="overhead: timed steps per block")
     p.add_argument("--repeats", type=int, default=3, help="overhead: alternating blocks with and without JNDTarget")
-    p.add_argument("--images", help="truth: folder of photos (searched recursively), e.g. ../shared/data/test/Kodak24")
+    p.add_argument("--images", help="truth: folder of photos (searched recursively), e.g. Kodak24")
     p.add_argument("--limit", type=int, help="truth: use this many images, spread over the sorted list")
     p.add_argument("--max-side", type=int, help="truth: downscale (Lanczos) images whose longer side exceeds this")
     p.add_argument("--sur", type=float, help="truth: satisfied-user ratio for SUR-conditioned estimators (default: "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jndplug.cli import add_command
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("study", help="the JND study: run it with people or simulated observers, "
-                                            "aggregate judgements into labels",
-                              description="The JND study: binary-search protocol, screening and labels.")
+    p = add_command(subparsers, "study", description="The JND study: binary-search protocol, screening and labels.")
     sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 

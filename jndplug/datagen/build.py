@@ -1,4 +1,4 @@
-"""The ``datagen build`` pipeline: sources -> autoencoder family -> nine levels per image -> dataset.
+"""The ``jndplug datagen`` pipeline: sources -> autoencoder family -> nine levels per image -> dataset.
 
 Layout written under ``out``::
 

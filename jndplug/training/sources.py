@@ -6,7 +6,7 @@ assumptions in its docstring, and the folder names it looks for can be changed t
 people who download them.
 
 KINDS:
-- ``generated``: a dataset built by ``jndplug datagen build`` and labelled by ``jndplug study``
+- ``generated``: a dataset built by ``jndplug datagen`` and labelled by ``jndplug study``
   (nine levels per image, per-image SUR curves: supports SUR-conditioned training);
 - ``cnnjnd``: the public CNN-Oriented JND Dataset (Shen et al., IEEE TMM 2025) as downloaded;
 - ``cplset``: ResJND's CPL-Set, pristine images and their critical-perceptual-lossless images;

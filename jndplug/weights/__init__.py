@@ -146,7 +146,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         if not path.is_file():
             raise FileNotFoundError(
                 f"pretrained estimator {key!r} is not installed ({path} is missing). It is produced by "
-                "`python -m jndplug.train_estimator` (see MODEL_CARD.md); pass the path of a "
+                "`jndplug train` (see MODEL_CARD.md); pass the path of a "
                 ".safetensors file you trained, or an nn.Module, instead."
             )
         return path
@@ -200,7 +200,7 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
     if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
         raise ValueError(
             f"{path}: jndplug loads only .safetensors weights; convert foreign checkpoints first "
-            "(for the authors' ResJND checkpoint: `jndplug convert-resjnd IN.pth OUT.safetensors`)"
+            "(for the authors' ResJND checkpoint: `jndplug convert IN.pth OUT.safetensors`)"
         )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
