@@ -12,8 +12,8 @@ from conftest import make_image
 from jndplug.datagen import AutoencoderSpec, BuildSettings, build_dataset, load_autoencoder, psnr_ladder
 from jndplug.datagen import build as build_module
 from jndplug.datagen.levels import form_levels
-from jndplug.datagen.losses import FeatureNetwork
-from jndplug.datagen.sources import crop_16_9, target_size
+from jndplug.datagen.recipes import FeatureNetwork
+from jndplug.datagen.photos import crop_16_9, target_size
 from jndplug.imageio import read_image, write_image
 
 FAST = dict(steps=2, patch=48, batch=2, train_images=3, min_side=32, use_stlpips=False)
@@ -226,7 +226,7 @@ def test_crop_and_downscale_geometry():
 
 
 def test_feature_network_uses_bundled_stlpips_vgg16():
-    from jndplug.datagen.losses import _stlpips_vgg_file
+    from jndplug.datagen.recipes import _stlpips_vgg_file
 
     path = _stlpips_vgg_file()
     if path is None:

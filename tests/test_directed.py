@@ -12,7 +12,7 @@ from conftest import make_image
 from jndplug.bench.truth import YCBCR, band_power_ratios
 from jndplug.cli import main
 from jndplug.directed import directed_distortion, directed_jnd
-from jndplug.jndprofile import JNDProfile
+from jndplug.models.jnd_profile import JNDProfile
 from jndplug.target import JNDTarget
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import jndplug
-from jndplug.profile import count_parameters, macs_per_pixel
+from jndplug.models.cost import count_parameters, macs_per_pixel
 from jndplug.weights import read_metadata
 
 

@@ -10,7 +10,7 @@ import torch
 from skimage import data as skdata
 
 import jndplug
-from jndplug.profile import macs_per_pixel
+from jndplug.models.cost import macs_per_pixel
 from jndplug.weights import PRETRAINED, WEIGHTS_DIR, read_metadata
 
 SHIPPED = WEIGHTS_DIR / PRETRAINED["default"][0]

@@ -11,7 +11,7 @@ from PIL import Image
 import jndplug
 from conftest import make_image
 from jndplug.cli import main
-from jndplug.resjnd_convert import convert_resjnd
+from jndplug.models.resjnd_convert import convert_resjnd
 from jndplug.training.loop import train
 from jndplug.weights import read_metadata
 

@@ -43,7 +43,7 @@ from jndplug.bench.common import (RESULT, BenchError, machine, notes_lines, read
                                   write_json, write_text)
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array
 from jndplug.metrics import METRICS, fmt, mean_of, psnr
-from jndplug.profile import count_parameters, macs_per_pixel
+from jndplug.models.cost import count_parameters, macs_per_pixel
 
 FORMAT = "jndplug-bench-estimator/1"
 PARTS = ("speed", "accuracy", "overhead", "truth")

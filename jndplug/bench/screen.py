@@ -111,7 +111,7 @@ class Transforms:
         self.targets = {k: JNDTarget(estimator, strength=k) for k in need} if need else {}
         self.profile = None
         if any(s["name"] == "directed" and s["bound"] == "profile" for _, s in specs):
-            from jndplug.jndprofile import JNDProfile
+            from jndplug.models.jnd_profile import JNDProfile
 
             self.profile = JNDProfile()  # untrained: the analytic NAMM profile
         if any(s["name"] == "usm" for _, s in specs):

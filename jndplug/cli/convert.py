@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _convert_resjnd(args: argparse.Namespace) -> int:
-    from jndplug.resjnd_convert import convert_resjnd
+    from jndplug.models.resjnd_convert import convert_resjnd
 
     if args.recursions < 1:
         raise ValueError(f"--recursions must be >= 1, got {args.recursions}")

@@ -5,7 +5,7 @@ slightly moved edges, smoothed texture), which need context well beyond a few pi
 encoder (receptive field of hundreds of pixels at stride 32) sees the scene while a light decoder
 with skip connections puts the residual back at full resolution. Almost all the compute sits in
 the low-resolution encoder; the full-resolution layers are kept thin, which is what makes the
-network cheap per pixel (see ``jndplug.profile.macs_per_pixel``).
+network cheap per pixel (see ``jndplug.models.cost.macs_per_pixel``).
 """
 
 from __future__ import annotations
