@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _profile_train(args: argparse.Namespace) -> int:
-    from jndplug.models.jnd_profile import save_profile, train_structural_visibility
+    from jndplug.models.jnd_profile import save_profile
+    from jndplug.patches.profile import train_structural_visibility
 
     config = config_of(args, ("epochs", "batch", "lr", "seed", "buckets"))
     profile, info = train_structural_visibility(args.dataset, config)
