@@ -40,3 +40,14 @@ def test_source_checkout_import_path_is_refused():
                           timeout=120)
     assert proc.returncode != 0
     assert "imported as jndplug.integrations, not as integrations" in proc.stderr
+
+
+def test_every_package_folder_is_installed():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "jndplug").rglob("__init__.py")
+             if not p.is_relative_to(ROOT / "jndplug" / "integrations")}  # a development link, if any
+    found |= {".".join(("jndplug", *p.parent.relative_to(ROOT).parts)) for p in (ROOT / "integrations").rglob("__init__.py")}
+    assert listed == found, f"pyproject.toml [tool.setuptools] packages: missing {sorted(found - listed)}, " \
+                            f"stale {sorted(listed - found)}"
