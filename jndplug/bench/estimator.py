@@ -170,7 +170,7 @@ def accuracy(weights: list[Path], data: list[str], device, val_crop: int) -> lis
     rows = []
     for path in weights:
         model = jndplug.load_estimator(path, map_location=device)
-        cfg = resolve_config({"val_crop": val_crop, "sur_conditioning": bool(getattr(model, "accepts_sur", False))})
+        cfg = resolve_config({"val_crop": val_crop, "sur_conditioning": model.accepts_sur})
         t0 = time.perf_counter()
         res = validate(model, records, cache, cfg, device, measure)
         rows.append({"weights": str(path), "arch": model.arch_name, "images": len(records), "data": list(data),
@@ -223,7 +223,7 @@ def overhead(estimator: str, device, patch: int, batch: int, steps: int, repeats
         times["without"].append(block(plain))
         times["with"].append(block(with_jnd))
     without, with_ = float(np.median(times["without"])), float(np.median(times["with"]))
-    return {"estimator": estimator, "arch": getattr(target.model, "arch_name", None), "network": "EDSR-baseline x4",
+    return {"estimator": estimator, "arch": target.arch_name, "network": "EDSR-baseline x4",
             "batch": batch, "gt_patch": patch, "steps_per_block": steps, "repeats": repeats,
             "seconds_per_step_without": without, "seconds_per_step_with": with_, "ratio": with_ / without,
             "blocks": times}
@@ -308,7 +308,7 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], a
     rows = []
     for label, spec, path in zip(_labels(specs), specs, paths):
         model = jndplug.load_estimator(path)
-        conditioned = bool(getattr(model, "accepts_sur", False))
+        conditioned = model.accepts_sur
         sur = args.sur if conditioned else None
         settings = {"fingerprint": estimator_fingerprint(model),
                     "images": str(Path(args.images).resolve()), "files": [n for n, _ in images],

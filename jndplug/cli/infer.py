@@ -149,9 +149,8 @@ def _demo(args: argparse.Namespace) -> int:
         write_image(out / f"{name}_jnd.png", tensor_to_array(jnd))
         write_image(out / f"{name}_jndmap.png", heatmap_array(m))
         if i == 0:
-            arch = getattr(target.model, "arch_name", "custom")
             save_comparison(out / "comparison.png", x, jnd, m,
-                            title=f"{name}: estimator {args.estimator} ({arch}), strength {args.strength}")
+                            title=f"{name}: estimator {args.estimator} ({target.arch_name}), strength {args.strength}")
     print(f"JND images, maps and a comparison figure are in {out.resolve()}/")
     for name, rms in zip(DEMO_IMAGES, mean_rms):
         print(f"  {name}: mean JND magnitude {rms:.2f}/255 -> {out / (name + '_jnd.png')}")

@@ -62,8 +62,11 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def estimator_fingerprint(model: nn.Module) -> str:
     """Identity of an estimator's behaviour: architecture, config and weights."""
-    arch = getattr(model, "arch_name", type(model).__qualname__)
-    config = json.dumps(getattr(model, "config", {}), sort_keys=True)
+    from jndplug.models import estimator_info
+
+    info = estimator_info(model)
+    arch = info.arch_name or type(model).__qualname__
+    config = json.dumps(info.config or {}, sort_keys=True)
     return hashlib.sha256(f"{arch}\n{config}\n{tensors_sha256(_state_tensors(model))}".encode()).hexdigest()
 
 
@@ -78,8 +81,11 @@ def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | N
     """
     from jndplug import __version__
 
-    arch = getattr(model, "arch_name", None)
-    if arch is None or not hasattr(model, "config"):
+    from jndplug.models import estimator_info
+
+    info = estimator_info(model)
+    arch = info.arch_name
+    if arch is None or info.config is None:
         raise TypeError(
             f"{type(model).__name__} is not a registered jndplug estimator (no arch_name/config); "
             "build it with jndplug.create_estimator"
