@@ -33,10 +33,11 @@ import torch
 
 from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.errors import CorruptFileError, load_torch_file
+from jndplug import pixels
 from jndplug.imageio import atomic_write, list_images, read_image
+from jndplug.pixels import MS_SSIM_MIN_SIDE
 
 FORMAT = "jndplug-metrics/1"
-MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 INSTALL_HINT = "pip install 'jndplug[metrics]'"
 
 
@@ -84,8 +85,7 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 def psnr(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
     """PSNR of two HxWx3 RGB images in [0, 255] (peak 255), as BasicSR's ``calculate_psnr``."""
     img, ref = _prepare(img, ref, crop_border, y_channel)
-    mse = np.mean((img - ref) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 * 255.0 / mse))
+    return pixels.psnr(img, ref, peak=255.0)
 
 
 def ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:

@@ -33,12 +33,13 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from jndplug.datagen.autoencoder import AutoencoderSpec, default_family, load_autoencoder, save_autoencoder
-from jndplug.datagen.levels import form_levels, is_monotonic, mse_to_psnr, psnr_ladder
+from jndplug.datagen.levels import form_levels, is_monotonic, psnr_ladder
 from jndplug.datagen.shaping import shape_distortion
 from jndplug.datagen.recipes import FeatureNetwork, ms_ssim_score, ssim_score
 from jndplug.datagen.photos import SkipImage, disambiguated_id, find_sources, image_id, prepare
 from jndplug.datagen.training import train_autoencoder
 from jndplug.imageio import atomic_write, sweep_stale_temps, to_tensor, write_image
+from jndplug.pixels import mse_to_psnr
 
 log = logging.getLogger("jndplug.datagen")
 

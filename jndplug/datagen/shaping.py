@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 
 from jndplug.models.jnd_profile import JNDProfile
+from jndplug.pixels import YCBCR
 
 # BT.601 luma and (unscaled) colour-difference rows; the inverse is computed, not hand-written
-_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC = torch.tensor(YCBCR, dtype=torch.float32)
 MASKING_WINDOW = 7
 
 

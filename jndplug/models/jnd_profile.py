@@ -42,16 +42,15 @@ from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save as _st_save
 
 from jndplug.imageio import atomic_write, check_image_tensor
+from jndplug.pixels import luma
 
 PROFILE_FORMAT = "jndplug-jnd-profile/1"
-BT601 = (0.299, 0.587, 0.114)
 NAMM_OVERLAP = 0.3  # Yang et al. 2005: gain reduction where the two maskings overlap
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
     """``[B,3,H,W]`` RGB in [0,1] to ``[B,1,H,W]`` 8-bit-scale luminance (ITU-R BT.601 weights)."""
-    w = torch.tensor(BT601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True) * 255.0
+    return luma(x) * 255.0
 
 
 def decompose(patch: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

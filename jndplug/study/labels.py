@@ -244,8 +244,6 @@ def plot_labels(labels: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _savefig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from jndplug.viz import save_figure
 
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from jndplug.imageio import atomic_write, read_image, write_image
+from jndplug.viz import save_figure
 
 JPEG_QF = (95, 90, 85, 80, 70, 60, 50, 40, 30)  # level 1..9
 NOISE_STEP = 1.4  # level k has noise sd base * 1.4**(k-1) (8-bit steps)
@@ -192,9 +193,7 @@ def _plot(report: dict, path: Path) -> None:
     ax.set(xlabel="JPEG quality factor", ylabel="satisfied-user ratio", xlim=(97, 28),
            title="simulated SUR curves, JPEG")
     ax.grid(alpha=0.3)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":
