@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "patches", description="Build patch-pair datasets, train TinyPatchRegressor, calibrate its bins.")
     ps = p.add_subparsers(dest="patches_command", metavar="STEP", required=True)
     b = ps.add_parser("build", help="cut a (reference, distorted, score) collection into fused patch pairs")
-    b.add_argument("source", help="study:DATASET[,LABELS], kadid:PATH, tid2013:PATH or csv:FILE")
+    b.add_argument("source", help="generated:DATASET[,LABELS], kadid:PATH, tid2013:PATH or csv:FILE")
     b.add_argument("out", help="output folder")
     b.add_argument("--fusion", nargs="+", default=["copy", "blend"], choices=["copy", "blend"])
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the clean RoI in blend fusion (default 0.5)")
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score at or above which a distortion is not visible (needed without a category column; "
                         "KADID-10k default 4.5)")
     b.add_argument("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                   help="ends of the score scale (defaults: study 0 1, kadid 1 5, tid2013 0 9, csv 0 1)")
+                   help="ends of the score scale (defaults: generated 0 1, kadid 1 5, tid2013 0 9, csv 0 1)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_patches_build)
 
