@@ -217,7 +217,14 @@ def test_regressor_trains_with_early_stopping_and_calibrates(kadid, tmp_path, ca
     test = report["test"]
     # every patch (all buckets, both fusions) of the held-out images is scored: 3 levels x 6 patches x 2
     assert np.array(test["confusion"]).sum() == test["n"] == len(split["test"]) * 3 * 6 * 2
-    assert 0 <= test["balanced_accuracy"] <= 1 and report["thresholds"]["red_below"] <= report["thresholds"]["green_at"]
+    assert report["thresholds"]["red_below"] <= report["thresholds"]["green_at"]
+    # the rates are those of the confusion matrix: accuracy its diagonal, balanced accuracy the mean
+    # recall (rows are the true classes) over the classes the held-out images have
+    confusion = np.array(test["confusion"])
+    per_class = confusion.sum(axis=1)
+    assert test["accuracy"] == pytest.approx(np.trace(confusion) / test["n"])
+    assert test["balanced_accuracy"] == pytest.approx(
+        np.mean(np.diag(confusion)[per_class > 0] / per_class[per_class > 0]))
     assert main(["patches", "calibrate", str(run), str(data)]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
 
