@@ -150,7 +150,14 @@ def test_sur_conditioning_and_level_metrics(tmp_path, generated):
                    measure=mae)
     v = result["validation"]
     assert {"psnr", "ssim", "level_exact", "level_within1", "psnr@sur0.5", "psnr@sur0.9"} <= set(v)
-    assert 0 <= v["level_exact"] <= v["level_within1"] <= 1
+    rows = json.loads((tmp_path / "run" / "metrics.json").read_text())["per_image"]
+    label = {(r["id"], r["sur"]): r["level_label"] for r in rows}
+    # each image is scored against its label at each ratio; a stricter ratio labels a weaker level
+    assert len({i for i, _ in label}) == result["val_images"] and len(label) == len(rows)
+    assert all(label[(i, 0.9)] < label[(i, 0.5)] for i, _ in label)
+    # the summary is the per-image agreement of predicted and labelled level
+    assert v["level_exact"] == pytest.approx(np.mean([r["level_pred"] == r["level_label"] for r in rows]))
+    assert v["level_within1"] == pytest.approx(np.mean([abs(r["level_pred"] - r["level_label"]) <= 1 for r in rows]))
     t = jndplug.JNDTarget(str(tmp_path / "c.safetensors"), sur=0.9)
     assert t(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
