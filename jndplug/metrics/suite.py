@@ -1,0 +1,321 @@
+"""The metrics by name (:data:`METRICS`) and :class:`MetricSuite`, which scores pairs of arrays with them."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jndplug.basicsr_compat import install_torchvision_shim
+from jndplug.errors import CorruptFileError, load_torch_file
+from jndplug.metrics.basic import MetricsError, psnr, ssim
+from jndplug.pixels import MS_SSIM_MIN_SIDE
+
+INSTALL_HINT = "pip install 'jndplug[metrics]'"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    higher_is_better: bool
+    label: str
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    "psnr": MetricInfo(True, "PSNR RGB (dB)", "PSNR over the R, G and B channels, BasicSR's calculate_psnr"),
+    "psnr_y": MetricInfo(True, "PSNR Y (dB)", "PSNR of the BT.601 Y channel, BasicSR's test_y_channel"),
+    "ssim": MetricInfo(True, "SSIM RGB", "SSIM averaged over R, G, B, BasicSR's calculate_ssim"),
+    "ssim_y": MetricInfo(True, "SSIM Y", "SSIM of the Y channel, BasicSR's test_y_channel"),
+    "ms_ssim": MetricInfo(True, "MS-SSIM", "multi-scale SSIM on RGB (pytorch-msssim); needs sides >= 161 px"),
+    "niqe": MetricInfo(False, "NIQE", "no-reference naturalness, BasicSR's NIQE on Y with its bundled parameters"),
+    "cvvdp": MetricInfo(True, "CVVDP (JOD)", "ColorVideoVDP just-objectionable-difference score, 10 = identical; "
+                                             "24-inch full-HD display at 0.6 m (the study's display)"),
+    "ssimulacra2": MetricInfo(True, "SSIMULACRA2", "SSIMULACRA 2 (ssimulacra2 package), 100 = identical"),
+    "flip": MetricInfo(False, "FLIP", "NVIDIA FLIP mean error (LDR), 0 = identical; same display as CVVDP"),
+    "stlpips": MetricInfo(False, "ST-LPIPS", "shift-tolerant LPIPS, AlexNet trunk, weights bundled with "
+                                            "stlpips-pytorch"),
+    "lpips": MetricInfo(False, "LPIPS", "LPIPS v0.1 AlexNet (lpips package); ImageNet trunk from a local file"),
+    "dists": MetricInfo(False, "DISTS", "DISTS (DISTS_pytorch); ImageNet VGG16 trunk from a local file"),
+}
+DEFAULT_METRICS = tuple(METRICS)
+FIDELITY = ("psnr", "psnr_y", "ssim", "ssim_y", "ms_ssim")
+
+
+class MetricUnavailable(Exception):
+    """A metric cannot run here; the message says why and how to enable it."""
+
+
+class MetricSuite:
+    """Scores (output, reference) pairs of HxWx3 uint8/uint16 RGB arrays.
+
+    Metrics that cannot be set up (package missing, weights not given) land in ``skipped`` with
+    the reason. ``lpips_trunk`` / ``dists_trunk``: local torchvision ImageNet checkpoints of
+    AlexNet (``alexnet-owt-7be5be79.pth``) and VGG16 (``vgg16-397923af.pth``).
+    """
+
+    def __init__(self, metrics=DEFAULT_METRICS, crop_border: int = 0, lpips_trunk: str | None = None,
+                 dists_trunk: str | None = None, device: str | torch.device = "cpu"):
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise MetricsError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        if crop_border < 0:
+            raise MetricsError(f"crop_border must be >= 0, got {crop_border}")
+        self.crop_border = crop_border
+        self.device = torch.device(device)
+        self.lpips_trunk, self.dists_trunk = lpips_trunk, dists_trunk
+        self.functions: dict[str, callable] = {}
+        self.skipped: dict[str, str] = {}
+        for name in metrics:
+            try:
+                self.functions[name] = getattr(self, f"_setup_{name}")()
+            except MetricUnavailable as exc:
+                self.skipped[name] = str(exc)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.functions)
+
+    def __call__(self, output: np.ndarray, reference: np.ndarray) -> tuple[dict, dict]:
+        """(values, notes): the value of every available metric, and why any of them is None."""
+        if output.shape != reference.shape:
+            raise MetricsError(f"output is {output.shape[1]}x{output.shape[0]} but the reference is "
+                               f"{reference.shape[1]}x{reference.shape[0]}")
+        b = self.crop_border
+        if b:
+            if min(output.shape[:2]) <= 2 * b:
+                raise MetricsError(f"a {output.shape[1]}x{output.shape[0]} image leaves nothing after cropping "
+                                   f"{b} px borders")
+            output, reference = output[b:-b, b:-b], reference[b:-b, b:-b]
+        out8, ref8 = _to_float255(output), _to_float255(reference)
+        values, notes = {}, {}
+        for name, fn in self.functions.items():
+            try:
+                values[name] = fn(out8, ref8)
+            except MetricUnavailable as exc:  # this image only (e.g. too small for MS-SSIM)
+                values[name], notes[name] = None, str(exc)
+        return values, notes
+
+    # each _setup_NAME returns f(output, reference) on float64 HxWx3 arrays in [0, 255]
+
+    def _setup_psnr(self):
+        return lambda o, r: psnr(o, r)
+
+    def _setup_psnr_y(self):
+        return lambda o, r: psnr(o, r, y_channel=True)
+
+    def _setup_ssim(self):
+        return lambda o, r: ssim(o, r)
+
+    def _setup_ssim_y(self):
+        return lambda o, r: ssim(o, r, y_channel=True)
+
+    def _setup_ms_ssim(self):
+        from pytorch_msssim import ms_ssim
+
+        def f(o, r):
+            if min(o.shape[:2]) < MS_SSIM_MIN_SIDE:
+                raise MetricUnavailable(f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px, got "
+                                        f"{o.shape[1]}x{o.shape[0]}")
+            return float(ms_ssim(self._tensor(o), self._tensor(r), data_range=1.0))
+
+        return f
+
+    def _setup_niqe(self):
+        try:
+            # BasicSR 1.4.2 is importable only behind jndplug's torchvision shim; the adapter's
+            # hooks on basicsr.train are not wanted here
+            install_torchvision_shim()
+            from basicsr.metrics.niqe import calculate_niqe
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs basicsr (pip install 'jndplug[basicsr]'): {exc}") from None
+
+        def f(o, r):
+            if min(o.shape[:2]) < 96:  # NIQE's 96x96 blocks
+                raise MetricUnavailable(f"NIQE needs both sides >= 96 px, got {o.shape[1]}x{o.shape[0]}")
+            # BasicSR takes BGR in [0, 255] and converts to Y itself; NIQE uses the rounded Y image
+            return float(calculate_niqe(o[..., ::-1], 0, input_order="HWC", convert_to="y"))
+
+        return f
+
+    def _setup_cvvdp(self):
+        try:
+            import pycvvdp
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs cvvdp ({INSTALL_HINT}): {exc}") from None
+        geometry = pycvvdp.vvdp_display_geometry((1920, 1080), distance_m=0.6, diagonal_size_inches=24.0)
+        metric = pycvvdp.cvvdp(display_name="standard_fhd", display_geometry=geometry, device=self.device, quiet=True)
+
+        def f(o, r):
+            with torch.no_grad():
+                q, _ = metric.predict(_to_uint8(o), _to_uint8(r), dim_order="HWC")
+            return float(q)
+
+        return f
+
+    def _setup_ssimulacra2(self):
+        try:
+            from ssimulacra2 import compute_ssimulacra2
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs ssimulacra2 ({INSTALL_HINT}): {exc}") from None
+
+        def f(o, r):
+            if min(o.shape[:2]) < 8:
+                raise MetricUnavailable("SSIMULACRA 2 needs both sides >= 8 px")
+            # its API reads image files; hand it lossless in-memory PNGs
+            return float(compute_ssimulacra2(_png(r), _png(o)))
+
+        return f
+
+    def _setup_flip(self):
+        try:
+            import flip_evaluator
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs flip-evaluator ({INSTALL_HINT}): {exc}") from None
+        width_m = 24.0 * 0.0254 * 1920 / math.hypot(1920, 1080)
+        parameters = {"vc": [0.6, 1920.0, width_m]}
+
+        def f(o, r):
+            _, err, _ = flip_evaluator.evaluate(np.ascontiguousarray(r / 255.0, dtype=np.float32),
+                                                np.ascontiguousarray(o / 255.0, dtype=np.float32), "LDR",
+                                                applyMagma=False, parameters=parameters)
+            return float(err)
+
+        return f
+
+    def _setup_stlpips(self):
+        try:
+            from stlpips_pytorch import stlpips
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs stlpips-pytorch, ipython and torchsummary ({INSTALL_HINT}): "
+                                    f"{exc}") from None
+        net = stlpips.LPIPS(net="alex", variant="shift_tolerant", verbose=False).to(self.device).eval()
+        return self._distance(net)
+
+    def _setup_lpips(self):
+        if not self.lpips_trunk:
+            raise MetricUnavailable("no ImageNet AlexNet trunk given (torchvision's alexnet-owt-7be5be79.pth cannot "
+                                    "be downloaded here): pass --lpips-trunk FILE")
+        try:
+            import lpips
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs lpips ({INSTALL_HINT}): {exc}") from None
+        # pnet_rand: build the trunk without torchvision's download, then load it from the local file
+        net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+        net.net.load_state_dict(_trunk_slices(net.net.state_dict(), _read_trunk(self.lpips_trunk, "lpips")))
+        return self._distance(net.to(self.device).eval())
+
+    def _setup_dists(self):
+        if not self.dists_trunk:
+            raise MetricUnavailable("no ImageNet VGG16 trunk given (torchvision's vgg16-397923af.pth cannot be "
+                                    "downloaded here): pass --dists-trunk FILE")
+        try:
+            net = _local_dists(_read_trunk(self.dists_trunk, "dists"))
+        except ImportError as exc:
+            raise MetricUnavailable(f"needs DISTS_pytorch ({INSTALL_HINT}): {exc}") from None
+        net = net.to(self.device).eval()
+
+        def f(o, r):
+            with torch.no_grad():
+                return float(net(self._tensor(o), self._tensor(r)))
+
+        return f
+
+    def _distance(self, net):
+        def f(o, r):
+            with torch.no_grad():
+                return float(net(self._tensor(o), self._tensor(r), normalize=True).mean())
+
+        return f
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a / 255.0, dtype=np.float32))
+        return t.permute(2, 0, 1)[None].to(self.device)
+
+
+def _to_float255(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint16:
+        return a.astype(np.float64) * (255.0 / 65535.0)
+    return a.astype(np.float64)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+def _png(a: np.ndarray) -> io.BytesIO:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_to_uint8(a)).save(buf, format="PNG")
+    buf.seek(0)
+    return buf
+
+
+def _read_trunk(path: str, metric: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{metric}: trunk weights file not found: {path}")
+    arch = {"lpips": "AlexNet", "dists": "VGG16"}.get(metric, "")
+    state = load_torch_file(path, f"torchvision {arch} checkpoint for {metric}",
+                            f"give --{metric}-trunk the {arch.lower()}-*.pth file torchvision saves "
+                            "(see docs/metrics.md)")
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CorruptFileError(f"{path}: not a state dict of tensors; give --{metric}-trunk a torchvision checkpoint")
+    return state
+
+
+def _trunk_slices(own: dict, trunk: dict) -> dict:
+    """torchvision ``features.N.*`` keys renamed to the ``sliceK.N.*`` layout LPIPS and DISTS use."""
+    out = {}
+    for key in own:
+        _, index, param = key.split(".", 2)
+        source = f"features.{index}.{param}"
+        if source not in trunk:
+            raise CorruptFileError(f"trunk weights lack {source!r} (expected a torchvision ImageNet checkpoint)")
+        out[key] = trunk[source]
+    return out
+
+
+def _local_dists(trunk: dict):
+    """DISTS_pytorch's DISTS with the VGG16 trunk from ``trunk`` instead of torchvision's download."""
+    import DISTS_pytorch
+    from DISTS_pytorch.DISTS_pt import DISTS, L2pooling
+    from torchvision.models import vgg16
+
+    features = vgg16(weights=None).features
+    features.load_state_dict({k.split(".", 1)[1]: v for k, v in trunk.items() if k.startswith("features.")})
+
+    class LocalDISTS(DISTS):
+        def __init__(self):
+            torch.nn.Module.__init__(self)  # DISTS.__init__ would download the trunk
+            # the stages of DISTS_pt.DISTS.__init__: VGG16 with max pooling replaced by L2 pooling
+            bounds = [(0, 4), (5, 9), (10, 16), (17, 23), (24, 30)]
+            for i, (lo, hi) in enumerate(bounds):
+                stage = torch.nn.Sequential()
+                if i:
+                    stage.add_module(str(lo - 1), L2pooling(channels=[64, 128, 256, 512][i - 1]))
+                for x in range(lo, hi):
+                    stage.add_module(str(x), features[x])
+                setattr(self, f"stage{i + 1}", stage)
+            for p in self.parameters():
+                p.requires_grad = False
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, -1, 1, 1))
+            self.chns = [3, 64, 128, 256, 512, 512]
+            # the fitted alpha/beta ship with the package (installed under sys.prefix by its wheel)
+            candidates = [Path(sys.prefix) / "weights.pt", Path(DISTS_pytorch.__file__).parent / "weights.pt"]
+            found = next((p for p in candidates if p.is_file()), None)
+            if found is None:
+                raise ImportError(f"DISTS_pytorch's weights.pt not found in {', '.join(map(str, candidates))}")
+            weights = torch.load(found, map_location="cpu", weights_only=True)
+            self.alpha = torch.nn.Parameter(weights["alpha"], requires_grad=False)
+            self.beta = torch.nn.Parameter(weights["beta"], requires_grad=False)
+
+    return LocalDISTS()
