@@ -14,7 +14,7 @@ from PIL import Image
 import jndplug
 from conftest import make_image
 from jndplug.training.loop import split_records, train
-from jndplug.training.sources import read_source
+from jndplug.training.datasets import read_source
 
 TINY = {"patch": 32, "batch": 2, "steps": 6, "val_every": 3, "checkpoint_every": 3, "loss": {"l1": 1.0, "ssim": 0.2},
         "val_crop": 64, "warmup": 2, "model": {"decoder_channels": [8, 8, 8, 8, 8], "head_channels": 8}}

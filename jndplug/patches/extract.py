@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from jndplug import pixels
 from jndplug.imageio import atomic_write, read_image
-from jndplug.patches.sources import PairCollection, PairItem, bucket_items
+from jndplug.patches.collection import PairCollection, PairItem, bucket_items
 
 PATCH_SIZE = 20
 ROI_SIZE = 12

@@ -28,7 +28,7 @@ from jndplug.errors import CorruptFileError, JNDPlugValueError, load_torch_file
 from jndplug.imageio import array_to_tensor, atomic_write, read_image
 from jndplug.models import create_estimator
 from jndplug.pixels import MS_SSIM_MIN_SIDE, psnr
-from jndplug.training.sources import Record, read_source
+from jndplug.training.datasets import Record, read_source
 from jndplug.weights import save_estimator
 
 DEFAULTS: dict = {
