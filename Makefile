@@ -1,12 +1,12 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when it is
-# missing and (re)install the package with every extra whenever pyproject.toml or setup.py changes.
+# missing and (re)install the package with every extra whenever pyproject.toml changes.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.jndplug-installed
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[all,dev]"

@@ -28,7 +28,7 @@ import torch
 import jndplug
 from jndplug.datagen import distortion_measure
 from jndplug.training.loop import ImageCache
-from jndplug.training.sources import read_source
+from jndplug.training.datasets import read_source
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

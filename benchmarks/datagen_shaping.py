@@ -28,7 +28,7 @@ from jndplug.bench import truth
 from jndplug.datagen.autoencoder import load_autoencoder
 from jndplug.datagen.levels import form_levels, psnr_ladder
 from jndplug.datagen.shaping import shape_distortion
-from jndplug.datagen.sources import find_sources, prepare
+from jndplug.datagen.photos import find_sources, prepare
 from jndplug.imageio import to_tensor
 from jndplug.study.observers import SSIMULACRA2
 

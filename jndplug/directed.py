@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from jndplug.imageio import check_image_tensor
+from jndplug.pixels import luma
 
-BT601 = (0.299, 0.587, 0.114)
 # Blur of the high-pass, in output pixels. For x4 SR the low-resolution Nyquist frequency is 1/8
 # cycles/px; the high-pass 1 - exp(-2 pi^2 sigma^2 f^2) passes 71% at 1/8 and 99% at 1/4 with
 # sigma 2, 26% and 71% with sigma 1. On the screen of bicubic x4 outputs (BENCHMARKS.md,
@@ -33,12 +33,6 @@ SIGMA = 1.0
 # Not yet validated by a fine-tune.
 DEFAULT_GAIN = 1.0
 _BISECTION_STEPS = 60
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """``[B,3,H,W]`` RGB to ``[B,1,H,W]`` BT.601 luma (same units)."""
-    w = torch.tensor(BT601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
 
 
 def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -18,7 +18,7 @@ def jnd_provider(source):
     ``.safetensors`` file; a pretrained estimator name or estimator weights file; an estimator
     ``nn.Module`` (wrapped in a ``JNDTarget``).
     """
-    from jndplug.jndprofile import is_profile_file, load_profile
+    from jndplug.models.jnd_profile import is_profile_file, load_profile
     from jndplug.target import JNDTarget
 
     if hasattr(source, "jnd_map"):

@@ -51,7 +51,7 @@ def settings_of(target: JNDTarget) -> dict:
     """What determines the output of a JNDTarget, as recorded in the manifest."""
     settings = {
         "estimator_fingerprint": estimator_fingerprint(target.model),
-        "arch": getattr(target.model, "arch_name", type(target.model).__name__),
+        "arch": target.arch_name,
         "strength": target.strength,
         "sur": target.sur,
     }
@@ -101,7 +101,7 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
         if previous is None or previous.get("settings") != settings:
             # a new setting does not invalidate the logs: each line carries its own settings key
             # the weights file name is for people reading the manifest; the fingerprint is what counts
-            weights = os.path.basename(getattr(target.model, "weights_path", "")) or None
+            weights = os.path.basename(target.weights_path or "") or None
             with atomic_write(manifest_path, "w") as f:
                 json.dump({"settings": settings, "settings_key": key, "weights_file": weights,
                            "source": str(src.resolve())}, f, indent=2)

@@ -82,7 +82,10 @@ class JNDTarget:
             raise TypeError(f"strength must be a number, got {strength!r}") from None
         if not math.isfinite(strength) or strength < 0:
             raise ValueError(f"strength must be a finite number >= 0, got {strength}")
-        self.accepts_sur = bool(getattr(model, "accepts_sur", False))
+        from jndplug.models import estimator_info  # the registry imports timm: only when an estimator is made
+
+        info = estimator_info(model)
+        self.accepts_sur = info.accepts_sur
         if sur is not None:
             if not self.accepts_sur:
                 raise ValueError("sur (satisfied-user ratio) needs an estimator trained with SUR conditioning; "
@@ -117,12 +120,15 @@ class JNDTarget:
             if not math.isfinite(gain) or gain < 0:
                 raise ValueError(f"gain must be a finite number >= 0, got {gain}")
         self.kind, self.gain = kind, gain
-        self.size_divisor = int(getattr(model, "size_divisor", 1))
+        self.size_divisor = info.size_divisor
+        # a plain nn.Module is named by its class
+        self.arch_name = info.arch_name or type(model).__name__
+        self.weights_path = info.weights_path
         if self.device is not None:
             self.model.to(self.device)
 
     def __repr__(self) -> str:
-        name = getattr(self.model, "arch_name", type(self.model).__name__)
+        name = self.arch_name
         directed_ = f", kind=directed, gain={self.gain}" if self.kind == "directed" else ""
         return (f"JNDTarget(estimator={name}, strength={self.strength}, sur={self.sur}, "
                 f"device={self.device}, dtype={self.dtype}, tile={self.tile}{directed_})")

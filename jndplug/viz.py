@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100, **savefig_kwargs) -> None:
+    """Write a matplotlib figure as PNG, atomically (no half-written file), and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, **savefig_kwargs)
+    _pyplot().close(fig)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+
+
 def heatmap_array(jnd_map: torch.Tensor, vmax: float | None = None) -> np.ndarray:
     """A ``[1,H,W]`` JND map as an HxWx3 uint8 colour image (inferno; vmax = 99th percentile)."""
     from matplotlib import colormaps
@@ -60,8 +69,4 @@ def save_comparison(path: str | os.PathLike, original: torch.Tensor, jnd: torch.
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    save_figure(fig, path)

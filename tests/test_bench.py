@@ -13,7 +13,7 @@ from jndplug.bench.codec import bd_rate
 from jndplug.bench.figures import detail_window
 
 # tiny networks and a few iterations: these check the plumbing and the reports, not the claim
-SR_FLAGS = ["--archs", "edsr", "--strengths", "1.0", "--seeds", "0", "--iters", "2", "--pretrain-iters", "1",
+SR_FLAGS = ["--archs", "edsr", "--strengths", "1.0", "--seeds", "0", "--steps", "2", "--pretrain-steps", "1",
             "--patch", "32", "--batch", "2",
             "--blocks", "1", "--features", "8", "--workers", "0", "--metrics", "psnr", "psnr_y", "ssim_y", "niqe",
             "stlpips", "--crop-images", "2", "--crop-size", "32"]
@@ -76,20 +76,20 @@ def test_sr_miniature_run_and_resume(folders, estimator_file, tmp_path):
     assert res.returncode == 0 and res.stderr.count("done earlier, skipped") == 2
     assert os.stat(out / "runs" / "edsr_gt_seed0" / "result.json").st_mtime_ns == stamp
 
-    res = run_cli(*[a if a != "2" else "3" for a in args])  # other --iters (and batch): refuses to mix results
+    res = run_cli(*[a if a != "2" else "3" for a in args])  # other --steps (and batch): refuses to mix results
     assert res.returncode == 1 and "other settings" in res.stderr
     assert "iters: 2 there, 3 now" in res.stderr
 
 
 def test_codec_refuses_two_starting_points(folders, estimator_file, tmp_path):
-    res = run_cli("bench", "codec", "--train", folders / "train", "--out", tmp_path / "c", "--estimator",
-                  estimator_file, "--pretrain-steps", "5", "--init-dir", tmp_path)
+    res = run_cli("bench", "codec", "--train", folders / "train", "--eval", folders / "kodak", "--out", tmp_path / "c",
+                  "--estimator", estimator_file, "--pretrain-steps", "5", "--init-dir", tmp_path)
     assert res.returncode == 1 and "--pretrain-steps and --init-dir" in res.stderr
 
 
 def test_bench_needs_an_existing_estimator(folders, tmp_path):
-    for kind in ("sr", "codec"):
-        res = run_cli("bench", kind, "--train", folders / "train", "--out", tmp_path / kind,
+    for kind, test in (("sr", "--test"), ("codec", "--eval")):
+        res = run_cli("bench", kind, "--train", folders / "train", test, folders / "test", "--out", tmp_path / kind,
                       "--estimator", tmp_path / "missing.safetensors")
         assert res.returncode == 1
         assert "--estimator" in res.stderr and "not found" in res.stderr

@@ -45,14 +45,14 @@ def test_an_output_that_is_a_folder(folders, capsys):
 
 def test_permission_denied_names_the_file_and_the_fix(folders, capsys, monkeypatch):
     # as root, chmod does not deny anything: raise what the OS raises for a read-only folder
-    import jndplug.metrics
+    import jndplug.cli.metrics
 
     target = folders / "locked" / "table.json"
 
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(target))
 
-    monkeypatch.setattr(jndplug.metrics, "write_table", denied)
+    monkeypatch.setattr(jndplug.cli.metrics, "write_table", denied)
     assert main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr",
                  "--json", str(target)]) == 1
     line = _one_line(capsys)
@@ -93,12 +93,12 @@ def test_debug_shows_the_traceback(folders):
 
 
 def test_bugs_keep_their_traceback(folders, monkeypatch):
-    import jndplug.metrics
+    import jndplug.cli.metrics
 
     def bug(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(jndplug.metrics, "evaluate_folders", bug)
+    monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", bug)
     with pytest.raises(ZeroDivisionError):
         main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"])
 
@@ -126,7 +126,7 @@ TRAIN = ["--set", "patch=64", "--set", "batch=1", "--set", "steps=1", "--set", "
     ("foreign", "not a jndplug training checkpoint"),
 ])
 def test_training_resume_from_an_unreadable_checkpoint(tmp_path, pairs, capsys, checkpoint, reason):
-    from jndplug.train_estimator import main as train_main
+    from jndplug.cli.train import main as train_main
 
     out = tmp_path / "run"
     out.mkdir()
@@ -147,14 +147,14 @@ def test_training_resume_from_an_unreadable_checkpoint(tmp_path, pairs, capsys, 
     ("model={backbone: 5}", "backbone must be a timm model name"),
 ])
 def test_training_config_of_the_wrong_type(tmp_path, pairs, capsys, setting, message):
-    from jndplug.train_estimator import main as train_main
+    from jndplug.cli.train import main as train_main
 
     assert train_main(["--data", pairs, "--out", str(tmp_path / "run"), *TRAIN, "--set", setting]) == 1
     assert message in _one_line(capsys)
 
 
 def test_training_config_file_that_is_not_a_mapping(tmp_path, pairs, capsys):
-    from jndplug.train_estimator import main as train_main
+    from jndplug.cli.train import main as train_main
 
     for text, message in (("[1, 2]", "expected a mapping of config keys"), ("a: [", "not valid YAML or JSON")):
         config = tmp_path / "config.yaml"

@@ -12,8 +12,8 @@ from conftest import make_image
 from jndplug.datagen import AutoencoderSpec, BuildSettings, build_dataset, load_autoencoder, psnr_ladder
 from jndplug.datagen import build as build_module
 from jndplug.datagen.levels import form_levels
-from jndplug.datagen.losses import FeatureNetwork
-from jndplug.datagen.sources import crop_16_9, target_size
+from jndplug.datagen.recipes import FeatureNetwork
+from jndplug.datagen.photos import crop_16_9, target_size
 from jndplug.imageio import read_image, write_image
 
 FAST = dict(steps=2, patch=48, batch=2, train_images=3, min_side=32, use_stlpips=False)
@@ -205,13 +205,13 @@ def test_cli_build_and_errors(src, tmp_path, capsys):
     fn = tmp_path / "mylevels.py"
     fn.write_text("def darker(image, level):\n    return image * (1 - 0.03 * level)\n")
     out = tmp_path / "ds"
-    rc = main(["datagen", "build", "--src", str(src), "--out", str(out), "--min-side", "32",
+    rc = main(["datagen", "--src", str(src), "--out", str(out), "--min-side", "32",
                "--level-fn", f"{fn}:darker", "--no-progress", "--device", "cpu"])
     text = capsys.readouterr().out
     assert rc == 0 and "3 images (3 built now" in text and "level  PSNR" in text
-    assert main(["datagen", "build", "--src", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert main(["datagen", "--src", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "source folder not found" in capsys.readouterr().err
-    assert main(["datagen", "build", "--src", str(src), "--out", str(tmp_path / "x"),
+    assert main(["datagen", "--src", str(src), "--out", str(tmp_path / "x"),
                  "--level-fn", "nosuchmodule_xyz:f"]) == 1
     assert "cannot import" in capsys.readouterr().err
 
@@ -226,7 +226,7 @@ def test_crop_and_downscale_geometry():
 
 
 def test_feature_network_uses_bundled_stlpips_vgg16():
-    from jndplug.datagen.losses import _stlpips_vgg_file
+    from jndplug.datagen.recipes import _stlpips_vgg_file
 
     path = _stlpips_vgg_file()
     if path is None:

@@ -9,10 +9,11 @@ from PIL import Image
 
 import jndplug
 from conftest import make_image
-from jndplug.bench.truth import YCBCR, band_power_ratios
+from jndplug.bench.truth import band_power_ratios
+from jndplug.pixels import YCBCR
 from jndplug.cli import main
 from jndplug.directed import directed_distortion, directed_jnd
-from jndplug.jndprofile import JNDProfile
+from jndplug.models.jnd_profile import JNDProfile
 from jndplug.target import JNDTarget
 
 

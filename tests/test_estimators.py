@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import jndplug
-from jndplug.profile import count_parameters, macs_per_pixel
+from jndplug.models.cost import count_parameters, macs_per_pixel
 from jndplug.weights import read_metadata
 
 
@@ -22,7 +22,7 @@ def test_registry_lists_and_builds():
 
 
 def test_unet_default_budget(unet):
-    # the brief's limits for the default config: 25k MACs per pixel and 2M parameters
+    # the default config's budget: under 25k MACs per pixel and 2M parameters
     assert macs_per_pixel(unet, (128, 128)) < 25_000
     assert count_parameters(unet) < 2_000_000
     assert unet.size_divisor == 32
@@ -231,7 +231,7 @@ def test_load_refuses_foreign_files(tmp_path):
         jndplug.load_estimator(plain)
     pth = tmp_path / "ckpt.pth"
     torch.save({"w": torch.zeros(3)}, pth)
-    with pytest.raises(ValueError, match="convert-resjnd"):
+    with pytest.raises(ValueError, match="jndplug convert IN.pth"):
         jndplug.load_estimator(pth)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
@@ -249,5 +249,26 @@ def test_pretrained_names(tmp_path, monkeypatch):
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     assert jndplug.list_pretrained() == {"default": False}
-    with pytest.raises(FileNotFoundError, match="'default' is not installed.*train_estimator"):
+    with pytest.raises(FileNotFoundError, match="'default' is not installed.*jndplug train"):
         jndplug.load_estimator("default")
+
+
+def test_every_architecture_implements_the_estimator_interface():
+    from jndplug.models import Estimator, estimator_info
+
+    for name in jndplug.list_estimators():
+        model = jndplug.create_estimator(name, **({"channels": 4, "recursions": 1} if name == "resjnd" else {}))
+        assert isinstance(model, Estimator)
+        info = estimator_info(model)
+        assert info.arch_name == name and info.config == model.config and info.weights_path is None
+
+    class Plain(torch.nn.Module):  # a custom estimator: the interface's defaults, or its own values
+        size_divisor = 8
+
+        def forward(self, x):
+            return x
+
+    info = estimator_info(Plain())
+    assert (info.arch_name, info.config, info.accepts_sur, info.size_divisor) == (None, None, False, 8)
+    target = jndplug.JNDTarget(Plain())
+    assert target.arch_name == "Plain" and target.size_divisor == 8 and target.weights_path is None

@@ -216,7 +216,7 @@ except ModuleNotFoundError as exc:
     print("FAILED:", exc)
 import jndplug.integrations.basicsr  # the right line, late: still works after the failed import
 import basicsr.train
-print("hooked:", basicsr.train._jndplug_hooked)
+print("hooked:", hasattr(basicsr.train.build_model, "__wrapped__"))
 """
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from jndplug.jndprofile import (JNDProfile, contrast_masking, decompose, is_profile_file, load_profile,
-                                luminance_adaptation, namm, save_profile, train_structural_visibility)
+from jndplug.models.jnd_profile import (JNDProfile, contrast_masking, decompose, is_profile_file, load_profile,
+                                luminance_adaptation, namm, save_profile)
+from jndplug.patches.profile import train_structural_visibility
 from jndplug.patches import build_patch_dataset, read_collection
 from jndplug.target import JNDTarget
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jndplug.jndprofile import JNDProfile, save_profile
+from jndplug.models.jnd_profile import JNDProfile, save_profile
 from jndplug.losses import JNDTolerantLoss
 from jndplug.target import JNDTarget
 

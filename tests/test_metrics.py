@@ -1,5 +1,6 @@
 """jndplug.metrics on known cases: identical images, a known offset, a one-pixel shift, BasicSR's own numbers."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -67,7 +68,9 @@ def test_psnr_of_a_known_offset():
 
 
 def test_psnr_and_ssim_match_basicsr(photo):
-    import jndplug.integrations.basicsr  # noqa: F401  (makes basicsr importable)
+    from jndplug.basicsr_compat import install_torchvision_shim
+
+    install_torchvision_shim()
     from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 
     out = noisy(photo, 6)
@@ -161,6 +164,25 @@ def test_cli_writes_json_and_markdown(tmp_path):
     (outs / "img1.png").unlink()
     res = run_cli("metrics", tmp_path / "out", tmp_path / "ref")
     assert res.returncode == 1 and "sub/img1" in res.stderr and "no output" in res.stderr
+
+
+def test_niqe_leaves_basicsr_training_unhooked():
+    # NIQE needs basicsr importable, not the training adapter: basicsr.train and the loss registry
+    # stay as BasicSR made them
+    if importlib.util.find_spec("basicsr") is None:
+        pytest.skip("basicsr is not installed")
+    code = ("import numpy as np, jndplug.metrics as m; "
+            "img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8); "
+            "print('niqe', m.MetricSuite(['niqe'])(img, img)[0]['niqe']); "
+            "import basicsr.train as t; from basicsr.utils.registry import LOSS_REGISTRY; "
+            "print('hooked', [n for n in ('parse_options', 'build_model', 'load_resume_state') "
+            "if getattr(t, n).__module__.startswith('jndplug') or hasattr(getattr(t, n), '__wrapped__')]); "
+            "print('registered', 'JNDTolerantLoss' in LOSS_REGISTRY)")
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert math.isfinite(float(lines[0].split()[1]))
+    assert lines[1:] == ["hooked []", "registered False"]
 
 
 def test_core_imports_without_basicsr_or_compressai():

@@ -32,3 +32,22 @@ def test_wheel_contains_integrations_under_jndplug(tmp_path):
     assert "jndplug/target.py" in names
     for weights in (ROOT / "jndplug" / "weights").glob("*.safetensors"):
         assert f"jndplug/weights/{weights.name}" in names, "shipped weights missing from the wheel"
+
+
+def test_source_checkout_import_path_is_refused():
+    # `integrations.basicsr` from the repository root would hook BasicSR a second time
+    proc = subprocess.run([sys.executable, "-c", "import integrations"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "imported as jndplug.integrations, not as integrations" in proc.stderr
+
+
+def test_every_package_folder_is_installed():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "jndplug").rglob("__init__.py")
+             if not p.is_relative_to(ROOT / "jndplug" / "integrations")}  # a development link, if any
+    found |= {".".join(("jndplug", *p.parent.relative_to(ROOT).parts)) for p in (ROOT / "integrations").rglob("__init__.py")}
+    assert listed == found, f"pyproject.toml [tool.setuptools] packages: missing {sorted(found - listed)}, " \
+                            f"stale {sorted(listed - found)}"

@@ -140,8 +140,9 @@ def test_study_and_csv_sources(tmp_path):
     sur = [1.0, 1.0, 0.8, 0.4, 0.2, 0.0, 0.0, 0.0, 0.0]
     (root / "labels.json").write_text(json.dumps({"schema": "jndplug-labels-v1",
                                                   "images": {"im0": {"jnd_level": 3, "sur": sur}}}))
-    col = read_collection(f"study:{root}")
+    col = read_collection(f"generated:{root}")  # the name training uses for the same dataset
     assert [i.score for i in col.items] == sur
+    assert [i.distorted for i in read_collection(f"study:{root}").items] == [i.distorted for i in col.items]
     assert [i.category for i in col.items] == ["no_flicker"] * 3 + ["slight_flicker"] + ["obvious_flicker"] * 5
     table = tmp_path / "mine.csv"
     table.write_text("reference,distorted,category\nstudy/originals/im0.png,study/distorted/im0/1.png,no_flicker\n")
@@ -216,7 +217,14 @@ def test_regressor_trains_with_early_stopping_and_calibrates(kadid, tmp_path, ca
     test = report["test"]
     # every patch (all buckets, both fusions) of the held-out images is scored: 3 levels x 6 patches x 2
     assert np.array(test["confusion"]).sum() == test["n"] == len(split["test"]) * 3 * 6 * 2
-    assert 0 <= test["balanced_accuracy"] <= 1 and report["thresholds"]["red_below"] <= report["thresholds"]["green_at"]
+    assert report["thresholds"]["red_below"] <= report["thresholds"]["green_at"]
+    # the rates are those of the confusion matrix: accuracy its diagonal, balanced accuracy the mean
+    # recall (rows are the true classes) over the classes the held-out images have
+    confusion = np.array(test["confusion"])
+    per_class = confusion.sum(axis=1)
+    assert test["accuracy"] == pytest.approx(np.trace(confusion) / test["n"])
+    assert test["balanced_accuracy"] == pytest.approx(
+        np.mean(np.diag(confusion)[per_class > 0] / per_class[per_class > 0]))
     assert main(["patches", "calibrate", str(run), str(data)]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
 

@@ -10,7 +10,7 @@ import torch
 from skimage import data as skdata
 
 import jndplug
-from jndplug.profile import macs_per_pixel
+from jndplug.models.cost import macs_per_pixel
 from jndplug.weights import PRETRAINED, WEIGHTS_DIR, read_metadata
 
 SHIPPED = WEIGHTS_DIR / PRETRAINED["default"][0]
@@ -63,7 +63,9 @@ def test_default_target_changes_a_photograph_by_a_plausible_amount(photo):
 def test_stricter_satisfied_user_ratio_gives_weaker_distortion(photo):
     psnrs = [_psnr(jndplug.JNDTarget(sur=p)(photo), photo) for p in (0.5, 0.75, 0.95)]
     assert psnrs[0] < psnrs[1] < psnrs[2], psnrs
-    assert np.isfinite(psnrs).all()
+    # each ratio still gives a distortion within the labelled levels' range (about 44 to 22 dB),
+    # the strictest one included: it is weaker, not gone
+    assert 25.0 < psnrs[0] and psnrs[2] < 50.0, psnrs
 
 
 @pytest.fixture(scope="module")

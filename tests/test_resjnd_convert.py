@@ -11,7 +11,7 @@ from PIL import Image
 import jndplug
 from conftest import make_image
 from jndplug.cli import main
-from jndplug.resjnd_convert import convert_resjnd
+from jndplug.models.resjnd_convert import convert_resjnd
 from jndplug.training.loop import train
 from jndplug.weights import read_metadata
 
@@ -61,7 +61,7 @@ def _reference_forward(state, x, recursions, inplace=True):
 def test_convert_round_trip_through_cli(tmp_path, capsys):
     src, dst = tmp_path / "resjnd.pth", tmp_path / "resjnd.safetensors"
     state = _authors_checkpoint(src)
-    assert main(["convert-resjnd", str(src), str(dst), "--recursions", "3"]) == 0
+    assert main(["convert", str(src), str(dst), "--recursions", "3"]) == 0
     assert "wrote" in capsys.readouterr().out
     model = jndplug.load_estimator(dst)
     assert model.arch_name == "resjnd" and model.config == {"channels": 8, "recursions": 3}

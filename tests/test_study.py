@@ -12,7 +12,7 @@ from scipy.stats import norm
 
 from jndplug.cli import main as cli_main
 from jndplug.study import (
-    BinarySearch, Judgement, ProtocolError, Session, StudyDataset, aggregate, bt500_screen,
+    BinarySearch, Judgement, ProtocolError, Session, JNDDataset, aggregate, bt500_screen,
     detection_probability, import_judgements, level_for_sur, load_labels, participant_jnds,
     read_judgements, simulate, write_judgements,
 )
@@ -312,8 +312,8 @@ def test_psychometric_function():
 
 
 def test_simulation_is_seeded_cached_and_tracks_distortion_strength(tmp_path):
-    weak = StudyDataset(_tiny_dataset(tmp_path / "weak", strength=0.4))
-    strong = StudyDataset(_tiny_dataset(tmp_path / "strong", strength=1.2))
+    weak = JNDDataset(_tiny_dataset(tmp_path / "weak", strength=0.4))
+    strong = JNDDataset(_tiny_dataset(tmp_path / "strong", strength=1.2))
     j1 = simulate(weak, _RMSModel(), n_observers=12, seed=3, progress=False, catch_every=1)
     cache = PredictionCache(weak, _RMSModel())
     j2 = simulate(weak, _RMSModel(), n_observers=12, seed=3, progress=False, catch_every=1)
@@ -364,7 +364,7 @@ def test_cli_simulate_a_listed_subset(tmp_path, capsys):
 
 def test_flip_model_and_errors(tmp_path, capsys):
     root = _tiny_dataset(tmp_path / "ds", n_images=1, size=32)
-    ds = StudyDataset(root)
+    ds = JNDDataset(root)
     flip = FLIP()
     c = PredictionCache(ds, flip)
     d = [c.distance("im0", lvl) for lvl in (1, 5, 9)]

@@ -3,7 +3,7 @@
 Importing this module (first, before ``basicsr`` or a BasicSR-based package such as
 ``realesrgan``)
 
-1. makes ``basicsr==1.4.2`` importable with current torchvision (see ``_compat``);
+1. makes ``basicsr==1.4.2`` importable with current torchvision (see :mod:`jndplug.basicsr_compat`);
 2. hooks three names in ``basicsr.train``, which ``train_pipeline`` looks up at call time:
    ``parse_options`` (the ``jnd_target`` block is checked at start-up),
    ``build_model`` (in online mode the model's ``optimize_parameters`` is wrapped by
@@ -20,7 +20,8 @@ import functools
 
 import torch
 
-from jndplug.integrations.basicsr._compat import cpu_resume, install_torchvision_shim
+from jndplug.basicsr_compat import install_torchvision_shim
+from jndplug.integrations.basicsr._compat import cpu_resume
 
 install_torchvision_shim()
 
@@ -126,10 +127,7 @@ def _build_model(upstream):
     return build_model
 
 
-# A second execution of this file (importlib.reload, or a source checkout imported as
-# `integrations.basicsr`) must not wrap the functions twice.
-if not getattr(basicsr.train, "_jndplug_hooked", False):
-    basicsr.train.parse_options = _parse_options(basicsr.train.parse_options)
-    basicsr.train.build_model = _build_model(basicsr.train.build_model)
-    basicsr.train.load_resume_state = cpu_resume(basicsr.train.load_resume_state)
-    basicsr.train._jndplug_hooked = True
+# Run once per process: this package has one import path (see jndplug/integrations/__init__.py).
+basicsr.train.parse_options = _parse_options(basicsr.train.parse_options)
+basicsr.train.build_model = _build_model(basicsr.train.build_model)
+basicsr.train.load_resume_state = cpu_resume(basicsr.train.load_resume_state)

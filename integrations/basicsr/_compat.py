@@ -1,39 +1,13 @@
-"""Two narrow fixes that let the official ``basicsr==1.4.2`` run with current torch/torchvision.
+"""A narrow fix that lets the official ``basicsr==1.4.2`` resume training on CPU.
 
-Both leave BasicSR untouched where it already works.
+It leaves BasicSR untouched where it already works. The torchvision fix that makes
+``import basicsr`` work at all is :mod:`jndplug.basicsr_compat`, which needs no hooks.
 """
 
 from __future__ import annotations
 
 import collections
-import importlib.util
-import sys
-import types
 from os import path as osp
-
-FUNCTIONAL_TENSOR = "torchvision.transforms.functional_tensor"
-
-
-def install_torchvision_shim() -> None:
-    """Make ``import basicsr`` work with torchvision >= 0.17.
-
-    ``basicsr/data/degradations.py`` (1.4.2) does ``from torchvision.transforms.functional_tensor
-    import rgb_to_grayscale``; torchvision 0.17 removed that private module, so importing basicsr
-    fails (upstream issue https://github.com/XPixelGroup/BasicSR/issues/663; the released 1.4.2
-    still has that import). Only when the real module is missing, we register an alias module
-    providing the one name BasicSR uses, taken from the public ``torchvision.transforms.functional``
-    (same signature; it dispatches to the tensor implementation for tensors). Must run before
-    basicsr is imported.
-    """
-    if FUNCTIONAL_TENSOR in sys.modules or importlib.util.find_spec(FUNCTIONAL_TENSOR) is not None:
-        return
-    from torchvision.transforms import functional
-
-    alias = types.ModuleType(FUNCTIONAL_TENSOR,
-                             "Alias registered by jndplug.integrations.basicsr for basicsr 1.4.2 "
-                             "(BasicSR issue #663): only rgb_to_grayscale.")
-    alias.rgb_to_grayscale = functional.rgb_to_grayscale
-    sys.modules[FUNCTIONAL_TENSOR] = alias
 
 
 def cpu_resume(upstream):

@@ -107,7 +107,7 @@ def make_target(cfg: dict) -> JNDTarget:
         model = load_estimator(cfg["estimator"])
     except (FileNotFoundError, ValueError) as exc:
         raise JNDOptionError("jnd_target.estimator", str(exc)) from None
-    if cfg["sur"] is not None and not getattr(model, "accepts_sur", False):
+    if cfg["sur"] is not None and not model.accepts_sur:
         raise JNDOptionError("jnd_target.sur", f"estimator {cfg['estimator']!r} was not trained with SUR "
                                                "conditioning; use sur: null")
     return JNDTarget(model, strength=cfg["strength"], sur=cfg["sur"], kind=cfg["kind"], gain=cfg["gain"])
@@ -117,8 +117,7 @@ def describe_target(target: JNDTarget, estimator: str | None = None) -> str:
     """The settings a JND target really uses, for the training log: the estimator by the name it
     was given (``default``, a file) and its architecture, the strength, and the SUR in effect,
     the estimator's own default when ``sur`` is unset."""
-    model = target.model
-    arch = getattr(model, "arch_name", type(model).__name__)
+    model, arch = target.model, target.arch_name
     name = f"{estimator} ({arch})" if estimator is not None and str(estimator) != arch else arch
     if not target.accepts_sur:
         sur = "none (the estimator is not SUR-conditioned)"

@@ -32,6 +32,8 @@ from tqdm import tqdm
 
 from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, list_images, read_image, tensor_to_array,
                              write_image)
+from jndplug.pixels import MS_SSIM_MIN_SIDE
+from jndplug.viz import save_figure
 
 from jndplug.integrations.compressai.codec import (MODEL_NAMES, ZOO_UNREACHABLE, CodecError, downsampling_factor,
                                                    load_codec)
@@ -39,7 +41,6 @@ from jndplug.integrations.compressai.codec import (MODEL_NAMES, ZOO_UNREACHABLE,
 FORMAT = "jndplug-compressai-eval/1"
 BITSTREAM_MAGIC = b"JNDPLUG-CAI1"
 # pytorch_msssim's five scales with an 11-pixel window need the smaller side above 160 pixels
-MS_SSIM_MIN_SIDE = 161
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,9 +203,7 @@ def plot_rd(out: Path) -> Path:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "rd.png"
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path
 
 

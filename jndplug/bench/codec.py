@@ -37,8 +37,8 @@ FORMAT = "jndplug-bench-codec/1"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", default="../shared/data/train", help="training images (searched recursively)")
-    p.add_argument("--eval", default="../shared/data/test/Kodak24", help="evaluation images (default Kodak24)")
+    p.add_argument("--train", required=True, help="training images (searched recursively)")
+    p.add_argument("--eval", required=True, help="evaluation images, e.g. Kodak24")
     p.add_argument("--out", default="bench-codec", help="results folder (rerun to resume)")
     p.add_argument("--estimator", default="default", help="JND estimator: pretrained name or .safetensors path")
     p.add_argument("--models", nargs="+", default=["bmshj2018-factorized", "bmshj2018-hyperprior"])

@@ -6,8 +6,8 @@ Four parts (``--parts``):
   architecture (random weights: speed does not depend on their values) and of each ``--weights``
   file, all timed in one run so their ratios are meaningful on any machine;
 - ``accuracy``: each ``--weights`` file on a labelled dataset (``--data generated:DATASET``, made
-  by ``jndplug datagen build`` and labelled by ``jndplug study aggregate``, or any other
-  ``jndplug.train_estimator`` source): PSNR and SSIM against the labelled JND images and, for
+  by ``jndplug datagen`` and labelled by ``jndplug study aggregate``, or any other
+  ``jndplug train`` source): PSNR and SSIM against the labelled JND images and, for
   generated data, level agreement (exact and within one), as the estimator training validates;
 - ``overhead``: one BasicSR training step (SRModel, EDSR-baseline x4) with and without online
   ``JNDTarget`` (``--estimator``), as a ratio;
@@ -43,7 +43,7 @@ from jndplug.bench.common import (RESULT, BenchError, machine, notes_lines, read
                                   write_json, write_text)
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array
 from jndplug.metrics import METRICS, fmt, mean_of, psnr
-from jndplug.profile import count_parameters, macs_per_pixel
+from jndplug.models.cost import count_parameters, macs_per_pixel
 
 FORMAT = "jndplug-bench-estimator/1"
 PARTS = ("speed", "accuracy", "overhead", "truth")
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="overhead: batch size")
     p.add_argument("--steps", type=int, default=5, help="overhead: timed steps per block")
     p.add_argument("--repeats", type=int, default=3, help="overhead: alternating blocks with and without JNDTarget")
-    p.add_argument("--images", help="truth: folder of photos (searched recursively), e.g. ../shared/data/test/Kodak24")
+    p.add_argument("--images", help="truth: folder of photos (searched recursively), e.g. Kodak24")
     p.add_argument("--limit", type=int, help="truth: use this many images, spread over the sorted list")
     p.add_argument("--max-side", type=int, help="truth: downscale (Lanczos) images whose longer side exceeds this")
     p.add_argument("--sur", type=float, help="truth: satisfied-user ratio for SUR-conditioned estimators (default: "
@@ -157,7 +157,7 @@ def speed(archs: list[str], weights: list[Path], sizes: list[str], device, budge
 def accuracy(weights: list[Path], data: list[str], device, val_crop: int) -> list[dict]:
     """The training loop's validation, on every record of ``data``: use data the estimator did not train on."""
     from jndplug.training.loop import ImageCache, default_measure, resolve_config, validate
-    from jndplug.training.sources import read_source
+    from jndplug.training.datasets import read_source
 
     records = []
     for i, spec in enumerate(data):
@@ -170,7 +170,7 @@ def accuracy(weights: list[Path], data: list[str], device, val_crop: int) -> lis
     rows = []
     for path in weights:
         model = jndplug.load_estimator(path, map_location=device)
-        cfg = resolve_config({"val_crop": val_crop, "sur_conditioning": bool(getattr(model, "accepts_sur", False))})
+        cfg = resolve_config({"val_crop": val_crop, "sur_conditioning": model.accepts_sur})
         t0 = time.perf_counter()
         res = validate(model, records, cache, cfg, device, measure)
         rows.append({"weights": str(path), "arch": model.arch_name, "images": len(records), "data": list(data),
@@ -223,7 +223,7 @@ def overhead(estimator: str, device, patch: int, batch: int, steps: int, repeats
         times["without"].append(block(plain))
         times["with"].append(block(with_jnd))
     without, with_ = float(np.median(times["without"])), float(np.median(times["with"]))
-    return {"estimator": estimator, "arch": getattr(target.model, "arch_name", None), "network": "EDSR-baseline x4",
+    return {"estimator": estimator, "arch": target.arch_name, "network": "EDSR-baseline x4",
             "batch": batch, "gt_patch": patch, "steps_per_block": steps, "repeats": repeats,
             "seconds_per_step_without": without, "seconds_per_step_with": with_, "ratio": with_ / without,
             "blocks": times}
@@ -308,7 +308,7 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], a
     rows = []
     for label, spec, path in zip(_labels(specs), specs, paths):
         model = jndplug.load_estimator(path)
-        conditioned = bool(getattr(model, "accepts_sur", False))
+        conditioned = model.accepts_sur
         sur = args.sur if conditioned else None
         settings = {"fingerprint": estimator_fingerprint(model),
                     "images": str(Path(args.images).resolve()), "files": [n for n, _ in images],

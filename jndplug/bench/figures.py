@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jndplug.imageio import atomic_write
 from jndplug.metrics import METRICS
+from jndplug.viz import save_figure
 
 MARKERS = "osD^vP*X"
 
@@ -22,9 +22,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=120)
-    _plt().close(fig)
+    save_figure(fig, path, dpi=120)
     return path
 
 

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from jndplug import directed
+from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import truth
 from jndplug.bench.common import BenchError, machine, resolve_estimator, spread, write_json, write_text
 from jndplug.imageio import array_to_tensor, list_images, read_image
@@ -110,12 +111,13 @@ class Transforms:
         self.targets = {k: JNDTarget(estimator, strength=k) for k in need} if need else {}
         self.profile = None
         if any(s["name"] == "directed" and s["bound"] == "profile" for _, s in specs):
-            from jndplug.jndprofile import JNDProfile
+            from jndplug.models.jnd_profile import JNDProfile
 
             self.profile = JNDProfile()  # untrained: the analytic NAMM profile
         if any(s["name"] == "usm" for _, s in specs):
             try:
-                import jndplug.integrations.basicsr  # noqa: F401  (makes basicsr importable)
+                install_torchvision_shim()
+                import basicsr.utils.img_process_util  # noqa: F401
             except ImportError as exc:
                 raise BenchError(f"the usm transform needs basicsr (pip install 'jndplug[basicsr]'): {exc}") from None
 
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace) -> dict:
     estimator = resolve_estimator(args.estimator) if uses_estimator else None
     crop = args.crop_border if args.crop_border is not None else (args.bicubic or 0)
     if args.bicubic is not None:
-        import jndplug.integrations.basicsr  # noqa: F401  (BasicSR's MATLAB-style imresize)
+        install_torchvision_shim()  # for BasicSR's MATLAB-style imresize
     pairs = _pairs(args)
     try:
         suite = MetricSuite(args.metrics, crop_border=crop, device=args.metrics_device)

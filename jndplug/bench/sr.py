@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import figures
 from jndplug.bench.common import (BenchError, image_sets, machine, mean_std, notes_lines, read_result,
                                   resolve_estimator, signed, spread, summarize, write_json, write_text)
@@ -47,18 +48,22 @@ PD_X, PD_Y = "niqe", "psnr_y"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", default="../shared/data/train", help="training ground truth (searched recursively)")
-    p.add_argument("--test", default="../shared/data/test", help="test folder: its sub-folders are the test sets")
+    p.add_argument("--train", required=True, help="training ground truth (searched recursively)")
+    p.add_argument("--test", required=True, help="test folder: its sub-folders are the test sets")
     p.add_argument("--test-sets", nargs="+", help="sub-folders of --test to use (default: all)")
     p.add_argument("--out", default="bench-sr", help="results folder (rerun to resume)")
     p.add_argument("--estimator", default="default", help="JND estimator: pretrained name or .safetensors path")
     p.add_argument("--archs", nargs="+", default=["edsr", "srresnet"], choices=list(ARCHS))
     p.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0, 1.5])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--iters", type=int, default=20000, help="training iterations per run")
-    p.add_argument("--pretrain-iters", type=int, default=0,
+    # dest: the names under which earlier results recorded these settings
+    p.add_argument("--steps", dest="iters", type=int, default=20000, help="training iterations per run")
+    p.add_argument("--pretrain-steps", dest="pretrain_iters", type=int, default=0,
                    help="first train each architecture and seed this long against the ground truth, then every "
-                        "target run fine-tunes that network for --iters (0: every run starts from scratch)")
+                        "target run fine-tunes that network for --steps (0: every run starts from scratch)")
+    p.add_argument("--iters", dest="iters", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--pretrain-iters", dest="pretrain_iters", type=int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--patch", type=int, default=128, help="GT training patch side (a multiple of 4)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, help="learning rate (default: the architecture's BasicSR recipe)")
@@ -143,7 +148,7 @@ def bicubic_reference(ref_dir: Path, data: dict, suite: MetricSuite) -> dict:
 
 def prepare_data(root: Path, args) -> dict:
     """GT mod-cropped to the scale and its bicubic LQ, for training and for each test set (once)."""
-    import jndplug.integrations.basicsr  # noqa: F401  (makes basicsr importable)
+    install_torchvision_shim()
     from basicsr.utils.matlab_functions import imresize
 
     train_files = spread(list_images(args.train), args.train_images)

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# ITU-R BT.601 on [0, 1] RGB without offsets (only differences are used, so offsets cancel):
-# Y = 0.299 R + 0.587 G + 0.114 B, Cb = (B - Y) / 1.772, Cr = (R - Y) / 1.402
-YCBCR = np.array([[0.299, 0.587, 0.114],
-                  [-0.299 / 1.772, -0.587 / 1.772, 0.886 / 1.772],
-                  [0.701 / 1.402, -0.587 / 1.402, -0.114 / 1.402]])
+from jndplug.pixels import YCBCR
 
 # radial frequency bands of the luma spectrum, in cycles per pixel: [lo, hi), the last one closed
 BANDS = ((0.0, 1 / 16), (1 / 16, 1 / 8), (1 / 8, 1 / 4), (1 / 4, 1 / 2))

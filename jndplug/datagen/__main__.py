@@ -1,5 +1,5 @@
 import sys
 
-from jndplug.datagen.cli import main
+from jndplug.cli.datagen import main
 
 sys.exit(main())

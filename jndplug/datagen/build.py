@@ -1,4 +1,4 @@
-"""The ``datagen build`` pipeline: sources -> autoencoder family -> nine levels per image -> dataset.
+"""The ``jndplug datagen`` pipeline: sources -> autoencoder family -> nine levels per image -> dataset.
 
 Layout written under ``out``::
 
@@ -32,13 +32,15 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from jndplug.data.layout import level_file, original_file
 from jndplug.datagen.autoencoder import AutoencoderSpec, default_family, load_autoencoder, save_autoencoder
-from jndplug.datagen.levels import form_levels, is_monotonic, mse_to_psnr, psnr_ladder
+from jndplug.datagen.levels import form_levels, is_monotonic, psnr_ladder
 from jndplug.datagen.shaping import shape_distortion
-from jndplug.datagen.losses import FeatureNetwork, ms_ssim_score, ssim_score
-from jndplug.datagen.sources import SkipImage, disambiguated_id, find_sources, image_id, prepare
+from jndplug.datagen.recipes import FeatureNetwork, ms_ssim_score, ssim_score
+from jndplug.datagen.photos import SkipImage, disambiguated_id, find_sources, image_id, prepare
 from jndplug.datagen.training import train_autoencoder
 from jndplug.imageio import atomic_write, sweep_stale_temps, to_tensor, write_image
+from jndplug.pixels import mse_to_psnr
 
 log = logging.getLogger("jndplug.datagen")
 
@@ -394,10 +396,10 @@ def _build_one(iid, prepared, out: Path, settings: BuildSettings, ladder, family
     ms = ms_ssim_score(batch, ref.expand_as(batch))
     ms = ms.tolist() if ms is not None else [None] * len(levels)
 
-    write_image(out / "originals" / f"{iid}.png", prepared.image)
+    write_image(original_file(out, iid), prepared.image)
     entries = []
     for k, lv in enumerate(levels):
-        write_image(out / "distorted" / iid / f"{k + 1}.png", lv.image)
+        write_image(level_file(out, iid, k + 1), lv.image)
         made_by = (family_obj.describe(lv.candidate) if family_obj is not None
                    else {"autoencoder": None, "loss_recipe": None, "level_fn": fn_name, "level_fn_level": lv.candidate + 1})
         entries.append({"level": k + 1, "file": f"distorted/{iid}/{k + 1}.png", "psnr": _finite(lv.psnr),

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from jndplug.pixels import mse_to_psnr
+
 # How far (in dB) a repaired level is put above the PSNR of the next stronger level.
 _REPAIR_MARGIN_DB = 0.5
 
@@ -46,10 +48,6 @@ def distortion_measure(image: torch.Tensor, reference: torch.Tensor) -> float:
     if image.shape != reference.shape:
         raise ValueError(f"distortion_measure needs equal shapes, got {tuple(image.shape)} and {tuple(reference.shape)}")
     return float(torch.mean((image.float() - reference.float()) ** 2))
-
-
-def mse_to_psnr(mse: float) -> float:
-    return math.inf if mse <= 0 else 10 * math.log10(1.0 / mse)
 
 
 @dataclass

@@ -10,7 +10,7 @@ puts it on its rung:
 - ``masking``: the distortion is multiplied by a visibility-threshold map of the original,
   normalised to mean 1 and raised to this power (0: no weighting). The map is the classic
   pixel-domain JND of luminance adaptation (Chou & Li 1995) and contrast masking (Wu et al. 2013)
-  combined by NAMM (Yang et al. 2005), as in :mod:`jndplug.jndprofile`, over a 7x7 window.
+  combined by NAMM (Yang et al. 2005), as in :mod:`jndplug.models.jnd_profile`, over a 7x7 window.
 - ``chroma``: the Cb and Cr parts of the distortion (BT.601) are scaled by this factor.
 - ``remove_mean``: each channel's mean shift is removed, in proportion to the masking weight, so
   that flat regions stay as untouched as the weighting made them.
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import torch
 
-from jndplug.jndprofile import JNDProfile
+from jndplug.models.jnd_profile import JNDProfile
+from jndplug.pixels import YCBCR
 
 # BT.601 luma and (unscaled) colour-difference rows; the inverse is computed, not hand-written
-_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC = torch.tensor(YCBCR, dtype=torch.float32)
 MASKING_WINDOW = 7
 
 

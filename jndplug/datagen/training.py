@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jndplug.datagen.autoencoder import AutoencoderSpec, DistortionAutoencoder
-from jndplug.datagen.losses import FeatureNetwork, RecipeLoss
+from jndplug.datagen.recipes import FeatureNetwork, RecipeLoss
 
 
 def member_seed(seed: int, name: str) -> int:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch.nn as nn
+from jndplug.models.base import Estimator, EstimatorInfo, estimator_info
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["Estimator", "EstimatorInfo", "create_estimator", "estimator_info", "list_estimators", "register_estimator"]
+
+_REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
 
 def register_estimator(name: str):
@@ -33,7 +35,7 @@ def list_estimators() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_estimator(name: str, **config) -> nn.Module:
+def create_estimator(name: str, **config) -> Estimator:
     """Build a randomly initialised estimator of architecture ``name`` from keyword config.
 
     The resolved config (defaults filled in) is kept on the module as ``model.config`` so that

@@ -15,12 +15,11 @@ import torch
 import torch.nn as nn
 
 from jndplug.models import register_estimator
+from jndplug.models.base import Estimator
 
 
 @register_estimator("resjnd")
-class ResJND(nn.Module):
-    size_divisor = 1
-    accepts_sur = False
+class ResJND(Estimator):
 
     def __init__(self, channels: int = 128, recursions: int = 25):
         super().__init__()

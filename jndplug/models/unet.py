@@ -5,7 +5,7 @@ slightly moved edges, smoothed texture), which need context well beyond a few pi
 encoder (receptive field of hundreds of pixels at stride 32) sees the scene while a light decoder
 with skip connections puts the residual back at full resolution. Almost all the compute sits in
 the low-resolution encoder; the full-resolution layers are kept thin, which is what makes the
-network cheap per pixel (see ``jndplug.profile.macs_per_pixel``).
+network cheap per pixel (see ``jndplug.models.cost.macs_per_pixel``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from timm.models._efficientnet_blocks import SqueezeExcite  # mobilenetv3's bloc
 
 from jndplug.errors import load_torch_file
 from jndplug.models import register_estimator
+from jndplug.models.base import Estimator
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,7 +52,7 @@ class _FiLM(nn.Module):
 
 
 @register_estimator("unet")
-class UNetJND(nn.Module):
+class UNetJND(Estimator):
     """U-Net JND estimator.
 
     Config:
@@ -74,7 +75,6 @@ class UNetJND(nn.Module):
             where the visibility models used for labelling discount it).
     """
 
-    accepts_sur = False
     # options naming a local file: never stored in, nor taken from, a weights file's config
     file_options = ("encoder_weights",)
 

@@ -13,7 +13,7 @@ from jndplug.patches.extract import (PATCH_FIELDS, PATCH_SIZE, ROI_SIZE, build_p
                                      psnr, roi_bounds)
 from jndplug.patches.regressor import (TinyPatchRegressor, load_patch_pairs, load_regressor, pair_input, predict,
                                        split_images, train_regressor)
-from jndplug.patches.sources import BUCKETS, CATEGORIES, PairCollection, PairItem, bucket_items, read_collection
+from jndplug.patches.collection import BUCKETS, CATEGORIES, PairCollection, PairItem, bucket_items, read_collection
 
 __all__ = [
     "BUCKETS", "CATEGORIES", "PATCH_FIELDS", "PATCH_SIZE", "ROI_SIZE", "PairCollection", "PairItem",

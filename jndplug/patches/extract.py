@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from jndplug import pixels
 from jndplug.imageio import atomic_write, read_image
-from jndplug.patches.sources import PairCollection, PairItem, bucket_items
+from jndplug.patches.collection import PairCollection, PairItem, bucket_items
 
 PATCH_SIZE = 20
 ROI_SIZE = 12
@@ -74,8 +75,8 @@ def fusion_alpha(fusion: str, alpha: float) -> float:
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float | None:
     """PSNR in dB; None for identical inputs (infinite PSNR has no JSON form)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return None if mse == 0 else 10 * math.log10(peak * peak / mse)
+    value = pixels.psnr(a, b, peak)
+    return None if math.isinf(value) else value
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

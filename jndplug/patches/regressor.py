@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from jndplug.imageio import atomic_write
 from jndplug.patches.extract import DATASET_SCHEMA
-from jndplug.patches.sources import BUCKETS
+from jndplug.patches.collection import BUCKETS
 
 REGRESSOR_FORMAT = "jndplug-patch-regressor/1"
 DEFAULTS = {

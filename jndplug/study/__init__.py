@@ -9,7 +9,7 @@ See ``jndplug/study/README.md``. Public API:
 * simulated observers: :func:`simulate`, :func:`make_model`, :func:`detection_probability`
 """
 
-from jndplug.study.dataset import StudyDataset
+from jndplug.data.layout import JNDDataset
 from jndplug.study.engine import N_LEVELS, BinarySearch, ProtocolError, Session, Trial
 from jndplug.study.labels import aggregate, level_for_sur, load_labels, write_outputs
 from jndplug.study.observers import detection_probability, make_model, simulate
@@ -17,7 +17,7 @@ from jndplug.study.records import Judgement, import_judgements, read_judgements,
 from jndplug.study.screening import bt500_screen, participant_jnds
 
 __all__ = [
-    "N_LEVELS", "BinarySearch", "Judgement", "ProtocolError", "Session", "StudyDataset", "Trial",
+    "N_LEVELS", "BinarySearch", "Judgement", "ProtocolError", "Session", "JNDDataset", "Trial",
     "aggregate", "bt500_screen", "detection_probability", "import_judgements", "level_for_sur",
     "load_labels", "make_model", "participant_jnds", "read_judgements", "simulate", "write_judgements",
     "write_outputs",

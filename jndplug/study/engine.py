@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-N_LEVELS = 9
+from jndplug.data.layout import N_LEVELS
 PROTOCOL = "binary-search-v1"
 
 # Catch trials, whose correct answer is known: an identical pair (level 0, never noticeable) and

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats as sps
 
 from jndplug.imageio import atomic_write
-from jndplug.study.dataset import StudyDataset
+from jndplug.data.layout import JNDDataset
 from jndplug.study.engine import N_LEVELS
 from jndplug.study.records import Judgement
 from jndplug.study.screening import bt500_screen, image_stats, participant_jnds
@@ -180,7 +180,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfileobj(fi, fo)
 
 
-def write_outputs(labels: dict, dataset: StudyDataset, out_dir: str | Path, plots: bool = True) -> list[Path]:
+def write_outputs(labels: dict, dataset: JNDDataset, out_dir: str | Path, plots: bool = True) -> list[Path]:
     """Write ``labels.json``, ``pairs/original/<id>.png`` + ``pairs/jnd/<id>.png`` and plots.
 
     Images without a JND level (no retained participant) get no pair. The JND image of level 0
@@ -244,8 +244,6 @@ def plot_labels(labels: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _savefig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from jndplug.viz import save_figure
 
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")

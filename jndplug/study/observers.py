@@ -83,7 +83,7 @@ import numpy as np
 from scipy.special import erf
 
 from jndplug.imageio import atomic_write, read_image
-from jndplug.study.dataset import StudyDataset
+from jndplug.data.layout import JNDDataset
 from jndplug.study.engine import SEARCH, Session
 from jndplug.study.records import Judgement
 
@@ -364,7 +364,7 @@ class PredictionCache:
     numbers. Interrupting loses at most the level being computed.
     """
 
-    def __init__(self, dataset: StudyDataset, model: VisibilityModel, cache_dir: str | Path | None = None):
+    def __init__(self, dataset: JNDDataset, model: VisibilityModel, cache_dir: str | Path | None = None):
         self.dataset, self.model = dataset, model
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model.key)
         self.dir = Path(cache_dir) if cache_dir else dataset.study_dir / "cache" / safe
@@ -454,7 +454,7 @@ def make_observers(n: int, seed: int, model_key: str, sensitivity_sd: float = 0.
     return out
 
 
-def simulate(dataset: StudyDataset, model: VisibilityModel, n_observers: int = 20, seed: int = 0,
+def simulate(dataset: JNDDataset, model: VisibilityModel, n_observers: int = 20, seed: int = 0,
              sensitivity_sd: float = 0.3, lapse_rate: float = 0.02, catch_every: int = 10,
              images: list[str] | None = None, progress: bool = True, sensitivity_median: float = 1.0,
              cache_dir: str | Path | None = None) -> list[Judgement]:

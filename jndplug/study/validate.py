@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from jndplug.imageio import atomic_write, read_image, write_image
+from jndplug.viz import save_figure
 
 JPEG_QF = (95, 90, 85, 80, 70, 60, 50, 40, 30)  # level 1..9
 NOISE_STEP = 1.4  # level k has noise sd base * 1.4**(k-1) (8-bit steps)
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         print(json.dumps(report, indent=1))
         return 0
 
-    from jndplug.study import StudyDataset, aggregate
+    from jndplug.study import JNDDataset, aggregate
     from jndplug.study.observers import CVVDP, FLIP, PredictionCache, simulate
 
     photos = _pick_images(args.images)
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     # JPEG: JND in quality-factor terms
     jroot = args.out / "jpeg"
     _build(jroot, photos, lambda a, lvl, iid: _jpeg(a, JPEG_QF[lvl - 1]))
-    ds = StudyDataset(jroot)
+    ds = JNDDataset(jroot)
     t0 = time.time()
     cache = PredictionCache(ds, cvvdp)
     d = {i: [cache.distance(i, lvl) for lvl in range(1, 10)] for i in ds.ids}
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
             return np.clip(np.rint(a + sd * rng.standard_normal(a.shape)), 0, 255).astype(np.uint8)
 
         _build(root, photos[: max(2, args.images // 2)], make)
-        lab = aggregate(simulate(StudyDataset(root), cvvdp, args.observers, args.seed, progress=False))
+        lab = aggregate(simulate(JNDDataset(root), cvvdp, args.observers, args.seed, progress=False))
         noise[f"{base:g}"] = {i: e["jnd_mean"] for i, e in lab["images"].items()}
     report["noise"] = {"step": NOISE_STEP, "bases": NOISE_BASES, "jnd_mean": noise}
 
@@ -192,9 +193,7 @@ def _plot(report: dict, path: Path) -> None:
     ax.set(xlabel="JPEG quality factor", ylabel="satisfied-user ratio", xlim=(97, 28),
            title="simulated SUR curves, JPEG")
     ax.grid(alpha=0.3)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
 """Training the JND inference model: dataset readers, patch sampling, the loop and its metrics.
 
-The command is ``python -m jndplug.train_estimator`` (see that module for the options).
+The command is ``jndplug train`` (see jndplug.cli.train for the options).
 """

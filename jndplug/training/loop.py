@@ -27,7 +27,8 @@ from tqdm import tqdm
 from jndplug.errors import CorruptFileError, JNDPlugValueError, load_torch_file
 from jndplug.imageio import array_to_tensor, atomic_write, read_image
 from jndplug.models import create_estimator
-from jndplug.training.sources import Record, read_source
+from jndplug.pixels import MS_SSIM_MIN_SIDE, psnr
+from jndplug.training.datasets import Record, read_source
 from jndplug.weights import save_estimator
 
 DEFAULTS: dict = {
@@ -63,7 +64,7 @@ DEFAULTS: dict = {
 SELECT = ("psnr", "level")
 LOSS_TERMS = ("l1", "l2", "ssim", "ms_ssim", "energy")
 ENERGY_WINDOW = 8  # pixels: about the size of the texture patches the JND varies over
-MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
+PSNR_CAP_DB = 99.0
 
 
 def _is_number(v) -> bool:
@@ -131,11 +132,10 @@ def _init_from(model: nn.Module, cfg: dict) -> None:
     from jndplug.weights import load_estimator
 
     src = load_estimator(cfg["init"])
-    arch = getattr(src, "arch_name", None)
-    if arch != cfg["arch"] or getattr(src, "config", None) != getattr(model, "config", None):
+    if src.arch_name != cfg["arch"] or src.config != model.config:
         raise JNDPlugValueError(
-            f"config init {cfg['init']}: its model is {arch} {getattr(src, 'config', None)}, but this run builds "
-            f"{cfg['arch']} {getattr(model, 'config', None)}; set arch and model to match the file")
+            f"config init {cfg['init']}: its model is {src.arch_name} {src.config}, but this run builds "
+            f"{cfg['arch']} {model.config}; set arch and model to match the file")
     model.load_state_dict({k: v.float() for k, v in src.state_dict().items()})
 
 
@@ -235,11 +235,6 @@ def compute_loss(pred: torch.Tensor, target: torch.Tensor, weights: dict,
     return total
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a.float(), b.float()).item()
-    return 99.0 if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def default_measure(img: torch.Tensor, ref: torch.Tensor) -> float:
     """Distortion of ``img`` relative to ``ref`` used to place a prediction among the levels."""
     from jndplug.datagen import distortion_measure  # the measure the levels were ordered by
@@ -266,7 +261,8 @@ def validate(model: nn.Module, records: list[Record], cache: ImageCache, cfg: di
         for p in ps:
             y = _center_crop(ImageCache.as_float(cache.get(_target_path(rec, p))), cfg["val_crop"])[None].to(device)
             pred = (model(x, sur=p) if p is not None else model(x)).clamp(0, 1)
-            row = {"id": rec.id, "sur": p, "psnr": psnr(pred, y),
+            # capped: a prediction equal to its label must not make the mean over images infinite
+            row = {"id": rec.id, "sur": p, "psnr": min(psnr(pred, y), PSNR_CAP_DB),
                    "ssim": float(ssim(pred.float(), y.float(), data_range=1.0))}
             if rec.levels and measure is not None:
                 label = rec.level_for_sur(p) if p is not None else rec.label_level
@@ -535,7 +531,7 @@ def _write_logs(out: Path, history: list[dict]) -> None:
 
 
 def _plot_curves(path: Path, history: list[dict]) -> None:
-    from jndplug.viz import _pyplot
+    from jndplug.viz import _pyplot, save_figure
 
     plt = _pyplot()
     steps = [h["step"] for h in history]
@@ -555,13 +551,7 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
             ax2.legend(loc="lower right")
         axes[1].legend(loc="upper left")
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    save_figure(fig, path)
 
 
 def _finish(model, out, cfg, data, train_recs, val_recs, cache, dev, measure, command, export,

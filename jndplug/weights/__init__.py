@@ -62,8 +62,11 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def estimator_fingerprint(model: nn.Module) -> str:
     """Identity of an estimator's behaviour: architecture, config and weights."""
-    arch = getattr(model, "arch_name", type(model).__qualname__)
-    config = json.dumps(getattr(model, "config", {}), sort_keys=True)
+    from jndplug.models import estimator_info
+
+    info = estimator_info(model)
+    arch = info.arch_name or type(model).__qualname__
+    config = json.dumps(info.config or {}, sort_keys=True)
     return hashlib.sha256(f"{arch}\n{config}\n{tensors_sha256(_state_tensors(model))}".encode()).hexdigest()
 
 
@@ -78,8 +81,11 @@ def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | N
     """
     from jndplug import __version__
 
-    arch = getattr(model, "arch_name", None)
-    if arch is None or not hasattr(model, "config"):
+    from jndplug.models import estimator_info
+
+    info = estimator_info(model)
+    arch = info.arch_name
+    if arch is None or info.config is None:
         raise TypeError(
             f"{type(model).__name__} is not a registered jndplug estimator (no arch_name/config); "
             "build it with jndplug.create_estimator"
@@ -146,7 +152,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         if not path.is_file():
             raise FileNotFoundError(
                 f"pretrained estimator {key!r} is not installed ({path} is missing). It is produced by "
-                "`python -m jndplug.train_estimator` (see MODEL_CARD.md); pass the path of a "
+                "`jndplug train` (see MODEL_CARD.md); pass the path of a "
                 ".safetensors file you trained, or an nn.Module, instead."
             )
         return path
@@ -200,7 +206,7 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
     if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
         raise ValueError(
             f"{path}: jndplug loads only .safetensors weights; convert foreign checkpoints first "
-            "(for the authors' ResJND checkpoint: `jndplug convert-resjnd IN.pth OUT.safetensors`)"
+            "(for the authors' ResJND checkpoint: `jndplug convert IN.pth OUT.safetensors`)"
         )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, send_file
 
-from jndplug.study.dataset import StudyDataset
+from jndplug.data.layout import JNDDataset
 from jndplug.study.engine import N_LEVELS, ProtocolError
 from jndplug.study.records import SCHEMA as JUDGEMENTS_SCHEMA
 from jndplug.study.records import to_csv_text, write_judgements
@@ -101,18 +101,18 @@ class StudySettings:
         return "flicker" if self.flicker else "side-by-side"
 
 
-def default_db_path(dataset: StudyDataset) -> Path:
+def default_db_path(dataset: JNDDataset) -> Path:
     return dataset.study_dir / "web.sqlite3"
 
 
-def default_export_path(dataset: StudyDataset) -> Path:
+def default_export_path(dataset: JNDDataset) -> Path:
     return dataset.study_dir / "judgements-human.csv"
 
 
-def open_study(dataset: str | Path | StudyDataset,
-               db_path: str | Path | None = None) -> tuple[StudyDataset, StudyStore]:
+def open_study(dataset: str | Path | JNDDataset,
+               db_path: str | Path | None = None) -> tuple[JNDDataset, StudyStore]:
     """The dataset and its study database, checked against each other."""
-    ds = dataset if isinstance(dataset, StudyDataset) else StudyDataset(dataset)
+    ds = dataset if isinstance(dataset, JNDDataset) else JNDDataset(dataset)
     store = StudyStore(db_path or default_db_path(ds))
     missing = sorted(store.image_ids_in_use() - set(ds.ids))
     if missing:
@@ -170,7 +170,7 @@ def operator_summary(store: StudyStore) -> dict:
     return {"participants": rows, "n_judgements": len(judgements), "screening_note": note}
 
 
-def create_app(dataset: str | Path | StudyDataset, db_path: str | Path | None = None, *,
+def create_app(dataset: str | Path | JNDDataset, db_path: str | Path | None = None, *,
                settings: StudySettings | None = None, operator_token: str | None = None,
                export_path: str | Path | None = None, host: str = "localhost", port: int = 80) -> Flask:
     """The study application, answering only requests addressed to ``host:port`` (see

@@ -1,4 +1,4 @@
-"""Commands of the other source systems: ``convert-resjnd``, ``patches``, ``jnd-profile``.
+"""``jndplug patches build | train | calibrate``: patch pairs and a patch-level visibility regressor.
 
 See docs/other-systems.md.
 """
@@ -8,22 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from jndplug.cli import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert-resjnd", help="import the ResJND authors' .pth checkpoint as jndplug weights",
-                       description="Convert the ResJND authors' released PyTorch state dict (read with "
-                                   "torch.load(weights_only=True)) into a verified .safetensors estimator.")
-    p.add_argument("input", help="the authors' checkpoint (.pth)")
-    p.add_argument("output", help="the jndplug weights file to write (.safetensors)")
-    p.add_argument("--recursions", type=int, default=25,
-                   help="recursions of the shared block (not stored in the weights; ResJND uses 25)")
-    p.set_defaults(func=_convert_resjnd)
-
-    p = sub.add_parser("patches", help="patch pairs and a patch-level visibility regressor",
-                       description="Build patch-pair datasets, train TinyPatchRegressor, calibrate its bins.")
+    p = add_command(sub, "patches", description="Build patch-pair datasets, train TinyPatchRegressor, calibrate its bins.")
     ps = p.add_subparsers(dest="patches_command", metavar="STEP", required=True)
     b = ps.add_parser("build", help="cut a (reference, distorted, score) collection into fused patch pairs")
-    b.add_argument("source", help="study:DATASET[,LABELS], kadid:PATH, tid2013:PATH or csv:FILE")
+    b.add_argument("source", help="generated:DATASET[,LABELS], kadid:PATH, tid2013:PATH or csv:FILE")
     b.add_argument("out", help="output folder")
     b.add_argument("--fusion", nargs="+", default=["copy", "blend"], choices=["copy", "blend"])
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the clean RoI in blend fusion (default 0.5)")
@@ -35,14 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score at or above which a distortion is not visible (needed without a category column; "
                         "KADID-10k default 4.5)")
     b.add_argument("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                   help="ends of the score scale (defaults: study 0 1, kadid 1 5, tid2013 0 9, csv 0 1)")
+                   help="ends of the score scale (defaults: generated 0 1, kadid 1 5, tid2013 0 9, csv 0 1)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_patches_build)
 
     t = ps.add_parser("train", help="train TinyPatchRegressor on a patch-pair dataset")
     t.add_argument("dataset")
     t.add_argument("out", help="run folder (regressor.safetensors, split.json, log.json)")
-    _training_args(t, buckets_default=["slight_flicker"])
+    training_args(t, buckets_default=["slight_flicker"])
     t.add_argument("--patience", type=int, default=10)
     t.add_argument("--min-delta", type=float, default=1e-5)
     t.set_defaults(func=_patches_train)
@@ -53,16 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--buckets", nargs="+", default=None, help="buckets to calibrate on (default: all)")
     c.set_defaults(func=_patches_calibrate)
 
-    p = sub.add_parser("jnd-profile", help="patch-level JND profile (structural visibility learning)")
-    ps = p.add_subparsers(dest="profile_command", metavar="STEP", required=True)
-    t = ps.add_parser("train", help="fit the structural visibility network to a patch-pair dataset's judgements")
-    t.add_argument("dataset", help="a dataset written by `jndplug patches build`")
-    t.add_argument("output", help="profile file to write (.safetensors)")
-    _training_args(t, buckets_default=None)
-    t.set_defaults(func=_profile_train)
 
-
-def _training_args(p: argparse.ArgumentParser, buckets_default) -> None:
+def training_args(p: argparse.ArgumentParser, buckets_default) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -71,18 +55,8 @@ def _training_args(p: argparse.ArgumentParser, buckets_default) -> None:
                    help=f"buckets to train on (default: {' '.join(buckets_default or ['all'])})")
 
 
-def _config(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
+def config_of(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-
-
-def _convert_resjnd(args: argparse.Namespace) -> int:
-    from jndplug.resjnd_convert import convert_resjnd
-
-    if args.recursions < 1:
-        raise ValueError(f"--recursions must be >= 1, got {args.recursions}")
-    path = convert_resjnd(args.input, args.output, recursions=args.recursions)
-    print(f"wrote {path}")
-    return 0
 
 
 def _patches_build(args: argparse.Namespace) -> int:
@@ -101,7 +75,7 @@ def _patches_train(args: argparse.Namespace) -> int:
     from jndplug.patches import train_regressor
 
     result = train_regressor(args.dataset, args.out,
-                             _config(args, ("epochs", "batch", "lr", "seed", "buckets", "patience", "min_delta")))
+                             config_of(args, ("epochs", "batch", "lr", "seed", "buckets", "patience", "min_delta")))
     print(f"best epoch {result['best_epoch']} (validation loss {result['best_val_loss']:.5f}), "
           f"{len(result['history'])} epochs run -> {args.out}")
     return 0
@@ -118,16 +92,4 @@ def _patches_calibrate(args: argparse.Namespace) -> int:
     print("confusion (rows true green/orange/red, columns predicted):")
     for row in test["confusion"]:
         print("  " + " ".join(f"{v:7d}" for v in row))
-    return 0
-
-
-def _profile_train(args: argparse.Namespace) -> int:
-    from jndplug.jndprofile import save_profile, train_structural_visibility
-
-    config = _config(args, ("epochs", "batch", "lr", "seed", "buckets"))
-    profile, info = train_structural_visibility(args.dataset, config)
-    save_profile(profile, args.output, info)
-    last = info["history"][info["best_epoch"] - 1]
-    print(f"best epoch {info['best_epoch']}: validation loss {last['val_loss']:.4f}, "
-          f"accuracy {last['val_accuracy']:.3f} -> {args.output}")
     return 0

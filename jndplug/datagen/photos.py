@@ -13,7 +13,7 @@ from PIL import Image
 
 from jndplug.imageio import ImageReadError, list_images, read_image
 
-# The issue asks for png/jpg/bmp/tif; the other formats read_image knows are left out on purpose.
+# Photograph formats only; the other formats read_image knows are left out on purpose.
 SOURCE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 

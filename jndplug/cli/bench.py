@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 import jndplug.bench
+from jndplug.cli import add_command
 
 KINDS = {
     "sr": ("jndplug.bench.sr", "super-resolution (BasicSR): ground-truth target vs JND targets"),
@@ -18,8 +19,7 @@ KINDS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: does training against JND images help?",
-                       description=jndplug.bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "bench", description=jndplug.bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
     for name, (module, summary) in KINDS.items():
         mod = importlib.import_module(module)

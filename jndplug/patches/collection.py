@@ -4,7 +4,8 @@ A collection is a list of :class:`PairItem`: one distorted image of one referenc
 (higher = less visible: a MOS, DMOS-as-quality or satisfied-user ratio) and, when the source
 has one, its visibility category. Readers, selected by ``KIND:PATH`` like the training data:
 
-- ``study:DATASET[,LABELS]``: our study output. Each level image of ``DATASET/distorted/<id>/``
+- ``generated:DATASET[,LABELS]`` (also ``study:``, its earlier name): a ``jndplug datagen`` dataset
+  labelled by ``jndplug study aggregate``, the same name as for training. Each level image of ``DATASET/distorted/<id>/``
   is paired with ``DATASET/originals/<id>``; the score is the image's satisfied-user ratio at
   that level and the category follows its JND level (``labels.json``, see
   ``jndplug.study.labels``): levels up to the JND level are ``no_flicker``, the next level is
@@ -30,9 +31,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from jndplug.data.specs import parse_spec
+
 CATEGORIES = ("no_flicker", "slight_flicker", "obvious_flicker")
 BUCKETS = ("no_flicker", "same_score", "slight_flicker")
-KINDS = ("study", "kadid", "tid2013", "csv")
+KINDS = ("generated", "kadid", "tid2013", "csv")
 
 # KADID-10k was rated on the five-point degradation category scale, where 5 is "imperceptible"
 # and 4 "perceptible but not annoying": halfway between the two is where visibility starts.
@@ -60,10 +63,8 @@ class PairCollection:
 def read_collection(spec: str, invisible_at: float | None = None,
                     score_range: tuple[float, float] | None = None) -> PairCollection:
     """Read ``KIND:PATH`` and give every item a category (see the module docstring)."""
-    kind, sep, path = spec.partition(":")
-    if not sep or not path or kind not in KINDS:
-        raise ValueError(f"{spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
-    if kind == "study":
+    kind, path = parse_spec(spec, KINDS)
+    if kind == "generated":
         items, scale = _read_study(path), (0.0, 1.0)
     elif kind == "kadid":
         items, scale = _read_kadid(Path(path)), (1.0, 5.0)
@@ -151,16 +152,13 @@ def bucket_items(items: list[PairItem], max_levels: int | None = None,
 
 
 def _read_study(path: str) -> list[PairItem]:
-    from jndplug.study.dataset import StudyDataset
+    from jndplug.data.layout import JNDDataset, labels_candidates
     from jndplug.study.labels import load_labels
 
     dataset, _, labels_arg = path.partition(",")
-    ds = StudyDataset(dataset)
-    if labels_arg:
-        labels_path = Path(labels_arg)
-    else:
-        candidates = [ds.root / "labels.json", ds.study_dir / "labels.json"]
-        labels_path = next((p for p in candidates if p.is_file()), candidates[0])
+    ds = JNDDataset(dataset)
+    candidates = labels_candidates(ds.root, labels_arg)
+    labels_path = next((p for p in candidates if p.is_file()), candidates[0])
     labels = load_labels(labels_path)
     items = []
     for image in ds.ids:

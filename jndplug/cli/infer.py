@@ -1,4 +1,4 @@
-"""Core commands: ``infer``, ``precompute`` and ``demo``."""
+"""``jndplug infer``, ``precompute`` and ``demo``: JND images from an estimator."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.cli import add_command
 from jndplug.imageio import (ImageReadError, array_to_tensor, check_output_path, list_images, read_image,
                              tensor_to_array, write_image)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="write JND images (and optionally maps and comparisons) for a file or folder",
-                       description="Write the JND image of each input, at the input's bit depth.")
+    p = add_command(sub, "infer", description="Write the JND image of each input, at the input's bit depth.")
     p.add_argument("input", help="an image file or a folder (searched recursively)")
     p.add_argument("output", help="output file (for a file input) or folder")
     _estimator_args(p)
@@ -25,15 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true", help="also write <name>_compare.png, a side-by-side figure")
     p.set_defaults(func=_infer)
 
-    p = sub.add_parser("precompute", help="JND pseudo-ground-truth for a whole folder tree (resumable)",
-                       description="Mirror SRC into DST with every image replaced by its JND image. "
-                                   "Resumable; under torchrun each rank takes its share.")
+    p = add_command(sub, "precompute", description="Mirror SRC into DST with every image replaced by its JND image. "
+                                                   "Resumable; under torchrun each rank takes its share.")
     p.add_argument("src")
     p.add_argument("dst")
     _estimator_args(p)
     p.set_defaults(func=_precompute)
 
-    p = sub.add_parser("demo", help="run the default estimator on scikit-image's sample photographs")
+    p = add_command(sub, "demo", description="Run the default estimator on scikit-image's sample photographs.")
     p.add_argument("--out", default="jndplug-demo", help="output folder (default ./jndplug-demo)")
     _estimator_args(p)
     p.set_defaults(func=_demo)
@@ -150,9 +149,8 @@ def _demo(args: argparse.Namespace) -> int:
         write_image(out / f"{name}_jnd.png", tensor_to_array(jnd))
         write_image(out / f"{name}_jndmap.png", heatmap_array(m))
         if i == 0:
-            arch = getattr(target.model, "arch_name", "custom")
             save_comparison(out / "comparison.png", x, jnd, m,
-                            title=f"{name}: estimator {args.estimator} ({arch}), strength {args.strength}")
+                            title=f"{name}: estimator {args.estimator} ({target.arch_name}), strength {args.strength}")
     print(f"JND images, maps and a comparison figure are in {out.resolve()}/")
     for name, rms in zip(DEMO_IMAGES, mean_rms):
         print(f"  {name}: mean JND magnitude {rms:.2f}/255 -> {out / (name + '_jnd.png')}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jndplug.cli import add_command
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("study", help="the JND study: run it with people or simulated observers, "
-                                            "aggregate judgements into labels",
-                              description="The JND study: binary-search protocol, screening and labels.")
+    p = add_command(subparsers, "study", description="The JND study: binary-search protocol, screening and labels.")
     sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -107,11 +107,11 @@ def register(subparsers) -> None:
 
 
 def _simulate(args) -> int:
-    from jndplug.study.dataset import StudyDataset
+    from jndplug.data.layout import JNDDataset
     from jndplug.study.observers import make_model, simulate
     from jndplug.study.records import write_judgements
 
-    ds = StudyDataset(args.dataset)
+    ds = JNDDataset(args.dataset)
     images = ds.ids
     if args.images:
         wanted = [line.strip() for line in args.images.read_text().splitlines() if line.strip()]
@@ -146,11 +146,11 @@ def _simulate(args) -> int:
 
 
 def _aggregate(args) -> int:
-    from jndplug.study.dataset import StudyDataset
+    from jndplug.data.layout import JNDDataset
     from jndplug.study.labels import aggregate, write_outputs
     from jndplug.study.records import read_judgements
 
-    ds = StudyDataset(args.dataset)
+    ds = JNDDataset(args.dataset)
     files = args.judgements or [ds.study_dir / "judgements.csv"]
     judgements = [j for f in files for j in read_judgements(f)]
     missing = sorted({j.image for j in judgements} - set(ds.ids))
@@ -214,11 +214,11 @@ def _serve(args) -> int:
 
 
 def _export(args) -> int:
-    from jndplug.study.dataset import StudyDataset
+    from jndplug.data.layout import JNDDataset
     from jndplug.study.records import write_judgements
     from jndplug.study.web.app import default_db_path, default_export_path, open_study
 
-    ds = StudyDataset(args.dataset)
+    ds = JNDDataset(args.dataset)
     db = args.db or default_db_path(ds)
     if not db.is_file():  # opening would create an empty study database
         raise FileNotFoundError(f"no study database {db} (start one with 'jndplug study serve {args.dataset}')")

@@ -46,11 +46,6 @@ def ssim_score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ssim(x, y, data_range=1.0, size_average=False, win_size=max(win, 3))
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    mse = float(F.mse_loss(x, y))
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()
-
-
 class FeatureNetwork(nn.Module):
     """Frozen timm VGG16 trunk returning relu1_2, relu2_2 and relu3_3 for inputs in [0,1]."""
 

@@ -1,10 +1,12 @@
-"""``jndplug datagen build``: the command line of the distortion generator."""
+"""``jndplug datagen``: the command line of the distortion generator."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+
+from jndplug.cli import add_command
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -18,16 +20,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("datagen", help="distortion generation: build a CNN-oriented JND dataset",
-                              description="Distortion generation: build a CNN-oriented JND dataset.")
-    sub = p.add_subparsers(dest="datagen_command", metavar="SUBCOMMAND")
-    b = sub.add_parser("build", help="build, resume or extend a dataset from folders of photographs",
-                       description="Nine increasingly distorted versions of every photograph, made by a family "
-                                   "of briefly trained U-Net autoencoders (or by your own level function). "
-                                   "A rerun into the same --out resumes where it stopped. See docs/datagen.md.")
-    add_build_arguments(b)
-    b.set_defaults(func=_build)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p = add_command(subparsers, "datagen",
+                    description="Nine increasingly distorted versions of every photograph, made by a family "
+                                "of briefly trained U-Net autoencoders (or by your own level function). "
+                                "A rerun into the same --out resumes where it stopped. See docs/datagen.md.")
+    add_build_arguments(p)
+    p.set_defaults(func=_build)
 
 
 def add_build_arguments(b: argparse.ArgumentParser) -> None:

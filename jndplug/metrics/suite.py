@@ -1,29 +1,9 @@
-"""Image quality metrics for judging restorers and codecs, all computed offline.
-
-``evaluate_folders(outputs, references)`` scores a folder of outputs against a folder of
-references (files matched by relative path without extension) and returns a table (a dict, the
-JSON written by ``jndplug metrics``); ``to_markdown`` renders it. ``MetricSuite`` scores pairs of
-arrays. See docs/metrics.md.
-
-Fidelity: PSNR and SSIM on RGB and on the Y channel with BasicSR's conventions (images in
-[0, 255], ``crop_border`` pixels removed at every edge, ITU-R BT.601 Y in [16, 235], SSIM with an
-11x11 Gaussian window of sigma 1.5 over the valid region, averaged over channels), MS-SSIM.
-Perception: NIQE (no reference; BasicSR's implementation and bundled parameters), ColorVideoVDP
-JOD, SSIMULACRA 2, FLIP, ST-LPIPS (bundled weights), and LPIPS / DISTS when their ImageNet trunk
-weights are given as local files. A metric whose package or weights are missing is reported as
-skipped with the reason, never dropped silently. Nothing is downloaded.
-
-The crop border is applied once, to both images, before every metric, so all metrics see the
-same pixels (for PSNR, SSIM and NIQE this is exactly BasicSR's ``crop_border``).
-"""
+"""The metrics by name (:data:`METRICS`) and :class:`MetricSuite`, which scores pairs of arrays with them."""
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.errors import CorruptFileError, load_torch_file
-from jndplug.imageio import atomic_write, list_images, read_image
+from jndplug.metrics.basic import MetricsError, psnr, ssim
+from jndplug.pixels import MS_SSIM_MIN_SIDE
 
-FORMAT = "jndplug-metrics/1"
-MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 INSTALL_HINT = "pip install 'jndplug[metrics]'"
 
 
@@ -65,68 +45,6 @@ METRICS: dict[str, MetricInfo] = {
 DEFAULT_METRICS = tuple(METRICS)
 FIDELITY = ("psnr", "psnr_y", "ssim", "ssim_y", "ms_ssim")
 
-
-class MetricsError(ValueError):
-    """Folders that cannot be compared (missing files, size mismatch, unknown metric)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# PSNR and SSIM with BasicSR's conventions, without needing BasicSR (tests check they agree)
-
-def rgb_to_y(img: np.ndarray) -> np.ndarray:
-    """BT.601 luma in [16, 235] of an RGB image in [0, 255], computed as BasicSR's ``to_y_channel``."""
-    x = img.astype(np.float32) / 255.0
-    y = np.dot(x, [65.481, 128.553, 24.966]) + 16.0
-    return (y / 255.0).astype(np.float32)[..., None] * 255.0
-
-
-def psnr(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
-    """PSNR of two HxWx3 RGB images in [0, 255] (peak 255), as BasicSR's ``calculate_psnr``."""
-    img, ref = _prepare(img, ref, crop_border, y_channel)
-    mse = np.mean((img - ref) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 * 255.0 / mse))
-
-
-def ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
-    """SSIM of two HxWx3 RGB images in [0, 255], as BasicSR's ``calculate_ssim`` (channel mean)."""
-    img, ref = _prepare(img, ref, crop_border, y_channel)
-    return float(np.mean([_ssim_channel(img[..., c], ref[..., c]) for c in range(img.shape[2])]))
-
-
-def _prepare(img, ref, crop_border, y_channel):
-    if img.shape != ref.shape:
-        raise MetricsError(f"image shapes differ: {img.shape} vs {ref.shape}")
-    if crop_border:
-        inner = (slice(crop_border, -crop_border), slice(crop_border, -crop_border))
-        img, ref = img[inner], ref[inner]
-    if y_channel:
-        img, ref = rgb_to_y(img), rgb_to_y(ref)
-    return img.astype(np.float64), ref.astype(np.float64)
-
-
-_GAUSS = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
-_GAUSS /= _GAUSS.sum()  # cv2.getGaussianKernel(11, 1.5)
-
-
-def _filter(x: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import correlate1d
-
-    # separable, valid region only (BasicSR crops 5 px after cv2.filter2D, so the border mode is moot)
-    return correlate1d(correlate1d(x, _GAUSS, axis=0), _GAUSS, axis=1)[5:-5, 5:-5]
-
-
-def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu1, mu2 = _filter(a), _filter(b)
-    s11 = _filter(a * a) - mu1**2
-    s22 = _filter(b * b) - mu2**2
-    s12 = _filter(a * b) - mu1 * mu2
-    m = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))
-    return float(m.mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# The suite: every metric set up once, then applied to pairs of arrays
 
 class MetricUnavailable(Exception):
     """A metric cannot run here; the message says why and how to enable it."""
@@ -209,8 +127,9 @@ class MetricSuite:
 
     def _setup_niqe(self):
         try:
-            # BasicSR 1.4.2 is importable only behind jndplug's torchvision shim
-            import jndplug.integrations.basicsr  # noqa: F401
+            # BasicSR 1.4.2 is importable only behind jndplug's torchvision shim; the adapter's
+            # hooks on basicsr.train are not wanted here
+            install_torchvision_shim()
             from basicsr.metrics.niqe import calculate_niqe
         except ImportError as exc:
             raise MetricUnavailable(f"needs basicsr (pip install 'jndplug[basicsr]'): {exc}") from None
@@ -400,133 +319,3 @@ def _local_dists(trunk: dict):
             self.beta = torch.nn.Parameter(weights["beta"], requires_grad=False)
 
     return LocalDISTS()
-
-
-# ---------------------------------------------------------------------------------------------
-# Folders
-
-def match_files(outputs: str | os.PathLike, references: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """(name, output, reference) for every reference, matched by relative path without extension.
-
-    Two files are simply paired.
-    """
-    out_root, ref_root = Path(outputs), Path(references)
-    if out_root.is_file() and ref_root.is_file():
-        return [(ref_root.stem, out_root, ref_root)]
-    refs = list_images(ref_root)
-    if not refs:
-        raise MetricsError(f"no reference images under {ref_root}")
-    outs = {p.relative_to(out_root).with_suffix("").as_posix(): p for p in list_images(out_root)} \
-        if out_root.is_dir() else {}
-    pairs, missing = [], []
-    for ref in refs:
-        key = ref.relative_to(ref_root).with_suffix("").as_posix() if ref_root.is_dir() else ref.stem
-        if key in outs:
-            pairs.append((key, outs[key], ref))
-        else:
-            missing.append(key)
-    if missing:
-        raise MetricsError(f"{len(missing)} reference image(s) have no output in {out_root} "
-                           f"(e.g. {', '.join(missing[:3])}); outputs are matched by relative path without extension")
-    return pairs
-
-
-def evaluate_folders(outputs, references, metrics=DEFAULT_METRICS, crop_border: int = 0,
-                     suite: MetricSuite | None = None, progress: bool = False, **suite_kwargs) -> dict:
-    """Score every reference's output; returns the table (per image, means, skipped metrics)."""
-    suite = suite or MetricSuite(metrics, crop_border=crop_border, **suite_kwargs)
-    pairs = match_files(outputs, references)
-    rows, notes = [], {}
-    iterator = pairs
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(pairs, desc="metrics", unit="img")
-    for name, out_path, ref_path in iterator:
-        values, why = suite(read_image(out_path), read_image(ref_path))
-        rows.append({"file": name, **values})
-        for metric, reason in why.items():
-            notes.setdefault(metric, f"{reason} (e.g. {name})")
-    return {"format": FORMAT, "outputs": str(outputs), "references": str(references),
-            "crop_border": suite.crop_border, "metrics": suite.names,
-            "higher_is_better": {m: METRICS[m].higher_is_better for m in suite.names},
-            "mean": mean_of(rows, suite.names), "skipped": dict(suite.skipped), "notes": notes, "images": rows}
-
-
-def mean_of(rows: list[dict], names) -> dict:
-    """Mean per metric; None when any image lacks it (a mean over some images would be biased)."""
-    means = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        means[name] = None if not values or any(v is None for v in values) else float(np.mean(values))
-    return means
-
-
-def fmt(value, name: str | None = None) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    digits = 2 if name in ("psnr", "psnr_y", "cvvdp", "ssimulacra2", "niqe") else 4
-    return f"{value:.{digits}f}"
-
-
-def to_markdown(table: dict) -> str:
-    names = table["metrics"]
-    head = "| image | " + " | ".join(f"{METRICS[n].label} {'↑' if METRICS[n].higher_is_better else '↓'}"
-                                      for n in names) + " |"
-    lines = [head, "|" + "---|" * (len(names) + 1)]
-    for row in table["images"]:
-        lines.append(f"| {row['file']} | " + " | ".join(fmt(row.get(n), n) for n in names) + " |")
-    lines.append("| **mean** | " + " | ".join(f"**{fmt(table['mean'].get(n), n)}**" for n in names) + " |")
-    lines += [""] + skipped_lines(table)
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def skipped_lines(table: dict) -> list[str]:
-    lines = [f"- {n}: skipped: {reason}" for n, reason in table.get("skipped", {}).items()]
-    lines += [f"- {n}: n/a for some images: {reason}" for n, reason in table.get("notes", {}).items()]
-    return lines
-
-
-def write_table(table: dict, json_path=None, md_path=None) -> None:
-    if json_path:
-        with atomic_write(json_path, "w") as f:
-            json.dump(table, f, indent=1)
-    if md_path:
-        with atomic_write(md_path, "w") as f:
-            f.write(to_markdown(table))
-
-
-# ---------------------------------------------------------------------------------------------
-# `jndplug metrics`
-
-def add_suite_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=list(METRICS), metavar="METRIC",
-                   help=f"default: all ({', '.join(METRICS)})")
-    p.add_argument("--lpips-trunk", help="local torchvision ImageNet AlexNet checkpoint, for LPIPS")
-    p.add_argument("--dists-trunk", help="local torchvision ImageNet VGG16 checkpoint, for DISTS")
-    p.add_argument("--metrics-device", default="cpu", help="device of the network-based metrics (default cpu)")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("metrics", help="score a folder of outputs against a folder of references",
-                       description="PSNR/SSIM (RGB and Y), MS-SSIM, NIQE, CVVDP, SSIMULACRA 2, FLIP, ST-LPIPS, "
-                                   "LPIPS, DISTS of every output against its reference (matched by relative path "
-                                   "without extension). Writes JSON and Markdown; prints the Markdown table.")
-    p.add_argument("outputs", help="folder of outputs (or one file)")
-    p.add_argument("references", help="folder of references (or one file)")
-    p.add_argument("--crop-border", type=int, default=0, help="pixels removed at every edge (BasicSR: the SR scale)")
-    add_suite_arguments(p)
-    p.add_argument("--json", help="write the table here")
-    p.add_argument("--md", help="write the Markdown table here")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    table = evaluate_folders(args.outputs, args.references, args.metrics, crop_border=args.crop_border,
-                             lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk, device=args.metrics_device,
-                             progress=True)
-    write_table(table, args.json, args.md)
-    print(to_markdown(table))
-    return 0

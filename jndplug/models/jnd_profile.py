@@ -17,7 +17,8 @@ independent components and each gets a visibility threshold.
   2005): ``T = T_la + T_cm - 0.3 * min(T_la, T_cm)``.
 * Structural visibility: a small convolutional network reads the structure component and
   scales the threshold by ``exp(net(structure))``. Its last layer starts at zero, so an untrained
-  profile is exactly the NAMM model above; :func:`train_structural_visibility` fits it to
+  profile is exactly the NAMM model above; :func:`jndplug.patches.profile.train_structural_visibility`
+  fits it to
   visibility judgements on patch pairs (``jndplug patches build`` output, from our study or any
   collection with the same schema).
 
@@ -34,25 +35,22 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save as _st_save
-from tqdm import tqdm
 
 from jndplug.imageio import atomic_write, check_image_tensor
+from jndplug.pixels import luma
 
 PROFILE_FORMAT = "jndplug-jnd-profile/1"
-BT601 = (0.299, 0.587, 0.114)
 NAMM_OVERLAP = 0.3  # Yang et al. 2005: gain reduction where the two maskings overlap
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
     """``[B,3,H,W]`` RGB in [0,1] to ``[B,1,H,W]`` 8-bit-scale luminance (ITU-R BT.601 weights)."""
-    w = torch.tensor(BT601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True) * 255.0
+    return luma(x) * 255.0
 
 
 def decompose(patch: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -168,64 +166,6 @@ class JNDProfile(nn.Module):
         err = (luminance(distorted.float()) - luminance(clean.float())).abs()
         r = (err / t).pow(2).mean(dim=(1, 2, 3)).sqrt()
         return self.log_slope.exp() * torch.log(r + 1e-6)
-
-
-def train_structural_visibility(dataset: str | os.PathLike, config: dict | None = None,
-                                progress: bool = True) -> tuple[JNDProfile, dict]:
-    """Fit the structural visibility network to the judgements of a patch-pair dataset.
-
-    A pair is labelled visible unless its category is ``no_flicker``. Images are split as for
-    the regressor; the epoch with the lowest validation loss is kept. Returns the profile and
-    ``{"history", "best_epoch", "split", ...}``.
-    """
-    from jndplug.patches.regressor import load_patch_pairs, split_images
-
-    defaults = {"epochs": 10, "batch": 64, "lr": 1e-3, "window": 20, "hidden": 16, "seed": 0,
-                "split": [0.7, 0.15, 0.15], "buckets": None}
-    cfg = {**defaults, **(config or {})}
-    unknown = set(cfg) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown profile training keys {sorted(unknown)} (known: {', '.join(sorted(defaults))})")
-    pairs = load_patch_pairs(dataset, cfg["buckets"])
-    split = split_images([r["image_id"] for r in pairs.records], cfg["split"], cfg["seed"])
-    image_of = np.array([r["image_id"] for r in pairs.records])
-    visible = torch.tensor([r["category"] != "no_flicker" for r in pairs.records], dtype=torch.float32)
-    clean = torch.from_numpy(pairs.clean).permute(0, 3, 1, 2).float() / 255.0
-    fused = torch.from_numpy(pairs.fused).permute(0, 3, 1, 2).float() / 255.0
-    train_idx = np.flatnonzero(np.isin(image_of, split["train"]))
-    val_idx = torch.from_numpy(np.flatnonzero(np.isin(image_of, split["validation"])))
-    if not len(train_idx) or not len(val_idx):
-        raise ValueError(f"{dataset}: no patches of the {'training' if not len(train_idx) else 'validation'} images")
-    torch.manual_seed(cfg["seed"])
-    profile = JNDProfile(cfg["window"], cfg["hidden"])
-    opt = torch.optim.Adam(profile.parameters(), lr=cfg["lr"])
-    loss_fn = nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(cfg["seed"])
-    best, best_state, best_epoch, history = math.inf, None, 0, []
-    for epoch in tqdm(range(1, cfg["epochs"] + 1), desc="structural visibility", unit="epoch", disable=not progress):
-        profile.train()
-        order = torch.from_numpy(rng.permutation(train_idx))
-        losses = []
-        for i in range(0, len(order), cfg["batch"]):
-            idx = order[i:i + cfg["batch"]]
-            loss = loss_fn(profile.visibility_logit(clean[idx], fused[idx]), visible[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        profile.eval()
-        with torch.no_grad():
-            logit = profile.visibility_logit(clean[val_idx], fused[val_idx])
-            val_loss = loss_fn(logit, visible[val_idx]).item()
-            val_acc = float(((logit > 0).float() == visible[val_idx]).float().mean())
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-                        "val_accuracy": val_acc})
-        if val_loss < best:
-            best, best_epoch = val_loss, epoch
-            best_state = {k: v.detach().clone() for k, v in profile.state_dict().items()}
-    profile.load_state_dict(best_state)
-    return profile.eval(), {"history": history, "best_epoch": best_epoch, "best_val_loss": best, "split": split,
-                            "dataset": str(dataset), "config": cfg}
 
 
 def save_profile(profile: JNDProfile, path: str | os.PathLike, provenance: dict | None = None) -> Path:

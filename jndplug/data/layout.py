@@ -1,7 +1,14 @@
-"""Read access to a JND dataset: ``originals/<id>.png`` and ``distorted/<id>/<level>.png``.
+"""The layout of a JND dataset, which ``jndplug datagen`` writes and every later stage reads.
 
-``manifest.json`` (written by ``jndplug.datagen``) is optional here: when present its image ids and
-order are used, otherwise ids are the stems of the files in ``originals/``.
+::
+
+    DATASET/originals/<id>.png          the original
+    DATASET/distorted/<id>/<level>.png  levels 1..N_LEVELS, distortion increasing
+    DATASET/manifest.json               written by datagen (optional for readers)
+    DATASET/labels.json                 the study's labels (or DATASET/study/labels.json)
+
+When ``manifest.json`` is present its image ids and order are used, otherwise ids are the stems
+of the files in ``originals/``.
 """
 
 from __future__ import annotations
@@ -10,10 +17,27 @@ import json
 from pathlib import Path
 
 from jndplug.imageio import IMAGE_EXTENSIONS
-from jndplug.study.engine import N_LEVELS
+
+N_LEVELS = 9
 
 
-class StudyDataset:
+def original_file(root: str | Path, image: str) -> Path:
+    """Where datagen writes the original of ``image``."""
+    return Path(root) / "originals" / f"{image}.png"
+
+
+def level_file(root: str | Path, image: str, level: int) -> Path:
+    """Where datagen writes distortion level ``level`` (1-based) of ``image``."""
+    return Path(root) / "distorted" / image / f"{level}.png"
+
+
+def labels_candidates(root: str | Path, labels: str | Path | None = None) -> list[Path]:
+    """The labels files a ``generated:DATASET[,LABELS]`` spec means, in the order they are tried."""
+    root = Path(root)
+    return [Path(labels)] if labels else [root / "labels.json", root / "study" / "labels.json"]
+
+
+class JNDDataset:
     def __init__(self, root: str | Path, n_levels: int = N_LEVELS):
         # absolute from the start: the web study hands these paths to Flask, which would resolve a
         # relative one against the package folder, not the folder the command was started in
@@ -67,7 +91,7 @@ class StudyDataset:
             return self.original_path(image)
         if not 1 <= level <= self.n_levels:
             raise ValueError(f"level must be 0..{self.n_levels}, got {level}")
-        return self.root / "distorted" / image / f"{level}.png"
+        return level_file(self.root, image, level)
 
     @property
     def study_dir(self) -> Path:

@@ -6,7 +6,7 @@ assumptions in its docstring, and the folder names it looks for can be changed t
 people who download them.
 
 KINDS:
-- ``generated``: a dataset built by ``jndplug datagen build`` and labelled by ``jndplug study``
+- ``generated``: a dataset built by ``jndplug datagen`` and labelled by ``jndplug study``
   (nine levels per image, per-image SUR curves: supports SUR-conditioned training);
 - ``cnnjnd``: the public CNN-Oriented JND Dataset (Shen et al., IEEE TMM 2025) as downloaded;
 - ``cplset``: ResJND's CPL-Set, pristine images and their critical-perceptual-lossless images;
@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jndplug.data.layout import labels_candidates, original_file
+from jndplug.data.specs import parse_spec
 from jndplug.imageio import IMAGE_EXTENSIONS, list_images
 
 KINDS = ("generated", "cnnjnd", "cplset", "pairs")
@@ -57,17 +59,8 @@ class Record:
         return self.original if level == 0 else self.levels[level - 1]
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    kind, sep, path = spec.partition(":")
-    if not sep or not path:
-        raise ValueError(f"--data {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}")
-    if kind not in KINDS:
-        raise ValueError(f"--data {spec!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    return kind, path
-
-
 def read_source(spec: str, layouts: dict | None = None) -> list[Record]:
-    kind, path = parse_spec(spec)
+    kind, path = parse_spec(spec, KINDS, "--data")
     lay = {**DEFAULT_LAYOUTS.get(kind, {}), **((layouts or {}).get(kind) or {})}
     records = {"generated": read_generated, "cnnjnd": read_cnnjnd, "cplset": read_cplset,
                "pairs": read_pairs}[kind](path, lay)
@@ -158,7 +151,7 @@ def read_generated(path: str, layout: dict) -> list[Record]:
     dataset, _, labels_arg = path.partition(",")
     root = Path(dataset)
     spec = f"generated:{path}"
-    candidates = [Path(labels_arg)] if labels_arg else [root / "labels.json", root / "study" / "labels.json"]
+    candidates = labels_candidates(root, labels_arg)
     labels_path = next((p for p in candidates if p.is_file()), None)
     if labels_path is None:
         raise FileNotFoundError(f"{spec}: no labels file at {', '.join(map(str, candidates))} (run "
@@ -170,7 +163,7 @@ def read_generated(path: str, layout: dict) -> list[Record]:
     for image_id, entry in sorted(images.items()):
         if entry.get("jnd_level") is None:
             continue
-        original = root / "originals" / f"{image_id}.png"
+        original = original_file(root, image_id)
         level_dir = root / "distorted" / image_id
         levels = sorted((p for p in level_dir.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS),
                         key=lambda p: int(p.stem))

@@ -1,0 +1,101 @@
+"""``jndplug train`` (also ``python -m jndplug.train_estimator``): train a JND estimator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from jndplug.cli import add_command
+from jndplug.errors import JNDPlugValueError
+
+DESCRIPTION = """\
+Train a JND estimator on one or more labelled datasets, each given as KIND:PATH.
+
+KIND is ``generated`` (datagen + study output), ``cnnjnd`` (the public CNN-Oriented JND Dataset),
+``cplset`` (ResJND's CPL-Set) or ``pairs`` (``pairs:ORIG_DIR,TARGET_DIR``). The config file (YAML
+or JSON) overrides the defaults in ``jndplug.training.loop.DEFAULTS``; ``--set key=value`` does
+the same from the command line. A rerun with the same ``--out`` resumes from its checkpoint.
+Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m jndplug train ...``.
+
+The run folder receives ``config.json``, ``split.json``, ``log.csv``/``log.json``, ``curves.png``,
+``checkpoint.pt``, ``best.safetensors`` and, at the end, ``metrics.json``.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from jndplug.training.loop import DEFAULTS
+
+    p = add_command(sub, "train", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data (repeatable)")
+    p.add_argument("--arch", choices=["unet", "resjnd"], default=None, help=f"architecture (default {DEFAULTS['arch']})")
+    p.add_argument("--config", help="YAML or JSON file overriding the training defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
+    p.add_argument("--export", help="write the final (best-validation) model here as .safetensors")
+    p.add_argument("--export-dtype", choices=["float32", "float16"], default="float32",
+                   help="precision of the exported tensors (float16 halves the file; default float32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--no-level-metrics", action="store_true",
+                   help="skip level agreement (it needs jndplug.datagen's distortion measure)")
+    p.add_argument("--observer-model", choices=["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "none"],
+                   default="none",
+                   help="after training, the simulated observers' detection rate on the validation predictions "
+                        "with this visibility model (needs the study extra; default none)")
+    p.set_defaults(func=_train)
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _read_config(path: str) -> dict:
+    text = Path(path).read_text()
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise JNDPlugValueError(f"{path}: not valid YAML or JSON ({' '.join(str(exc).split())})") from exc
+    if not isinstance(config, dict):
+        raise JNDPlugValueError(f"{path}: expected a mapping of config keys (key: value lines), "
+                                f"got a {type(config).__name__}")
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from jndplug.training.loop import train
+
+    config = _read_config(args.config) if args.config else {}
+    config.update(_parse_set(args.set))
+    if args.arch:
+        config["arch"] = args.arch
+    if args.export and not args.export.endswith(".safetensors"):
+        raise ValueError("--export must name a .safetensors file")
+    kwargs = {"measure": None} if args.no_level_metrics else {}
+    if args.export_dtype != "float32":
+        kwargs["export_dtype"] = getattr(torch, args.export_dtype)
+    if args.observer_model != "none":
+        kwargs["observer_model"] = args.observer_model
+    command = "jndplug " + shlex.join(args.argv)
+    result = train(args.data, args.out, config, export=args.export, device=args.device, command=command, **kwargs)
+    if result.get("validation") is not None:
+        print(json.dumps({"validation": result["validation"], "export": result.get("export")}, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jndplug.train_estimator``: the same as ``jndplug train``."""
+    from jndplug.cli import main as jndplug_main
+
+    return jndplug_main(["train", *(sys.argv[1:] if argv is None else argv)])
