@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import jndplug.integrations.basicsr  # noqa: F401  (makes basicsr importable: torchvision shim)
+from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench.common import BenchError, machine, resolve_estimator, spread, summarize, write_json, write_text
 from jndplug.bench.screen import Transforms, parse_transform
 from jndplug.imageio import list_images, read_image, write_image
@@ -49,6 +49,7 @@ LOWER_BETTER = {"niqe", "flip", "stlpips", "lpips", "dists"}
 
 
 def build(arch: str, blocks: int, features: int) -> torch.nn.Module:
+    install_torchvision_shim()  # basicsr 1.4.2 imports a torchvision module that no longer exists
     from basicsr.archs.edsr_arch import EDSR
     from basicsr.archs.srresnet_arch import MSRResNet
 
@@ -61,6 +62,7 @@ def build(arch: str, blocks: int, features: int) -> torch.nn.Module:
 
 def downscale(gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(GT mod-cropped to the scale, its MATLAB-style bicubic x1/4), uint8, as BasicSR's data are made."""
+    install_torchvision_shim()
     from basicsr.utils.matlab_functions import imresize
 
     h, w = (s // SCALE * SCALE for s in gt.shape[:2])
