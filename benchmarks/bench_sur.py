@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records or any(r.sur is None for r in records):
         print("bench_sur: need labelled images with SUR curves (generated data)", file=sys.stderr)
         return 1
-    targets = {p: jndplug.JNDTarget(args.weights, sur=p) for p in args.sur}
+    targets = {p: jndplug.JNDTarget(args.weights, sur=p, kind="jnd") for p in args.sur}
     cache = ImageCache()
     rows = []
     for p in args.sur:

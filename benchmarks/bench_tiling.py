@@ -28,9 +28,9 @@ def main() -> None:
     model = jndplug.load_estimator(args.estimator)
     tile = tuple(args.tile) if args.tile else tgt.AUTO_TILE
     t0 = time.perf_counter()
-    whole = jndplug.JNDTarget(model, tile=False)(x)
+    whole = jndplug.JNDTarget(model, tile=False, kind="jnd")(x)
     t1 = time.perf_counter()
-    tiled = jndplug.JNDTarget(model, tile=tile)(x)
+    tiled = jndplug.JNDTarget(model, tile=tile, kind="jnd")(x)
     t2 = time.perf_counter()
     d = (tiled - whole).abs()
     print(f"{args.size[0]}x{args.size[1]} tile {tile}: max {d.max().item() * 255:.3f}/255, "

@@ -11,7 +11,7 @@ by its maximum, times 255 and rounded to 8 bits (what ``cv2.imwrite`` does with 
 single-channel map has no BGR/RGB order to mind). That map is compared with ``RESJND/result/``
 of the same name: Pearson correlation, largest difference and share of identical pixels.
 
-A second map comes the library's way, ``JNDTarget(weights).jnd_map(x, normalize=True)``, whose
+A second map comes the library's way, ``JNDTarget(weights, kind="jnd").jnd_map(x, normalize=True)``, whose
 CPL image is clamped to [0,1]. ``mean |change|`` is the mean over pixels and channels of
 |CPL - image| in /255 (unclamped), how far the network moves the photo.
 """
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     model = jndplug.load_estimator(args.weights).eval()
-    target = jndplug.JNDTarget(args.weights)
+    target = jndplug.JNDTarget(args.weights, kind="jnd")
     rows = []
     print(f"{'image':>8} {'size':>9} {'pearson':>8} {'max|d|':>6} {'equal':>6} "
           f"{'pearson (JNDTarget)':>19} {'mean |change| /255':>18}")

@@ -122,7 +122,7 @@ def add_targets(data: dict, specs, estimator: str, cache_dir: Path) -> None:
     if cache.is_file():
         data.update(torch.load(cache, weights_only=False))
         return
-    transforms, jnd = Transforms(specs, estimator), JNDTarget(estimator)
+    transforms, jnd = Transforms(specs, estimator), JNDTarget(estimator, kind="jnd")
     data["targets"] = {label: [] for label, _ in specs}
     data["map"] = []
     for gt in tqdm(data["gt"], desc="targets", unit="img"):

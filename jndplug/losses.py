@@ -21,12 +21,15 @@ def jnd_provider(source):
     from jndplug.models.jnd_profile import is_profile_file, load_profile
     from jndplug.target import JNDTarget
 
+    if isinstance(source, JNDTarget) and source.kind != "jnd":
+        raise ValueError(f"a JNDTarget of kind={source.kind!r} maps the size of its own change, not the estimator's "
+                         "tolerance; pass JNDTarget(..., kind='jnd') or the estimator's name or path")
     if hasattr(source, "jnd_map"):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return load_profile(source) if is_profile_file(source) else JNDTarget(source)
+        return load_profile(source) if is_profile_file(source) else JNDTarget(source, kind="jnd")
     if isinstance(source, nn.Module):
-        return JNDTarget(source)
+        return JNDTarget(source, kind="jnd")
     raise TypeError(f"jnd must be a JND map provider (JNDTarget, JNDProfile), a name or .safetensors path, "
                     f"or an estimator nn.Module; got {type(source).__name__}")
 

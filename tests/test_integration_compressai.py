@@ -120,11 +120,12 @@ def _locate(crop, originals):
 
 def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, data, estimator_file, monkeypatch):
     jnd_dir = tmp_path / "jnd"
-    report = precompute(data, jnd_dir, jndplug.JNDTarget(estimator_file), progress=False)
+    # the seed paper's image: the random test estimator changes every crop measurably
+    report = precompute(data, jnd_dir, jndplug.JNDTarget(estimator_file, kind="jnd"), progress=False)
     assert len(report.written) == 4
     spy = _Spy(monkeypatch)
-    _train(tmp_path / "run", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-mode", "offline",
-           "--jnd-offline-dir", jnd_dir, steps=1)
+    _train(tmp_path / "run", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
+           "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
     originals = {p: array_to_tensor(read_image(p)) for p in sorted((data / "train").glob("*.png"))}
     training = [c for c in spy.calls if c["training"]]
     assert len(training) == 1
@@ -137,10 +138,10 @@ def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, da
     # a folder precomputed with another strength is refused, naming the difference
     with pytest.raises(CodecError, match="strength: folder 1.0 vs configured 0.5"):
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
-               "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
+               "--jnd-kind", "jnd", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
     (jnd_dir / "train" / "img1.png").unlink()
     with pytest.raises(CodecError, match="no JND image .*train/img1.png"):
-        _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file,
+        _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
                "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
 
 

@@ -135,7 +135,7 @@ def test_profile_and_estimator_maps_share_units():
         def forward(self, t):
             return t + 2 / 255
 
-    est = JNDTarget(Brighter()).jnd_map(x.clamp(0, 0.9))
+    est = JNDTarget(Brighter(), kind="jnd").jnd_map(x.clamp(0, 0.9))
     prof = JNDProfile().jnd_map(x)
     assert est.shape == prof.shape == (2, 1, 24, 24)
     assert torch.allclose(est, torch.full_like(est, 2 / 255), atol=1e-6)

@@ -173,7 +173,7 @@ def train(args: argparse.Namespace) -> Path:
     config = {"model": args.model, "quality": args.quality, "lmbda": lmbda, "patch_size": args.patch_size,
               "batch_size": args.batch_size, "seed": args.seed, "dataset": str(root.resolve()), "jnd": jnd_settings}
     if args.jnd_tolerant:
-        config["jnd"] = {"tolerant": settings_of(JNDTarget(args.jnd_estimator)), "scale": args.jnd_tolerance_scale}
+        config["jnd"] = {"tolerant": settings_of(JNDTarget(args.jnd_estimator, kind="jnd")), "scale": args.jnd_tolerance_scale}
 
     resumed = read_checkpoint(save_dir / LAST) if args.resume else None
     if resumed is not None:

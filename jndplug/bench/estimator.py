@@ -205,7 +205,7 @@ def overhead(estimator: str, device, patch: int, batch: int, steps: int, repeats
     gt = torch.rand(batch, 3, patch, patch, device=device)
     lq = torch.nn.functional.interpolate(gt, scale_factor=0.25, mode="bicubic", align_corners=False).clamp(0, 1)
     model.feed_data({"lq": lq, "gt": gt})
-    target = jndplug.JNDTarget(estimator)
+    target = jndplug.JNDTarget(estimator, kind="jnd")
     plain = model.optimize_parameters
     with_jnd = wrap_model(model, target).optimize_parameters
 
@@ -323,7 +323,7 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], a
             rows.append(done)
             continue
         suite = suite or MetricSuite(args.metrics, device=device)
-        target = jndplug.JNDTarget(model, strength=args.strength, sur=sur, device=device)
+        target = jndplug.JNDTarget(model, strength=args.strength, sur=sur, device=device, kind="jnd")
         per_image, notes = [], {}
         for name, file in tqdm(images, desc=f"truth {label}", unit="img"):
             try:

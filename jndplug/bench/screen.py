@@ -108,7 +108,7 @@ class Transforms:
         self.specs = specs
         need = {s["strength"] if s["name"] == "jnd" else 1.0 for _, s in specs
                 if s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")}
-        self.targets = {k: JNDTarget(estimator, strength=k) for k in need} if need else {}
+        self.targets = {k: JNDTarget(estimator, strength=k, kind="jnd") for k in need} if need else {}
         self.profile = None
         if any(s["name"] == "directed" and s["bound"] == "profile" for _, s in specs):
             from jndplug.models.jnd_profile import JNDProfile

@@ -307,7 +307,7 @@ def detection_rates(model: nn.Module, records: list[Record], cache: ImageCache, 
     from jndplug.target import JNDTarget
 
     # the predictions users get: JNDTarget pads any size, so observers judge whole images
-    targets = {p: JNDTarget(model, sur=p, device=device) for p in ps}
+    targets = {p: JNDTarget(model, sur=p, device=device, kind="jnd") for p in ps}
     rows = []
     for rec in tqdm(records, desc=f"detection ({vis.name})", unit="image", leave=False):
         ref = cache.get(rec.original)
