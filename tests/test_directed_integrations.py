@@ -31,7 +31,9 @@ def test_block_selects_the_directed_image(data, estimator_file):
     assert cfg["kind"] == "directed" and cfg["gain"] == 0.5
     target = make_target(cfg)
     assert target.kind == "directed" and target.gain == 0.5
-    plain = check_options(make_opt(data, "p", {"estimator": str(estimator_file)}))
+    opt = make_opt(data, "p")
+    opt["jnd_target"] = {"estimator": str(estimator_file)}  # no kind: the default
+    plain = check_options(opt)
     # the block's default follows JNDTarget's: the directed image at the default gain
     assert plain["kind"] == "directed" and plain["gain"] is None and make_target(plain).kind == "directed"
     seed = check_options(make_opt(data, "s", {"estimator": str(estimator_file), "kind": "jnd"}))

@@ -172,10 +172,11 @@ def test_truth_part_writes_its_report_resumes_and_refuses_other_settings(photos,
         s = r["summary"]
         assert s["ssimulacra2"] == pytest.approx(np.mean([i["ssimulacra2"] for i in r["per_image"]]))
         assert s["ssimulacra2_min"] == min(i["ssimulacra2"] for i in r["per_image"])
-    # the report's numbers are those of JNDTarget's 8-bit output on the downscaled photo
+    # the report's numbers are those of the estimator's own JND image (kind="jnd"), 8-bit, on the
+    # downscaled photo
     x8 = load_photo(photos / "sub" / "b.png", 64)
     x = jndplug.to_tensor(x8)
-    target = jndplug.JNDTarget("default")
+    target = jndplug.JNDTarget("default", kind="jnd")
     y8 = jndplug.to_array(target(x))
     got = rows[0]["per_image"][1]
     np.testing.assert_allclose(got["mean_shift_rgb"], truth.mean_shift(x8 / 255, y8 / 255) * 255, atol=1e-6)
