@@ -118,9 +118,12 @@ def add_targets(data: dict, specs, estimator: str, cache_dir: Path) -> None:
 
     key = hashlib.sha256(Path(estimator).read_bytes()).hexdigest()[:16] + json.dumps(
         [[label, opts] for label, opts in specs] + data["files"], sort_keys=True)
-    cache = cache_dir / f"targets_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    cache = cache_dir / f"targets_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if cache.is_file():
-        data.update(torch.load(cache, weights_only=False))
+        with np.load(cache, allow_pickle=False) as z:
+            n = len(data["gt"])
+            data["targets"] = {label: [z[f"{label}/{i}"] for i in range(n)] for label, _ in specs}
+            data["map"] = [z[f"map/{i}"] for i in range(n)]
         return
     transforms, jnd = Transforms(specs, estimator), JNDTarget(estimator, kind="jnd")
     data["targets"] = {label: [] for label, _ in specs}
@@ -129,8 +132,11 @@ def add_targets(data: dict, specs, estimator: str, cache_dir: Path) -> None:
         for label, y in transforms(gt).items():
             data["targets"][label].append(y)
         data["map"].append(jnd.jnd_map(to_t(gt)[None])[0, 0].numpy().astype(np.float16))
-    tmp = cache.with_suffix(".tmp")
-    torch.save({"targets": data["targets"], "map": data["map"]}, tmp)
+    arrays = {f"{label}/{i}": a for label, ims in data["targets"].items() for i, a in enumerate(ims)}
+    arrays.update({f"map/{i}": m for i, m in enumerate(data["map"])})
+    tmp = cache.with_name(cache.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     tmp.replace(cache)
 
 
@@ -192,7 +198,7 @@ def pretrain(arch: str, data: dict, args) -> Path:
     state = {"step": 0, "curve": []}
     ckpt = folder / "checkpoint.pt"
     if ckpt.is_file():
-        c = torch.load(ckpt, weights_only=False)
+        c = torch.load(ckpt, weights_only=True)
         net.load_state_dict(c["net"])
         opt.load_state_dict(c["opt"])
         sched.load_state_dict(c["sched"])

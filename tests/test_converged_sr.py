@@ -34,7 +34,7 @@ def test_pretrain_finetune_screen_and_report(tmp_path):
     assert [c["step"] for c in curve] == [2, 4] and (out / "pretrain_edsr" / "curve.png").is_file()
     assert not (out / "runs").exists()
     assert converged_sr.main(argv) == 0
-    assert len(list(out.glob("targets_*.pt"))) == 1  # shared by later runs and processes
+    assert len(list(out.glob("targets_*.npz"))) == 1  # shared by later runs and processes
     report = json.loads((out / "report.json").read_text())
     table = report["table"]["edsr"]
     assert set(table) == {"gt", "jnd", "directed:gain=1", "tolerant", "screen_agreement"}
