@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("repo", type=Path, help="local copy of the authors' repository (with example/ and result/)")
     ap.add_argument("--weights", required=True, type=Path, help="the output of jndplug convert-resjnd")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    ap.add_argument("--images", nargs="+", help="only these photos of example/ (e.g. 99.bmp; default: all)")
     args = ap.parse_args(argv)
 
     examples = sorted((args.repo / "example").glob("*.bmp"), key=lambda p: p.stem)
+    if args.images:
+        unknown = sorted(set(args.images) - {p.name for p in examples})
+        if unknown:
+            print(f"error: {', '.join(unknown)} not in {args.repo / 'example'}", file=sys.stderr)
+            return 1
+        examples = [p for p in examples if p.name in set(args.images)]
     if not examples:
         print(f"error: no example/*.bmp under {args.repo}; pass a copy of the ResJND repository", file=sys.stderr)
         return 1
