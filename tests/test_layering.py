@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # bottom to top, as in docs/architecture.md: a module may import its own layer and the ones below
 LAYERS = [
-    ("foundation", ["jndplug", "jndplug.errors", "jndplug.basicsr_compat", "jndplug.imageio", "jndplug.pixels"]),
+    ("foundation", ["jndplug", "jndplug.errors", "jndplug.basicsr_compat", "jndplug.imageio", "jndplug.artifacts",
+                    "jndplug.pixels"]),
     ("models", ["jndplug.models", "jndplug.weights"]),
     ("targets", ["jndplug.target", "jndplug.directed", "jndplug.viz", "jndplug.metrics", "jndplug.losses",
                  "jndplug.precompute"]),

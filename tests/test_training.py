@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 import jndplug
+from jndplug.bench.common import BenchError
+from jndplug.bench.sur import sur_steering
 from conftest import make_image
 from jndplug.training.loop import split_records, train
 from jndplug.training.datasets import read_source
@@ -176,21 +178,29 @@ def test_final_metrics_with_datagen_measure_and_simulated_observers(tmp_path, ge
     assert len(rows) == 2 * result["val_images"] and all(r["jod_distance_label"] > 0 for r in rows)
 
 
-def test_sur_benchmark_script_on_a_tiny_conditioned_model(tmp_path, generated):
+def test_sur_part_of_the_estimator_benchmark_on_a_tiny_conditioned_model(tmp_path, generated, capsys):
+    from jndplug.cli import main as cli_main
+
     cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4}
     train([generated], tmp_path / "run", cfg, export=str(tmp_path / "c.safetensors"), progress=False, measure=None)
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_sur.py")
-    r = subprocess.run([sys.executable, script, "--weights", str(tmp_path / "c.safetensors"), "--data", generated,
-                        "--split", str(tmp_path / "run" / "split.json"), "--sur", "0.5", "0.9",
-                        "--json", str(tmp_path / "sur.json")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    rows = json.loads((tmp_path / "sur.json").read_text())
+    plain = {**TINY, "val_fraction": 0.4}
+    train([generated], tmp_path / "run2", plain, export=str(tmp_path / "u.safetensors"), progress=False, measure=None)
+    assert cli_main(["bench", "estimator", "--parts", "sur", "--out", str(tmp_path / "b"), "--device", "cpu",
+                     "--weights", str(tmp_path / "c.safetensors"), str(tmp_path / "u.safetensors"),
+                     "--data", generated, "--split", str(tmp_path / "run" / "split.json"),
+                     "--sur-values", "0.5", "0.9"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "b" / "estimator_results.json").read_text())["sur"]
+    # only the conditioned estimator is measured; the other is named in a note
     assert [row["sur"] for row in rows] == [0.5, 0.9] and all(row["images"] == 2 for row in rows)
+    assert "skipped the estimators without SUR conditioning: u.safetensors" in out
     # the fixture's labels: a stricter p never picks a stronger level
     assert rows[1]["label_level_mean"] <= rows[0]["label_level_mean"]
-    assert "| 0.9 | 2 |" in r.stdout
+    assert "| c.safetensors | 0.9 | 2 |" in out
     assert all(0 <= row["level_exact"] <= row["level_within1"] <= 1 for row in rows)
     assert all(0 <= row["baseline_exact"] <= row["baseline_within1"] <= 1 for row in rows)
+    with pytest.raises(BenchError, match="not SUR-conditioned"):
+        sur_steering(tmp_path / "u.safetensors", [generated], None, [0.5], "cpu")
 
 
 def test_config_errors(tmp_path, pairs):

@@ -1,6 +1,6 @@
 """``jndplug bench estimator``: what a JND estimator costs and how close it gets to labelled JND images.
 
-Four parts (``--parts``):
+Five parts (``--parts``):
 
 - ``speed``: multiply-accumulates per pixel, parameters and images per second of each
   architecture (random weights: speed does not depend on their values) and of each ``--weights``
@@ -16,7 +16,10 @@ Four parts (``--parts``):
   and ColorVideoVDP against the originals, per-channel mean shift, chroma and mean-shift shares
   of the distortion energy, luma band power ratios, and how the JND map follows local contrast
   (``jndplug.bench.truth``; docs/bench.md defines every column). Each estimator's results land in
-  ``truth/LABEL/result.json``; a rerun skips those already done.
+  ``truth/LABEL/result.json``; a rerun skips those already done;
+- ``sur``: whether the satisfied-user ratio steers each SUR-conditioned ``--weights`` estimator on
+  labelled data (``--data``, optionally only the validation ids of ``--split``) the way it moves
+  the labels, at every p of ``--sur-values`` (``jndplug.bench.sur``).
 
 Writes ``estimator_results.json`` and ``estimator_results.md`` under ``--out`` (and, with
 ``truth``, ``truth_bands.png``).
@@ -46,7 +49,7 @@ from jndplug.metrics import METRICS, fmt, mean_of, psnr
 from jndplug.models.cost import count_parameters, macs_per_pixel
 
 FORMAT = "jndplug-bench-estimator/1"
-PARTS = ("speed", "accuracy", "overhead", "truth")
+PARTS = ("speed", "accuracy", "overhead", "truth", "sur")
 TRUTH_METRICS = ("ssimulacra2", "flip", "cvvdp")
 
 
@@ -59,7 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="estimators: pretrained names or .safetensors files (speed, accuracy, truth)")
     p.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080"], help="speed: image sizes WxH")
     p.add_argument("--budget", type=float, default=10.0, help="speed: seconds of timed runs per case (at least one)")
-    p.add_argument("--data", nargs="+", default=[], help="accuracy: labelled data, e.g. generated:DATASET")
+    p.add_argument("--data", nargs="+", default=[], help="accuracy, sur: labelled data, e.g. generated:DATASET")
+    p.add_argument("--split", help="sur: split.json of the training run: its validation ids only, and its training "
+                                   "ids for the most-common-level baseline")
+    p.add_argument("--sur-values", nargs="+", type=float, default=[0.5, 0.75, 0.95],
+                   help="sur: satisfied-user ratios to compare")
     p.add_argument("--val-crop", type=int, default=512, help="accuracy: central crop side, as in training validation")
     p.add_argument("--estimator", default="default", help="overhead: the JND estimator (name or path)")
     p.add_argument("--patch", type=int, default=96, help="overhead: GT patch side of the training batch")
@@ -91,6 +98,19 @@ def run(args: argparse.Namespace) -> dict:
             results["accuracy"] = accuracy(weights, args.data, device, args.val_crop)
         else:
             results["notes"].append("accuracy: not run; it needs --weights FILE... and --data generated:DATASET")
+    if "sur" in args.parts:
+        conditioned = [w for w in weights if jndplug.JNDTarget(w, kind="jnd").accepts_sur]
+        if args.data and conditioned:
+            from jndplug.bench.sur import sur_steering
+
+            results["sur"] = [row for w in conditioned
+                              for row in sur_steering(w, args.data, args.split, args.sur_values, device)]
+            if len(conditioned) < len(weights):
+                results["notes"].append("sur: skipped the estimators without SUR conditioning: "
+                                        + ", ".join(w.name for w in weights if w not in conditioned))
+        else:
+            results["notes"].append("sur: not run; it needs --weights FILE... (SUR-conditioned) and --data "
+                                    "generated:DATASET")
     if "overhead" in args.parts:
         results["overhead"] = overhead(estimator, device, args.patch, args.batch, args.steps, args.repeats)
     out = Path(args.out)
@@ -419,5 +439,9 @@ def markdown(results: dict) -> str:
                   f"alternating blocks of {o['steps_per_block']} steps).", ""]
     if results.get("truth"):
         lines += truth_markdown(results["truth"])
+    if results.get("sur"):
+        from jndplug.bench.sur import sur_markdown
+
+        lines += sur_markdown(results["sur"])
     lines += [f"- {n}" for n in results["notes"]]
     return "\n".join(lines).rstrip() + "\n"

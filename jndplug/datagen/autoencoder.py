@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,8 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jndplug.imageio import atomic_write
+from jndplug.artifacts import json_field, load_artifact, module_tensors, save_artifact
+from jndplug.errors import CorruptFileError
 
+AUTOENCODER_FORMAT = "jndplug-distortion-autoencoder/1"
 LOSS_TERMS = ("l1", "l2", "ms_ssim", "feature")
 
 
@@ -134,29 +135,17 @@ class DistortionAutoencoder(nn.Module):
 
 def save_autoencoder(model: DistortionAutoencoder, path: str | Path, info: dict | None = None) -> None:
     """Save weights and spec (and training info) as one safetensors file, atomically."""
-    from safetensors.torch import save
-
-    meta = {"spec": json.dumps(model.spec.to_dict()), "info": json.dumps(info or {})}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_write(path) as f:
-        f.write(save(state, metadata=meta))
+    save_artifact(path, module_tensors(model), AUTOENCODER_FORMAT, {"spec": model.spec.to_dict(), "info": info or {}},
+                  "distortion autoencoder")
 
 
 def load_autoencoder(path: str | Path) -> tuple[DistortionAutoencoder, dict]:
     """Load a file written by :func:`save_autoencoder`; returns the model (eval mode) and its info."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
+    tensors, meta = load_artifact(path, AUTOENCODER_FORMAT, "distortion autoencoder")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        spec = AutoencoderSpec.from_dict(json.loads(meta["spec"]))
-        info = json.loads(meta.get("info", "{}"))
-        model = DistortionAutoencoder(spec)
-        model.load_state_dict(load_file(str(path)))
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"{path}: not a jndplug distortion autoencoder ({exc})") from None
-    return model.eval(), info
+        model = DistortionAutoencoder(AutoencoderSpec.from_dict(json_field(path, meta, "spec")))
+        model.load_state_dict(tensors)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # a spec or weights that do not fit
+        raise CorruptFileError(f"{path}: its spec does not build the stored autoencoder ({exc})") from None
+    return model.eval(), json_field(path, meta, "info", {})

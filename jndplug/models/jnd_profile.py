@@ -30,7 +30,6 @@ modelled separately.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -38,10 +37,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file as _st_load_file
-from safetensors.torch import save as _st_save
 
-from jndplug.imageio import atomic_write, check_image_tensor
+from jndplug.artifacts import format_of, json_field, load_artifact, module_tensors, save_artifact
+from jndplug.imageio import check_image_tensor
 from jndplug.pixels import luma
 
 PROFILE_FORMAT = "jndplug-jnd-profile/1"
@@ -170,30 +168,17 @@ class JNDProfile(nn.Module):
 
 def save_profile(profile: JNDProfile, path: str | os.PathLike, provenance: dict | None = None) -> Path:
     """Write a profile as ``.safetensors`` with its config and free-form provenance (atomic)."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: JND profiles are written as .safetensors")
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in profile.state_dict().items()}
-    header = {"format": PROFILE_FORMAT, "config": json.dumps(profile.config),
-              "provenance": json.dumps(provenance or {}, sort_keys=True)}
-    with atomic_write(path) as f:
-        f.write(_st_save(tensors, metadata=header))
-    return path
+    return save_artifact(path, module_tensors(profile), PROFILE_FORMAT,
+                         {"config": profile.config, "provenance": provenance or {}}, "JND profile")
 
 
 def load_profile(path: str | os.PathLike) -> JNDProfile:
     """A saved profile in eval mode, with ``provenance`` attached."""
-    from jndplug.weights import read_metadata
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"JND profile file not found: {path}")
-    meta = read_metadata(path)
-    if meta.get("format") != PROFILE_FORMAT:
-        raise ValueError(f"{path}: not a JND profile file (format {meta.get('format')!r})")
-    profile = JNDProfile(**json.loads(meta["config"]))
-    profile.load_state_dict(_st_load_file(str(path)))
-    profile.provenance = json.loads(meta.get("provenance", "{}"))
+    tensors, meta = load_artifact(path, PROFILE_FORMAT, "JND profile")
+    profile = JNDProfile(**json_field(path, meta, "config"))
+    profile.load_state_dict(tensors)
+    profile.provenance = json_field(path, meta, "provenance", {})
     for p in profile.parameters():
         p.requires_grad_(False)
     return profile.eval()
@@ -201,7 +186,4 @@ def load_profile(path: str | os.PathLike) -> JNDProfile:
 
 def is_profile_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a JND profile file (as opposed to an estimator's weights)."""
-    from jndplug.weights import read_metadata
-
-    p = Path(path)
-    return p.is_file() and p.suffix == ".safetensors" and read_metadata(p).get("format") == PROFILE_FORMAT
+    return format_of(path) == PROFILE_FORMAT

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from jndplug.models import register_estimator
+from jndplug.models.registry import register_estimator
 from jndplug.models.base import Estimator
 
 

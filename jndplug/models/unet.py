@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from timm.models._efficientnet_blocks import SqueezeExcite  # mobilenetv3's block; no public path exports it
 
 from jndplug.errors import load_torch_file
-from jndplug.models import register_estimator
+from jndplug.models.registry import register_estimator
 from jndplug.models.base import Estimator
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file as _st_load_file
-from safetensors.torch import save as _st_save
 from tqdm import tqdm
 
+from jndplug.artifacts import json_field, load_artifact, module_tensors, save_artifact
 from jndplug.imageio import atomic_write
 from jndplug.patches.extract import DATASET_SCHEMA
 from jndplug.patches.collection import BUCKETS
@@ -219,25 +218,15 @@ def train_regressor(dataset: str | os.PathLike, out: str | os.PathLike, config: 
 
 
 def save_regressor(model: TinyPatchRegressor, path: str | os.PathLike, info: dict) -> Path:
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    header = {"format": REGRESSOR_FORMAT, "config": json.dumps(model.config), "info": json.dumps(info)}
-    with atomic_write(path) as f:
-        f.write(_st_save(tensors, metadata=header))
-    return path
+    return save_artifact(path, module_tensors(model), REGRESSOR_FORMAT, {"config": model.config, "info": info},
+                         "patch regressor")
 
 
 def load_regressor(path: str | os.PathLike) -> TinyPatchRegressor:
     """A saved regressor in eval mode, with its training ``info`` (score range, split...) attached."""
-    from jndplug.weights import read_metadata
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor file not found: {path}")
-    meta = read_metadata(path)
-    if meta.get("format") != REGRESSOR_FORMAT:
-        raise ValueError(f"{path}: not a patch regressor file (format {meta.get('format')!r})")
-    model = TinyPatchRegressor(**json.loads(meta["config"]))
-    model.load_state_dict(_st_load_file(str(path)))
-    model.info = json.loads(meta["info"])
+    tensors, meta = load_artifact(path, REGRESSOR_FORMAT, "patch regressor")
+    model = TinyPatchRegressor(**json_field(path, meta, "config"))
+    model.load_state_dict(tensors)
+    model.info = json_field(path, meta, "info")
     return model.eval()

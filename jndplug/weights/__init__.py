@@ -17,17 +17,14 @@ import hashlib
 import inspect
 import json
 import os
-import struct
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load as _st_load
-from safetensors.torch import save as _st_save
 
+from jndplug.artifacts import (check_format, json_field, load_artifact, module_tensors, read_metadata,  # noqa: F401
+                               save_artifact, tensors_sha256)
 from jndplug.errors import CorruptFileError, JNDPlugValueError
-from jndplug.imageio import atomic_write
 
 FORMAT = "jndplug-estimator/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -43,23 +40,6 @@ def list_pretrained() -> dict[str, bool]:
     return {name: (WEIGHTS_DIR / fname).is_file() for name, (fname, _) in PRETRAINED.items()}
 
 
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """A hash of the tensors themselves (independent of file layout and metadata)."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(repr(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    # clone: safetensors refuses tensors that share storage
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
 def estimator_fingerprint(model: nn.Module) -> str:
     """Identity of an estimator's behaviour: architecture, config and weights."""
     from jndplug.models import estimator_info
@@ -67,7 +47,7 @@ def estimator_fingerprint(model: nn.Module) -> str:
     info = estimator_info(model)
     arch = info.arch_name or type(model).__qualname__
     config = json.dumps(info.config or {}, sort_keys=True)
-    return hashlib.sha256(f"{arch}\n{config}\n{tensors_sha256(_state_tensors(model))}".encode()).hexdigest()
+    return hashlib.sha256(f"{arch}\n{config}\n{tensors_sha256(module_tensors(model))}".encode()).hexdigest()
 
 
 def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None,
@@ -79,8 +59,6 @@ def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | N
     tensors in that precision, halving a shipped file; loading casts them back to the model's
     float32. The write is atomic.
     """
-    from jndplug import __version__
-
     from jndplug.models import estimator_info
 
     info = estimator_info(model)
@@ -90,57 +68,13 @@ def save_estimator(model: nn.Module, path: str | os.PathLike, metadata: dict | N
             f"{type(model).__name__} is not a registered jndplug estimator (no arch_name/config); "
             "build it with jndplug.create_estimator"
         )
-    provenance = dict(metadata or {})
-    try:
-        provenance_json = json.dumps(provenance, sort_keys=True)
-    except TypeError as exc:
-        raise TypeError(f"metadata must be JSON-serialisable: {exc}") from exc
-    tensors = _state_tensors(model)
+    tensors = module_tensors(model)
     if dtype is not None:
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    header = {
-        "format": FORMAT,
-        "arch": arch,
-        "config": json.dumps(model.config, sort_keys=True),
-        "jndplug_version": __version__,
-        "tensors_sha256": tensors_sha256(tensors),
-        "provenance": provenance_json,
-    }
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: estimator weights are written as .safetensors")
-    with atomic_write(path) as f:
-        f.write(_st_save(tensors, metadata=header))
-    return path
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata of a safetensors file, checking that the file is complete."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CorruptFileError(f"{path}: truncated or not a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n > 100_000_000:
-            raise CorruptFileError(f"{path}: corrupt or truncated safetensors header")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise CorruptFileError(f"{path}: corrupt safetensors header ({exc})") from exc
-    try:
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        meta = header.get("__metadata__") or {}
-        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise TypeError("__metadata__ is not a mapping of strings")
-    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: malformed safetensors header ({type(exc).__name__}: {exc})") from None
-    if 8 + n + end != size:
-        raise CorruptFileError(f"{path}: truncated or corrupt file (expected {8 + n + end} bytes, found {size})")
-    return meta
+    fields = {"arch": arch, "config": json.dumps(model.config, sort_keys=True), "provenance": dict(metadata or {})}
+    return save_artifact(path, tensors, FORMAT, fields, "estimator weights")
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
@@ -172,7 +106,7 @@ def _checked_config(path: Path, arch: str, text: str) -> dict:
     ``encoder_weights``) are never taken from a file's metadata: loading a downloaded weights file
     must not make jndplug read, let alone unpickle, another file on this machine.
     """
-    from jndplug.models import _REGISTRY
+    from jndplug.models import architecture
 
     try:
         config = json.loads(text)
@@ -180,7 +114,7 @@ def _checked_config(path: Path, arch: str, text: str) -> dict:
         raise CorruptFileError(f"{path}: metadata 'config' is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
         raise CorruptFileError(f"{path}: metadata 'config' must be a JSON object, got {type(config).__name__}")
-    cls = _REGISTRY[arch]
+    cls = architecture(arch)
     forbidden = sorted(set(config) & set(getattr(cls, "file_options", ())))
     if forbidden:
         raise CorruptFileError(f"{path}: metadata config names a local file ({', '.join(forbidden)}); weights "
@@ -209,8 +143,7 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
             "(for the authors' ResJND checkpoint: `jndplug convert IN.pth OUT.safetensors`)"
         )
     meta = read_metadata(path)
-    if meta.get("format") != FORMAT:
-        raise CorruptFileError(f"{path}: not a jndplug estimator file (metadata format is {meta.get('format')!r})")
+    check_format(path, meta, FORMAT, "jndplug estimator")
     for key in ("arch", "config", "tensors_sha256"):
         if key not in meta:
             raise CorruptFileError(f"{path}: metadata lacks {key!r}")
@@ -219,20 +152,8 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
         raise JNDPlugValueError(f"{path}: unknown estimator architecture {arch!r}; this jndplug knows "
                                 f"{', '.join(list_estimators())} (a newer version may be needed)")
     config = _checked_config(path, arch, meta["config"])
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        tensors = _st_load(data)
-    except SafetensorError as exc:
-        raise CorruptFileError(f"{path}: corrupt safetensors data ({exc})") from exc
-    digest = tensors_sha256(tensors)
-    if digest != meta["tensors_sha256"]:
-        raise CorruptFileError(f"{path}: tensor hash mismatch (file says {meta['tensors_sha256'][:12]}..., "
-                               f"content is {digest[:12]}...); the file is corrupt or was modified")
-    try:
-        provenance = json.loads(meta.get("provenance", "{}"))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CorruptFileError(f"{path}: metadata 'provenance' is not valid JSON ({exc})") from None
+    tensors, _ = load_artifact(path, FORMAT, "jndplug estimator", meta)
+    provenance = json_field(path, meta, "provenance", {})
     # The config is checked against the stored tensors on the meta device (shapes, no memory)
     # before anything is allocated: a crafted config cannot make loading build a huge network.
     try:
