@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -92,3 +93,27 @@ class JNDTolerantLoss(nn.Module):
         elif self.reduction == "sum":
             err = err.sum()
         return self.loss_weight * err
+
+
+class JNDTolerantRateDistortionLoss(nn.Module):
+    """A learned codec's rate-distortion loss with the MSE replaced by a JND-tolerant MSE.
+
+    ``loss = lmbda * 255^2 * D + bpp``, the convention of CompressAI's ``RateDistortionLoss`` (same
+    rate, same weighting, same output keys ``bpp_loss``, ``mse_loss``, ``loss``), with ``D`` the
+    squared error beyond the per-pixel JND magnitude of the original (:class:`JNDTolerantLoss`,
+    ``kind="l2"``): error people would not see costs nothing, so the codec spends its bits on what
+    they would. Called as ``loss(output, target)`` with the codec's forward result (``x_hat`` and a
+    mapping ``likelihoods``) and the original ``[B,3,H,W]`` batch.
+    """
+
+    def __init__(self, lmbda: float, estimator, scale: float = 1.0):
+        super().__init__()
+        self.lmbda = lmbda
+        self.tolerant = JNDTolerantLoss(estimator, kind="l2", scale=scale)
+
+    def forward(self, output: dict, target: torch.Tensor) -> dict:
+        n, _, h, w = target.size()
+        # the rate: -log2 of every latent's likelihood, per pixel of the image
+        bpp = sum(torch.log(lk).sum() / (-math.log(2) * n * h * w) for lk in output["likelihoods"].values())
+        mse = self.tolerant(output["x_hat"], target)
+        return {"bpp_loss": bpp, "mse_loss": mse, "loss": self.lmbda * 255**2 * mse + bpp}

@@ -115,10 +115,21 @@ def _model_tensors(run):
     return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
 
 
-def test_resume_continues_bit_for_bit(tmp_path, pairs):
+def test_resume_continues_bit_for_bit(tmp_path, pairs, monkeypatch):
+    from jndplug.training import loop
+
     train([pairs], tmp_path / "straight", TINY, progress=False, measure=None)
-    first = train([pairs], tmp_path / "resumed", TINY, progress=False, measure=None, max_steps_this_run=4)
-    assert first["step"] == 4 and not first["finished"]
+
+    def killed_after_checkpoint(*args):  # the run dies right after writing its step-3 checkpoint
+        save_checkpoint(*args)
+        raise KeyboardInterrupt
+
+    save_checkpoint = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", killed_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train([pairs], tmp_path / "resumed", TINY, progress=False, measure=None)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["state"]["step"] == 3
     second = train([pairs], tmp_path / "resumed", TINY, progress=False, measure=None)
     assert second["finished"] and second["step"] == 6
     a, b = _model_tensors(tmp_path / "straight"), _model_tensors(tmp_path / "resumed")

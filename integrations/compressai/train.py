@@ -24,13 +24,12 @@ from pathlib import Path
 
 import torch
 from compressai.losses import RateDistortionLoss
-from compressai.optimizers import net_aux_optimizer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from jndplug.errors import JNDPlugError
 from jndplug.imageio import atomic_write
-from jndplug.losses import JNDTolerantLoss
+from jndplug.losses import JNDTolerantRateDistortionLoss
 from jndplug.precompute import settings_of
 from jndplug.target import JNDTarget
 
@@ -40,12 +39,12 @@ from jndplug.integrations.compressai.codec import (MODEL_NAMES, ZOO_UNREACHABLE,
                                                    state_dict_of)
 from jndplug.integrations.compressai.data import (CropDataset, EpochSampler, check_offline, check_sizes,
                                                   split_folders)
+from jndplug.integrations.compressai.steps import SUMS, make_optimizers, test_epoch, train_step
 
 FORMAT = "jndplug-compressai-checkpoint/1"
 LAST, BEST, FINAL, HISTORY = "checkpoint.pth.tar", "checkpoint_best_loss.pth.tar", "model.pth.tar", "history.json"
 # a resumed run must train the same thing; everything else (epochs, steps, device...) may change
 RESUME_KEYS = ("model", "quality", "lmbda", "patch_size", "batch_size", "seed", "dataset", "jnd")
-SUMS = ("loss", "bpp_loss", "mse_loss", "aux_loss")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,18 +131,7 @@ def _check_jnd_flags(args: argparse.Namespace) -> None:
 
 def train(args: argparse.Namespace) -> Path:
     """Run the training described by ``args`` (the parsed command line); returns the save folder."""
-    if args.pretrained:
-        raise CodecError(ZOO_UNREACHABLE)
-    check_model_name(args.model)
-    check_quality(args.model, args.quality)
-    if args.resume and args.checkpoint:
-        raise CodecError("--resume continues SAVE_DIR/checkpoint.pth.tar; do not also give --checkpoint")
-    if args.jnd_tolerant and args.jnd_target:
-        raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
-                         "the original, so choose one")
-    _check_jnd_flags(args)
-    if args.jnd_mode == "offline" and not args.jnd_offline_dir:
-        raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
+    _check_args(args)
     lmbda = args.lmbda if args.lmbda is not None else default_lambda(args.quality)
     save_dir = Path(args.save_dir or f"runs/{args.model}-q{args.quality}-{'jnd' if args.jnd_target else 'original'}")
     device = torch.device(args.device)
@@ -157,24 +145,74 @@ def train(args: argparse.Namespace) -> Path:
         raise CodecError(f"--patch-size {args.patch_size} must be a multiple of {factor}, "
                          f"the downsampling factor of {args.model}")
     check_sizes(train_files + test_files, args.patch_size)
-
-    target, jnd_root, jnd_settings = None, None, None
-    if args.jnd_target:
-        try:
-            target = JNDTarget(args.jnd_estimator, strength=args.jnd_strength, sur=args.jnd_sur,
-                               kind=args.jnd_kind, gain=args.jnd_gain)
-        except (ValueError, TypeError) as exc:  # the estimator file or the strength, already explained
-            raise CodecError(str(exc)) from exc
-        jnd_settings = {**settings_of(target), "mode": args.jnd_mode}
-        if args.jnd_mode == "offline":
-            jnd_root = Path(args.jnd_offline_dir)
-            check_offline(root, jnd_root, train_files + test_files, target)
-            target = None  # the JND images come from the folder
+    target, jnd_root, jnd_settings = _jnd_source(args, root, train_files + test_files)
     config = {"model": args.model, "quality": args.quality, "lmbda": lmbda, "patch_size": args.patch_size,
               "batch_size": args.batch_size, "seed": args.seed, "dataset": str(root.resolve()), "jnd": jnd_settings}
     if args.jnd_tolerant:
         config["jnd"] = {"tolerant": settings_of(JNDTarget(args.jnd_estimator, kind="jnd")), "scale": args.jnd_tolerance_scale}
 
+    resumed = _initial_weights(model, args, save_dir, config)
+    model.to(device)
+    run = _Run(args, model, config, save_dir, device, target, jnd_root)
+    if resumed is not None:
+        run.restore(resumed)
+    criterion = (JNDTolerantRateDistortionLoss(lmbda, args.jnd_estimator, args.jnd_tolerance_scale).to(device)
+                 if args.jnd_tolerant else RateDistortionLoss(lmbda=lmbda))
+    train_set = CropDataset(train_files, root, args.patch_size, seed=args.seed, jnd_root=jnd_root)
+    test_set = CropDataset(test_files, root, args.patch_size, random=False, jnd_root=jnd_root) if test_files else None
+    print(f"{args.model} q{args.quality}, lambda {lmbda}, {len(train_files)} training / {len(test_files)} test "
+          f"images, target: {_describe(args)}, saving to {save_dir}", file=sys.stderr)
+    steps_per_epoch = run.epochs(criterion, train_set, test_set)
+    if run.saved_at != run.progress["step"]:
+        run.save(LAST)
+    # final weights with entropy-coder tables computed, as CompressAI's `update_model` would leave them
+    print("computing the entropy-coder tables of the final model ...", file=sys.stderr)
+    model.update(force=True)
+    with atomic_write(save_dir / FINAL) as f:
+        torch.save({"format": "jndplug-compressai-model/1", **config, "state_dict": model.state_dict()}, f)
+    print(_summary(args, run.progress, steps_per_epoch, run.history, save_dir), file=sys.stderr)
+    return save_dir
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse a command line that contradicts itself before anything is read."""
+    if args.pretrained:
+        raise CodecError(ZOO_UNREACHABLE)
+    check_model_name(args.model)
+    check_quality(args.model, args.quality)
+    if args.resume and args.checkpoint:
+        raise CodecError("--resume continues SAVE_DIR/checkpoint.pth.tar; do not also give --checkpoint")
+    if args.jnd_tolerant and args.jnd_target:
+        raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
+                         "the original, so choose one")
+    _check_jnd_flags(args)
+    if args.jnd_mode == "offline" and not args.jnd_offline_dir:
+        raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
+
+
+def _jnd_source(args: argparse.Namespace, root: Path, files: list[Path]):
+    """``(target, jnd_root, settings)``: where the distortion target comes from, and its settings for the checkpoint.
+
+    Online, ``target`` computes the JND image of each crop; offline, the crops are read from
+    ``jnd_root``; for the baseline (and --jnd-tolerant) all three are None.
+    """
+    if not args.jnd_target:
+        return None, None, None
+    try:
+        target = JNDTarget(args.jnd_estimator, strength=args.jnd_strength, sur=args.jnd_sur,
+                           kind=args.jnd_kind, gain=args.jnd_gain)
+    except (ValueError, TypeError) as exc:  # the estimator file or the strength, already explained
+        raise CodecError(str(exc)) from exc
+    jnd_settings = {**settings_of(target), "mode": args.jnd_mode}
+    if args.jnd_mode != "offline":
+        return target, None, jnd_settings
+    jnd_root = Path(args.jnd_offline_dir)
+    check_offline(root, jnd_root, files, target)
+    return None, jnd_root, jnd_settings  # the JND images come from the folder
+
+
+def _initial_weights(model, args: argparse.Namespace, save_dir: Path, config: dict) -> dict | None:
+    """Load the weights the run starts from; returns the checkpoint being resumed, if any."""
     resumed = read_checkpoint(save_dir / LAST) if args.resume else None
     if resumed is not None:
         _check_resume(resumed, config, save_dir / LAST)
@@ -187,65 +225,93 @@ def train(args: argparse.Namespace) -> Path:
               "scratch, which takes far longer than fine-tuning (this command's defaults, CompressAI's, are 100 "
               "epochs at learning rate 1e-4); to fine-tune, give --checkpoint with CompressAI's weights for this model and quality",
               file=sys.stderr)
-    model.to(device)
-    optimizers = make_optimizers(model, args.learning_rate, args.aux_learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers["net"], "min")
-    progress = {"epoch": 0, "epoch_step": 0, "step": 0, "best_loss": math.inf, "sums": dict.fromkeys(SUMS, 0.0)}
-    history: list[dict] = []
-    if resumed is not None:
-        optimizers["net"].load_state_dict(resumed["optimizer"])
-        optimizers["aux"].load_state_dict(resumed["aux_optimizer"])
-        scheduler.load_state_dict(resumed["lr_scheduler"])
-        progress = resumed["progress"]
-        history = json.loads((save_dir / HISTORY).read_text()) if (save_dir / HISTORY).is_file() else []
+    return resumed
+
+
+class _Run:
+    """The optimisers, schedule, progress and history of one run, and how they are saved."""
+
+    def __init__(self, args, model, config: dict, save_dir: Path, device: torch.device, target, jnd_root):
+        self.args, self.model, self.config, self.save_dir, self.device = args, model, config, save_dir, device
+        self.target, self.jnd_root = target, jnd_root
+        self.optimizers = make_optimizers(model, args.learning_rate, args.aux_learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizers["net"], "min")
+        self.progress = {"epoch": 0, "epoch_step": 0, "step": 0, "best_loss": math.inf,
+                         "sums": dict.fromkeys(SUMS, 0.0)}
+        self.history: list[dict] = []
+        self.saved_at = None  # the step of the latest checkpoint this run wrote
+
+    def restore(self, resumed: dict) -> None:
+        self.optimizers["net"].load_state_dict(resumed["optimizer"])
+        self.optimizers["aux"].load_state_dict(resumed["aux_optimizer"])
+        self.scheduler.load_state_dict(resumed["lr_scheduler"])
+        self.progress = resumed["progress"]
+        path = self.save_dir / HISTORY
+        history = json.loads(path.read_text()) if path.is_file() else []
         # an epoch logged after the checkpoint was saved is redone, so it must not appear twice
-        history = [e for e in history if e["epoch"] < progress["epoch"]]
+        self.history = [e for e in history if e["epoch"] < self.progress["epoch"]]
         torch.set_rng_state(resumed["rng"]["torch"])
-        if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
+        if self.device.type == "cuda" and resumed["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resumed["rng"]["cuda"], self.device)
 
-    criterion = (JNDTolerantRateDistortionLoss(lmbda, args.jnd_estimator, args.jnd_tolerance_scale).to(device)
-                 if args.jnd_tolerant else RateDistortionLoss(lmbda=lmbda))
-    train_set = CropDataset(train_files, root, args.patch_size, seed=args.seed, jnd_root=jnd_root)
-    test_set = CropDataset(test_files, root, args.patch_size, random=False, jnd_root=jnd_root) if test_files else None
-    sampler = EpochSampler(len(train_set), args.seed)
-    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
-
-    saved_at = {LAST: None}
-
-    def save(name: str) -> None:
-        saved_at[name] = progress["step"]
+    def save(self, name: str) -> None:
+        if name == LAST:
+            self.saved_at = self.progress["step"]
+        device = self.device
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        ckpt = {"format": FORMAT, **config, "state_dict": model.state_dict(),
-                "optimizer": optimizers["net"].state_dict(), "aux_optimizer": optimizers["aux"].state_dict(),
-                "lr_scheduler": scheduler.state_dict(), "progress": progress, "rng": rng, "args": vars(args)}
-        with atomic_write(save_dir / name) as f:
+        ckpt = {"format": FORMAT, **self.config, "state_dict": self.model.state_dict(),
+                "optimizer": self.optimizers["net"].state_dict(), "aux_optimizer": self.optimizers["aux"].state_dict(),
+                "lr_scheduler": self.scheduler.state_dict(), "progress": self.progress, "rng": rng,
+                "args": vars(self.args)}
+        with atomic_write(self.save_dir / name) as f:
             torch.save(ckpt, f)
 
-    def split(batch):
-        x, jnd = batch if jnd_root is not None else (batch, None)
-        x = x.to(device, non_blocking=True)
+    def split(self, batch):
+        """``(input, distortion target)`` of a batch, on the device."""
+        x, jnd = batch if self.jnd_root is not None else (batch, None)
+        x = x.to(self.device, non_blocking=True)
         if jnd is not None:
-            return x, jnd.to(device, non_blocking=True)
-        return x, (target(x) if target is not None else x)
+            return x, jnd.to(self.device, non_blocking=True)
+        return x, (self.target(x) if self.target is not None else x)
 
-    print(f"{args.model} q{args.quality}, lambda {lmbda}, {len(train_files)} training / {len(test_files)} test "
-          f"images, target: {_describe(args)}, saving to {save_dir}", file=sys.stderr)
-    done = args.max_steps is not None and progress["step"] >= args.max_steps
-    while progress["epoch"] < args.epochs and not done:
-        epoch = progress["epoch"]
-        train_set.epoch = epoch
-        sampler.set_epoch(epoch, skip=progress["epoch_step"] * args.batch_size)
-        # a private generator: DataLoader otherwise draws its worker seed from the global RNG, which
-        # the checkpoint restores, so a resumed run would diverge from an uninterrupted one
-        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-                            pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
-        model.train()
+    def max_steps_reached(self) -> bool:
+        return self.args.max_steps is not None and self.progress["step"] >= self.args.max_steps
+
+    def epochs(self, criterion, train_set, test_set) -> int:
+        """Train epoch after epoch until --epochs or --max-steps; returns the steps of a whole epoch."""
+        args, progress = self.args, self.progress
+        steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+        sampler = EpochSampler(len(train_set), args.seed)
+        done = self.max_steps_reached()
+        while progress["epoch"] < args.epochs and not done:
+            epoch = progress["epoch"]
+            train_set.epoch = epoch
+            sampler.set_epoch(epoch, skip=progress["epoch_step"] * args.batch_size)
+            # a private generator: DataLoader otherwise draws its worker seed from the global RNG, which
+            # the checkpoint restores, so a resumed run would diverge from an uninterrupted one
+            loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+                                pin_memory=self.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(args.seed))
+            done = self._epoch_steps(criterion, loader, epoch, steps_per_epoch)
+            del loader  # ends the loader's worker processes now
+            entry = {"epoch": epoch, "step": progress["step"], "lr": self.optimizers["net"].param_groups[0]["lr"],
+                     **{f"train_{k}": v / max(progress["epoch_step"], 1) for k, v in progress["sums"].items()}}
+            if progress["epoch_step"] < steps_per_epoch:
+                self._end_partial_epoch(entry, criterion, test_set)
+                break
+            self._end_epoch(entry, criterion, test_set)
+        return steps_per_epoch
+
+    def _epoch_steps(self, criterion, loader, epoch: int, steps_per_epoch: int) -> bool:
+        """The training steps of one epoch; returns whether --max-steps ended it."""
+        progress = self.progress
+        self.model.train()
         # counted by hand: a bar wrapping the loader would not count the step a --max-steps break ends on
         bar = tqdm(desc=f"epoch {epoch}", initial=progress["epoch_step"], total=steps_per_epoch, unit="batch")
+        done = False
         for batch in loader:
-            values = train_step(model, criterion, optimizers, *split(batch), args.clip_max_norm)
+            values = train_step(self.model, criterion, self.optimizers, *self.split(batch), self.args.clip_max_norm)
             for k in SUMS:
                 progress["sums"][k] += values[k]
             progress["step"] += 1
@@ -253,49 +319,41 @@ def train(args: argparse.Namespace) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss']:.4g}", bpp=f"{values['bpp_loss']:.3f}",
                             mse=f"{values['mse_loss']:.3g}", aux=f"{values['aux_loss']:.3g}")
-            done = args.max_steps is not None and progress["step"] >= args.max_steps
+            done = self.max_steps_reached()
             if done:
                 break
-            if args.save_every and progress["step"] % args.save_every == 0:
-                save(LAST)
+            if self.args.save_every and progress["step"] % self.args.save_every == 0:
+                self.save(LAST)
         bar.close()
-        del loader  # ends the loader's worker processes now
-        entry = {"epoch": epoch, "step": progress["step"], "lr": optimizers["net"].param_groups[0]["lr"],
-                 **{f"train_{k}": v / max(progress["epoch_step"], 1) for k, v in progress["sums"].items()}}
-        if progress["epoch_step"] < steps_per_epoch:
-            # stopped mid-epoch by --max-steps: the checkpoint first (the test pass draws no random
-            # numbers, but --resume must continue from exactly here), then the partial epoch's entry,
-            # which a resumed run replaces by the whole epoch's
-            save(LAST)
-            entry.update(partial=True, epoch_steps=progress["epoch_step"])
-            if test_set is not None:
-                entry.update(_test_epoch(model, criterion, test_set, args.test_batch_size, split))
-            history.append(entry)
-            _write_history(save_dir, history)
-            print(json.dumps(entry), file=sys.stderr)
-            break
+        return done
+
+    def _end_partial_epoch(self, entry: dict, criterion, test_set) -> None:
+        # stopped mid-epoch by --max-steps: the checkpoint first (the test pass draws no random
+        # numbers, but --resume must continue from exactly here), then the partial epoch's entry,
+        # which a resumed run replaces by the whole epoch's
+        self.save(LAST)
+        entry.update(partial=True, epoch_steps=self.progress["epoch_step"])
         if test_set is not None:
-            entry.update(_test_epoch(model, criterion, test_set, args.test_batch_size, split))
-        loss = entry.get("test_loss", entry["train_loss"])
-        scheduler.step(loss)
-        is_best = loss < progress["best_loss"]
-        progress.update(epoch=epoch + 1, epoch_step=0, sums=dict.fromkeys(SUMS, 0.0),
-                        best_loss=min(loss, progress["best_loss"]))
-        history.append(entry)
+            entry.update(test_epoch(self.model, criterion, test_set, self.args.test_batch_size, self.split))
+        self.history.append(entry)
+        _write_history(self.save_dir, self.history)
         print(json.dumps(entry), file=sys.stderr)
-        _write_history(save_dir, history)
-        save(LAST)
+
+    def _end_epoch(self, entry: dict, criterion, test_set) -> None:
+        progress = self.progress
+        if test_set is not None:
+            entry.update(test_epoch(self.model, criterion, test_set, self.args.test_batch_size, self.split))
+        loss = entry.get("test_loss", entry["train_loss"])
+        self.scheduler.step(loss)
+        is_best = loss < progress["best_loss"]
+        progress.update(epoch=entry["epoch"] + 1, epoch_step=0, sums=dict.fromkeys(SUMS, 0.0),
+                        best_loss=min(loss, progress["best_loss"]))
+        self.history.append(entry)
+        print(json.dumps(entry), file=sys.stderr)
+        _write_history(self.save_dir, self.history)
+        self.save(LAST)
         if is_best:
-            save(BEST)
-    if saved_at[LAST] != progress["step"]:
-        save(LAST)
-    # final weights with entropy-coder tables computed, as CompressAI's `update_model` would leave them
-    print("computing the entropy-coder tables of the final model ...", file=sys.stderr)
-    model.update(force=True)
-    with atomic_write(save_dir / FINAL) as f:
-        torch.save({"format": "jndplug-compressai-model/1", **config, "state_dict": model.state_dict()}, f)
-    print(_summary(args, progress, steps_per_epoch, history, save_dir), file=sys.stderr)
-    return save_dir
+            self.save(BEST)
 
 
 def _write_history(save_dir: Path, history: list[dict]) -> None:
@@ -320,60 +378,6 @@ def _summary(args, progress: dict, steps_per_epoch: int, history: list[dict], sa
                      + ", ".join(parts) + (f"; test " + ", ".join(test) if test else ""))
     lines.append(f"wrote {save_dir / FINAL}, {save_dir / LAST} and {save_dir / HISTORY}")
     return "\n".join(lines)
-
-
-class JNDTolerantRateDistortionLoss(torch.nn.Module):
-    """CompressAI's rate-distortion loss with the MSE replaced by a JND-tolerant MSE.
-
-    The rate term is CompressAI's own; error within the per-pixel JND magnitude of the original
-    (the target) costs nothing, so the codec can spend its bits on what people would see.
-    """
-
-    def __init__(self, lmbda: float, estimator, scale: float = 1.0):
-        super().__init__()
-        self.rd = RateDistortionLoss(lmbda=lmbda)
-        self.tolerant = JNDTolerantLoss(estimator, kind="l2", scale=scale)
-
-    def forward(self, output: dict, target: torch.Tensor) -> dict:
-        out = self.rd(output, target)
-        out["mse_loss"] = self.tolerant(output["x_hat"], target)
-        out["loss"] = self.rd.lmbda * 255**2 * out["mse_loss"] + out["bpp_loss"]
-        return out
-
-
-def train_step(model, criterion, optimizers: dict, x: torch.Tensor, y: torch.Tensor, clip_max_norm: float) -> dict:
-    """CompressAI's training step, with ``y`` (the JND image, or ``x`` for the baseline) as the distortion target."""
-    optimizers["net"].zero_grad()
-    optimizers["aux"].zero_grad()
-    losses = criterion(model(x), y)
-    losses["loss"].backward()
-    if clip_max_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
-    optimizers["net"].step()
-    aux_loss = model.aux_loss()
-    aux_loss.backward()
-    optimizers["aux"].step()
-    return {**{k: losses[k].item() for k in SUMS[:3]}, "aux_loss": aux_loss.item()}
-
-
-def make_optimizers(model, lr: float, aux_lr: float) -> dict:
-    """CompressAI's pair: Adam on the network, Adam on the entropy bottlenecks' quantiles (aux loss)."""
-    return net_aux_optimizer(model, {"net": {"type": "Adam", "lr": lr}, "aux": {"type": "Adam", "lr": aux_lr}})
-
-
-@torch.no_grad()
-def _test_epoch(model, criterion, test_set, batch_size, split) -> dict:
-    model.eval()
-    sums, n = dict.fromkeys(SUMS, 0.0), 0
-    for batch in DataLoader(test_set, batch_size=batch_size, generator=torch.Generator()):
-        x, y = split(batch)
-        losses = criterion(model(x), y)
-        values = {**{k: losses[k].item() for k in SUMS[:3]}, "aux_loss": model.aux_loss().item()}
-        for k in SUMS:
-            sums[k] += values[k] * len(x)
-        n += len(x)
-    model.train()
-    return {f"test_{k}": v / n for k, v in sums.items()}
 
 
 def _check_resume(ckpt: dict, config: dict, path: Path) -> None:

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 
 def add_build_arguments(b: argparse.ArgumentParser) -> None:
-    from jndplug.datagen.build import BuildSettings
+    from jndplug.datagen.settings import BuildSettings
 
     d = BuildSettings()
     b.add_argument("--src", nargs="+", required=True, metavar="DIR",
@@ -82,7 +82,8 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
 def _build(args) -> int:
     import torch
 
-    from jndplug.datagen.build import BuildSettings, build_dataset, format_summary
+    from jndplug.datagen import BuildSettings, build_dataset
+    from jndplug.datagen.manifest import format_summary
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)

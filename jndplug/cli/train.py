@@ -18,7 +18,7 @@ Train a JND estimator on one or more labelled datasets, each given as KIND:PATH.
 
 KIND is ``generated`` (datagen + study output), ``cnnjnd`` (the public CNN-Oriented JND Dataset),
 ``cplset`` (ResJND's CPL-Set) or ``pairs`` (``pairs:ORIG_DIR,TARGET_DIR``). The config file (YAML
-or JSON) overrides the defaults in ``jndplug.training.loop.DEFAULTS``; ``--set key=value`` does
+or JSON) overrides the defaults in ``jndplug.training.config.DEFAULTS``; ``--set key=value`` does
 the same from the command line. A rerun with the same ``--out`` resumes from its checkpoint.
 Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m jndplug train ...``.
 
@@ -28,7 +28,7 @@ The run folder receives ``config.json``, ``split.json``, ``log.csv``/``log.json`
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from jndplug.training.loop import DEFAULTS
+    from jndplug.training.config import DEFAULTS
 
     p = add_command(sub, "train", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data (repeatable)")

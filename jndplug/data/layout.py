@@ -9,6 +9,15 @@
 
 When ``manifest.json`` is present its image ids and order are used, otherwise ids are the stems
 of the files in ``originals/``.
+
+The labels file (``jndplug study aggregate`` writes it; :func:`read_labels` checks it)::
+
+    {"schema": "jndplug-labels-v1", "n_levels": 9,
+     "images": {"<id>": {"jnd_level": 3, "sur": [1.0, 0.95, ...], ...}, ...}, ...}
+
+``jnd_level`` is null (the study could not label the image) or a level 0..n; ``sur`` is null or
+one satisfied-user ratio in [0, 1] per level. Other keys are the study's own and not checked. A
+hand-written file may leave out ``schema`` and ``n_levels``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from pathlib import Path
 from jndplug.imageio import IMAGE_EXTENSIONS
 
 N_LEVELS = 9
+LABELS_SCHEMA = "jndplug-labels-v1"
 
 
 def original_file(root: str | Path, image: str) -> Path:
@@ -31,10 +41,83 @@ def level_file(root: str | Path, image: str, level: int) -> Path:
     return Path(root) / "distorted" / image / f"{level}.png"
 
 
+def level_files(root: str | Path, image: str) -> list[Path]:
+    """The level files of ``image`` on disk, weakest first; any count, but no gap in 1..n."""
+    folder = Path(root) / "distorted" / image
+    found = sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit())
+    missing = sorted(set(range(1, max(found, default=0) + 1)) - set(found))
+    if missing:
+        raise ValueError(f"{folder}: level files {', '.join(f'{k}.png' for k in missing)} are missing; "
+                         "rerun `jndplug datagen` into the same folder to rebuild them")
+    return [level_file(root, image, k) for k in found]
+
+
 def labels_candidates(root: str | Path, labels: str | Path | None = None) -> list[Path]:
     """The labels files a ``generated:DATASET[,LABELS]`` spec means, in the order they are tried."""
     root = Path(root)
     return [Path(labels)] if labels else [root / "labels.json", root / "study" / "labels.json"]
+
+
+def find_labels(root: str | Path, labels: str | Path | None = None, spec: str = "") -> Path:
+    """The labels file of ``generated:DATASET[,LABELS]``: the first of :func:`labels_candidates` that exists."""
+    candidates = labels_candidates(root, labels)
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{spec or root}: no labels file at {', '.join(map(str, candidates))} (run "
+                                "`jndplug study simulate` and `jndplug study aggregate` on the dataset first)")
+    return found
+
+
+def read_labels(path: str | Path) -> dict:
+    """The labels document at ``path``, its schema checked (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such labels file: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rewrite it with `jndplug study aggregate`") from None
+    _check_labels(doc, path)
+    return doc
+
+
+def _check_labels(doc, path: Path) -> None:
+    rewrite = "; fix it or rewrite the file with `jndplug study aggregate`"
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a labels file is a JSON object with an 'images' mapping, "
+                         f"got a JSON {type(doc).__name__}{rewrite}")
+    if doc.get("schema", LABELS_SCHEMA) != LABELS_SCHEMA:
+        raise ValueError(f"{path}: schema {doc['schema']!r} is not {LABELS_SCHEMA!r}, the one this jndplug "
+                         f"reads{rewrite}")
+    n = doc.get("n_levels")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise ValueError(f"{path}: n_levels must be a positive integer, got {n!r}{rewrite}")
+    images = doc.get("images")
+    if not isinstance(images, dict):
+        raise ValueError(f"{path}: not a jndplug labels file (no 'images' mapping of image id to label)"
+                         f"{rewrite}")
+    for image, entry in images.items():
+        where = f"{path}: image {image!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: the label must be an object with jnd_level and sur, got {entry!r:.60}"
+                             f"{rewrite}")
+        sur = entry.get("sur")
+        if sur is not None:
+            if not (isinstance(sur, list) and sur and all(_is_ratio(v) for v in sur)):
+                raise ValueError(f"{where}: sur must be null or a list of ratios in [0, 1], one per level, "
+                                 f"got {sur!r:.60}{rewrite}")
+            if n is not None and len(sur) != n:
+                raise ValueError(f"{where}: sur has {len(sur)} values but the file has n_levels {n}{rewrite}")
+        top = n if n is not None else len(sur) if sur else None
+        level = entry.get("jnd_level")
+        if level is not None and not (isinstance(level, int) and not isinstance(level, bool) and level >= 0
+                                      and (top is None or level <= top)):
+            raise ValueError(f"{where}: jnd_level must be null or a level 0..{top if top is not None else 'n'}, "
+                             f"got {level!r:.60}{rewrite}")
+
+
+def _is_ratio(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
 
 
 class JNDDataset:

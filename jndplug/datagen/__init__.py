@@ -10,8 +10,9 @@ visibility threshold. See docs/datagen.md.
 
 from jndplug.datagen.autoencoder import (AutoencoderSpec, DistortionAutoencoder, default_family,
                                          load_autoencoder, save_autoencoder)
-from jndplug.datagen.build import BuildSettings, build_dataset, load_level_fn
+from jndplug.datagen.build import build_dataset
 from jndplug.datagen.levels import distortion_measure, psnr_ladder
+from jndplug.datagen.settings import BuildSettings, load_level_fn
 
 __all__ = [
     "AutoencoderSpec",

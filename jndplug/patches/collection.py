@@ -152,14 +152,11 @@ def bucket_items(items: list[PairItem], max_levels: int | None = None,
 
 
 def _read_study(path: str) -> list[PairItem]:
-    from jndplug.data.layout import JNDDataset, labels_candidates
-    from jndplug.study.labels import load_labels
+    from jndplug.data.layout import JNDDataset, find_labels, read_labels
 
     dataset, _, labels_arg = path.partition(",")
     ds = JNDDataset(dataset)
-    candidates = labels_candidates(ds.root, labels_arg)
-    labels_path = next((p for p in candidates if p.is_file()), candidates[0])
-    labels = load_labels(labels_path)
+    labels = read_labels(find_labels(ds.root, labels_arg, f"generated:{path}"))
     items = []
     for image in ds.ids:
         entry = labels["images"].get(image)

@@ -24,12 +24,11 @@ import numpy as np
 from scipy import stats as sps
 
 from jndplug.imageio import atomic_write
-from jndplug.data.layout import JNDDataset
+from jndplug.data.layout import LABELS_SCHEMA, JNDDataset, read_labels
 from jndplug.study.engine import N_LEVELS
 from jndplug.study.records import Judgement
 from jndplug.study.screening import bt500_screen, image_stats, participant_jnds
 
-LABELS_SCHEMA = "jndplug-labels-v1"
 
 
 def level_for_sur(sur, p: float) -> int:
@@ -162,17 +161,8 @@ def aggregate(judgements: list[Judgement], jnd_rule: str = "mean-floor", max_cat
 
 
 def load_labels(path: str | Path) -> dict:
-    """Read a ``labels.json`` written by :func:`write_outputs`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such labels file: {path}")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != LABELS_SCHEMA:
-        raise ValueError(f"{path}: not a {LABELS_SCHEMA} file")
-    return doc
+    """Read a ``labels.json`` written by :func:`write_outputs`, its schema checked."""
+    return read_labels(path)
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jndplug.data.layout import N_LEVELS, level_file, original_file
 from jndplug.imageio import atomic_write, read_image, write_image
 from jndplug.viz import save_figure
 
@@ -53,9 +54,9 @@ def _build(root: Path, photos: list[Path], make_level) -> None:
         if img.dtype != np.uint8:
             img = (img // 257).astype(np.uint8)
         iid = p.stem
-        write_image(root / "originals" / f"{iid}.png", img)
-        for lvl in range(1, 10):
-            out = root / "distorted" / iid / f"{lvl}.png"
+        write_image(original_file(root, iid), img)
+        for lvl in range(1, N_LEVELS + 1):
+            out = level_file(root, iid, lvl)
             if not out.is_file():
                 write_image(out, make_level(img, lvl, iid))
 

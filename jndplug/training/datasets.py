@@ -15,13 +15,12 @@ KINDS:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jndplug.data.layout import labels_candidates, original_file
+from jndplug.data.layout import find_labels, level_files, original_file, read_labels
 from jndplug.data.specs import parse_spec
-from jndplug.imageio import IMAGE_EXTENSIONS, list_images
+from jndplug.imageio import list_images
 
 KINDS = ("generated", "cnnjnd", "cplset", "pairs")
 
@@ -151,25 +150,19 @@ def read_generated(path: str, layout: dict) -> list[Record]:
     dataset, _, labels_arg = path.partition(",")
     root = Path(dataset)
     spec = f"generated:{path}"
-    candidates = labels_candidates(root, labels_arg)
-    labels_path = next((p for p in candidates if p.is_file()), None)
-    if labels_path is None:
-        raise FileNotFoundError(f"{spec}: no labels file at {', '.join(map(str, candidates))} (run "
-                                "`jndplug study simulate` and `jndplug study aggregate` on the dataset first)")
-    images = json.loads(labels_path.read_text()).get("images")
-    if not isinstance(images, dict):
-        raise ValueError(f"{labels_path}: not a jndplug labels file (no 'images' mapping)")
+    labels_path = find_labels(root, labels_arg, spec)
     records = []
-    for image_id, entry in sorted(images.items()):
+    for image_id, entry in sorted(read_labels(labels_path)["images"].items()):
         if entry.get("jnd_level") is None:
             continue
         original = original_file(root, image_id)
-        level_dir = root / "distorted" / image_id
-        levels = sorted((p for p in level_dir.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS),
-                        key=lambda p: int(p.stem))
+        levels = level_files(root, image_id)
         if not original.is_file() or not levels:
             raise FileNotFoundError(f"{spec}: image {image_id} is labelled but its files are missing")
         label = int(entry["jnd_level"])
+        if label > len(levels):
+            raise ValueError(f"{labels_path}: image {image_id} is labelled at level {label} but {root} has only "
+                             f"{len(levels)} levels of it; label this dataset with `jndplug study aggregate`")
         records.append(Record(id=image_id, original=original, levels=levels, label_level=label,
                               target=None if label == 0 else levels[label - 1],
                               sur=[float(v) for v in entry["sur"]] if entry.get("sur") else None))

@@ -5,7 +5,8 @@ storing every answer in SQLite (:class:`StudyStore`) the moment it is given, and
 study judgement records for ``jndplug study aggregate``. See ``jndplug/study/README.md``.
 """
 
-from jndplug.study.web.app import StudySettings, create_app, open_study, operator_summary
+from jndplug.study.web.app import StudySettings, create_app, open_study
+from jndplug.study.web.operator import operator_summary
 from jndplug.study.web.server import serve
 from jndplug.study.web.store import StudyStore
 
