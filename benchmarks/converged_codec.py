@@ -118,7 +118,7 @@ def train(folder: Path, init: Path | None, lmbda: float, target: str, seed: int,
     """Train (resumably) and return ``folder/final.pt``; with ``curve`` record validation points."""
     from compressai.losses import RateDistortionLoss
 
-    from jndplug.integrations.compressai.train import make_optimizers, train_step
+    from jndplug.integrations.compressai.steps import make_optimizers, train_step
 
     final = folder / "final.pt"
     if final.is_file():

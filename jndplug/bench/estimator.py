@@ -176,7 +176,9 @@ def speed(archs: list[str], weights: list[Path], sizes: list[str], device, budge
 
 def accuracy(weights: list[Path], data: list[str], device, val_crop: int) -> list[dict]:
     """The training loop's validation, on every record of ``data``: use data the estimator did not train on."""
-    from jndplug.training.loop import ImageCache, default_measure, resolve_config, validate
+    from jndplug.training.batches import ImageCache
+    from jndplug.training.config import resolve_config
+    from jndplug.training.validation import default_measure, validate
     from jndplug.training.datasets import read_source
 
     records = []

@@ -28,7 +28,7 @@ from jndplug.pixels import psnr
 def sur_steering(weights: Path, data: list[str], split: str | None, values: list[float], device) -> list[dict]:
     from jndplug.datagen import distortion_measure
     from jndplug.training.datasets import read_source
-    from jndplug.training.loop import ImageCache
+    from jndplug.training.batches import ImageCache
 
     records = [r for spec in data for r in read_source(spec)]
     train_records = []
