@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 # Tests run on a 2-core machine next to other work: keep torch from oversubscribing it.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -49,6 +50,24 @@ def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     return np.round(np.clip(base, 0, 1) * peak).astype(dtype)
 
 
+def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)) -> Path:
+    """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    (root / "originals").mkdir(parents=True)
+    for i in range(n_images):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = 120 + 50 * np.sin(xx / (3 + i)) * np.cos(yy / 4)
+        img = np.clip(np.stack([base, base * 0.9 + 12, base * 0.7 + 30], -1), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "originals" / f"im{i}.png")
+        (root / "distorted" / f"im{i}").mkdir(parents=True)
+        noise = rng.standard_normal(img.shape)
+        for lvl in range(1, 10):
+            d = np.clip(img + 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
+            Image.fromarray(d).save(root / "distorted" / f"im{i}" / f"{lvl}.png")
+    return root
+
+
 def run_cli(*args, env=None, cwd=None):
     import subprocess
 
@@ -60,8 +79,6 @@ def run_cli(*args, env=None, cwd=None):
 
 @pytest.fixture
 def image_folder(tmp_path):
-    from PIL import Image
-
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     Image.fromarray(make_image(40, 56, 1)).save(src / "a.png")
@@ -69,5 +86,3 @@ def image_folder(tmp_path):
     Image.fromarray(make_image(64, 48, 3)).save(src / "c.jpg", quality=95)
     return src
 
-
-sys.path.insert(0, str(Path(__file__).parent))

@@ -18,36 +18,16 @@ import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import run_cli
+from conftest import make_dataset, run_cli
 from jndplug.cli import main as cli_main
 from jndplug.study.engine import ProtocolError
 from jndplug.study.labels import load_labels
 from jndplug.study.records import read_judgements
 from jndplug.study.web import StudySettings, StudyStore, create_app
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)) -> Path:
-    """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level."""
-    rng = np.random.default_rng(0)
-    w, h = size
-    (root / "originals").mkdir(parents=True)
-    for i in range(n_images):
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = 120 + 50 * np.sin(xx / (3 + i)) * np.cos(yy / 4)
-        img = np.clip(np.stack([base, base * 0.9 + 12, base * 0.7 + 30], -1), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / "originals" / f"im{i}.png")
-        (root / "distorted" / f"im{i}").mkdir(parents=True)
-        noise = rng.standard_normal(img.shape)
-        for lvl in range(1, 10):
-            d = np.clip(img + 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
-            Image.fromarray(d).save(root / "distorted" / f"im{i}" / f"{lvl}.png")
-    return root
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Observer:

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import make_dataset, run_cli
 from jndplug.study.engine import Session
 from jndplug.study.labels import load_labels
 from jndplug.study.records import read_judgements
 from jndplug.study.web.store import StudyStore
-from test_study_web import make_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

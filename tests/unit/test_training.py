@@ -179,7 +179,7 @@ def test_final_metrics_with_datagen_measure_and_simulated_observers(tmp_path, ge
 def test_sur_benchmark_script_on_a_tiny_conditioned_model(tmp_path, generated):
     cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4}
     train([generated], tmp_path / "run", cfg, export=str(tmp_path / "c.safetensors"), progress=False, measure=None)
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_sur.py")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "bench_sur.py")
     r = subprocess.run([sys.executable, script, "--weights", str(tmp_path / "c.safetensors"), "--data", generated,
                         "--split", str(tmp_path / "run" / "split.json"), "--sur", "0.5", "0.9",
                         "--json", str(tmp_path / "sur.json")], capture_output=True, text=True)
