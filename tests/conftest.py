@@ -1,5 +1,7 @@
 import os
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +70,33 @@ def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)
     return root
 
 
-def run_cli(*args, env=None, cwd=None):
-    import subprocess
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-    full_env = dict(os.environ, **(env or {}))
-    full_env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([PYTHON, "-m", "jndplug", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=600)
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``jndplug ARGS`` through the command line's ``main``, in this process: a second interpreter
+    would pay the torch import on every call. Gives what a subprocess would: the exit status, the
+    output and the errors. ``env`` holds only for the call."""
+    from jndplug.cli import main
+
+    def run(*args, env=None):
+        argv = [str(a) for a in args]
+        threads = torch.get_num_threads()
+        capsys.readouterr()  # what the test printed before is not the command's
+        with monkeypatch.context() as m, warnings.catch_warnings():
+            for name, value in (env or {}).items():
+                m.setenv(name, value)
+            warnings.showwarning = _warning_to_stderr  # where the command's warnings go in a terminal
+            try:
+                code = main(argv)
+            finally:
+                torch.set_num_threads(threads)  # a command under torchrun settings splits the cores
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["jndplug", *argv], code, out, err)
+
+    return run
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset, run_cli
+from conftest import make_dataset
 from jndplug.study.engine import Session
 from jndplug.study.labels import load_labels
 from jndplug.study.records import read_judgements
@@ -129,7 +129,7 @@ def _image_check(driver) -> list:
         " const r = i.getBoundingClientRect(); return [i.naturalWidth, i.naturalHeight, r.width, r.height]; });")
 
 
-def test_keyboard_study_survives_server_kill_and_tab_close(tmp_path, browser):
+def test_keyboard_study_survives_server_kill_and_tab_close(tmp_path, browser, run_cli):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset, run_cli
+from conftest import make_dataset
 from jndplug.cli import main as cli_main
 from jndplug.study.engine import ProtocolError
 from jndplug.study.labels import load_labels
@@ -87,7 +87,7 @@ def _app(dataset, **settings):
                       operator_token="operator-secret")
 
 
-def test_full_study_stores_every_answer_and_aggregates_like_simulated_ones(dataset, tmp_path):
+def test_full_study_stores_every_answer_and_aggregates_like_simulated_ones(dataset, tmp_path, run_cli):
     app = _app(dataset)
     db = dataset / "study" / "web.sqlite3"
     thresholds = {"alice": 3, "bob": 6, "carol": 5}
