@@ -63,12 +63,17 @@ class Server:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                                      cwd=self.cwd)
+        watchdog = threading.Timer(120, self.proc.kill)  # a hung start-up ends as an exit
+        watchdog.start()
         lines = []
-        while not any(line.startswith("stop with Ctrl-C") for line in lines):
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"server exited during start-up: {lines}")
-            lines.append(line)
+        try:
+            while not any(line.startswith("stop with Ctrl-C") for line in lines):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"server exited during start-up: {lines}")
+                lines.append(line)
+        finally:
+            watchdog.cancel()
         operator = next(line for line in lines if line.startswith("operator page:"))
         self.token = operator.rsplit("token=", 1)[1].strip()
         self.base = next(line for line in lines if line.startswith("participant page:")).split()[-1].rstrip("/")

@@ -411,11 +411,14 @@ def test_cli_errors_are_clear(dataset, tmp_path, capsys):
 def test_serve_prints_addresses_and_token(dataset):
     proc = subprocess.Popen([sys.executable, "-m", "jndplug", "study", "serve", dataset.name, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=dataset.parent)
+    watchdog = threading.Timer(120, proc.kill)  # a server that hangs before printing ends the reads
+    watchdog.start()
     try:
         lines = [proc.stdout.readline() for _ in range(5)]
     finally:
+        watchdog.cancel()
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=30)
         proc.stdout.close()
     assert lines[2].startswith("participant page: http://127.0.0.1:")
     assert not lines[2].rstrip().endswith(":0/")  # the port actually bound

@@ -182,7 +182,7 @@ def test_sur_benchmark_script_on_a_tiny_conditioned_model(tmp_path, generated):
     script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "bench_sur.py")
     r = subprocess.run([sys.executable, script, "--weights", str(tmp_path / "c.safetensors"), "--data", generated,
                         "--split", str(tmp_path / "run" / "split.json"), "--sur", "0.5", "0.9",
-                        "--json", str(tmp_path / "sur.json")], capture_output=True, text=True)
+                        "--json", str(tmp_path / "sur.json")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "sur.json").read_text())
     assert [row["sur"] for row in rows] == [0.5, 0.9] and all(row["images"] == 2 for row in rows)
