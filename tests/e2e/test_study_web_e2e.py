@@ -32,7 +32,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 HAS_SELENIUM = importlib.util.find_spec("selenium") is not None
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                        reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
                               "chromium-driver; .ci/run does it)"),

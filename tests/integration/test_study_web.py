@@ -426,7 +426,6 @@ def test_serve_prints_addresses_and_token(dataset):
     assert str(dataset / "study" / "web.sqlite3") in lines[1]  # the relative path, resolved at start-up
 
 
-@pytest.mark.slow
 def test_wheel_ships_the_web_pages(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
