@@ -1,10 +1,13 @@
 import os
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 # Tests run on a 2-core machine next to other work: keep torch from oversubscribing it.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -49,19 +52,55 @@ def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     return np.round(np.clip(base, 0, 1) * peak).astype(dtype)
 
 
-def run_cli(*args, env=None, cwd=None):
-    import subprocess
+def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)) -> Path:
+    """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    (root / "originals").mkdir(parents=True)
+    for i in range(n_images):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = 120 + 50 * np.sin(xx / (3 + i)) * np.cos(yy / 4)
+        img = np.clip(np.stack([base, base * 0.9 + 12, base * 0.7 + 30], -1), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "originals" / f"im{i}.png")
+        (root / "distorted" / f"im{i}").mkdir(parents=True)
+        noise = rng.standard_normal(img.shape)
+        for lvl in range(1, 10):
+            d = np.clip(img + 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
+            Image.fromarray(d).save(root / "distorted" / f"im{i}" / f"{lvl}.png")
+    return root
 
-    full_env = dict(os.environ, **(env or {}))
-    full_env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([PYTHON, "-m", "jndplug", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=600)
+
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``jndplug ARGS`` through the command line's ``main``, in this process: a second interpreter
+    would pay the torch import on every call. Gives what a subprocess would: the exit status, the
+    output and the errors. ``env`` holds only for the call."""
+    from jndplug.cli import main
+
+    def run(*args, env=None):
+        argv = [str(a) for a in args]
+        threads = torch.get_num_threads()
+        capsys.readouterr()  # what the test printed before is not the command's
+        with monkeypatch.context() as m, warnings.catch_warnings():
+            for name, value in (env or {}).items():
+                m.setenv(name, value)
+            warnings.showwarning = _warning_to_stderr  # where the command's warnings go in a terminal
+            try:
+                code = main(argv)
+            finally:
+                torch.set_num_threads(threads)  # a command under torchrun settings splits the cores
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["jndplug", *argv], code, out, err)
+
+    return run
 
 
 @pytest.fixture
 def image_folder(tmp_path):
-    from PIL import Image
-
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     Image.fromarray(make_image(40, 56, 1)).save(src / "a.png")
@@ -69,5 +108,3 @@ def image_folder(tmp_path):
     Image.fromarray(make_image(64, 48, 3)).save(src / "c.jpg", quality=95)
     return src
 
-
-sys.path.insert(0, str(Path(__file__).parent))

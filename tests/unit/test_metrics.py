@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from conftest import PYTHON, make_image, run_cli
+from conftest import PYTHON, make_image
 from jndplug.imageio import read_image
 from jndplug.metrics import MetricSuite, evaluate_folders, psnr, ssim, to_markdown
 
@@ -143,7 +143,7 @@ def test_lpips_and_dists_read_local_trunks(tmp_path, photo):
         MetricSuite(["lpips"], lpips_trunk=str(bad))
 
 
-def test_cli_writes_json_and_markdown(tmp_path):
+def test_cli_writes_json_and_markdown(tmp_path, run_cli):
     refs, outs = tmp_path / "ref" / "sub", tmp_path / "out" / "sub"
     refs.mkdir(parents=True), outs.mkdir(parents=True)
     for i in range(2):

@@ -15,6 +15,8 @@ import jndplug
 from jndplug.bench.common import BenchError
 from jndplug.bench.sur import sur_steering
 from conftest import make_image
+from jndplug.datagen import distortion_measure
+from jndplug.imageio import read_image
 from jndplug.training.loop import split_records, train
 from jndplug.training.datasets import read_source
 
@@ -180,9 +182,16 @@ def test_final_metrics_with_datagen_measure_and_simulated_observers(tmp_path, ge
     cfg = {**TINY, "sur_conditioning": True, "val_fraction": 0.4, "val_sur": [0.5, 0.9]}
     result = train([generated], tmp_path / "run", cfg, progress=False, observer_model="flip")
     v = result["validation"]
-    assert 0 <= v["level_exact"] <= v["level_within1"] <= 1  # by jndplug.datagen.distortion_measure
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # levels placed by jndplug.datagen.distortion_measure; the summary is the per-image agreement
+    levels = metrics["per_image"]
+    assert v["level_exact"] == pytest.approx(np.mean([r["level_pred"] == r["level_label"] for r in levels]))
+    # each ratio's detection rates are the means over its images
     for p in (0.5, 0.9):
-        assert 0 <= v[f"detect_pred@sur{p}"] <= 1 and 0 <= v[f"detect_label@sur{p}"] <= 1
+        at_p = [r for r in metrics["detection_per_image"] if r["sur"] == p]
+        assert len(at_p) == result["val_images"]
+        assert v[f"detect_pred@sur{p}"] == pytest.approx(np.mean([r["detect_pred"] for r in at_p]))
+        assert v[f"detect_label@sur{p}"] == pytest.approx(np.mean([r["detect_label"] for r in at_p]))
     # a stricter satisfied-user ratio labels a weaker level, which the panel notices less often
     assert v["detect_label@sur0.9"] < v["detect_label@sur0.5"]
     rows = json.loads((tmp_path / "run" / "metrics.json").read_text())["detection_per_image"]
@@ -208,8 +217,25 @@ def test_sur_part_of_the_estimator_benchmark_on_a_tiny_conditioned_model(tmp_pat
     # the fixture's labels: a stricter p never picks a stronger level
     assert rows[1]["label_level_mean"] <= rows[0]["label_level_mean"]
     assert "| c.safetensors | 0.9 | 2 |" in out
-    assert all(0 <= row["level_exact"] <= row["level_within1"] <= 1 for row in rows)
-    assert all(0 <= row["baseline_exact"] <= row["baseline_within1"] <= 1 for row in rows)
+    # the rates are those of their definitions: the level whose distortion is nearest the
+    # prediction's against the labelled one, and the most common training label as the baseline
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    recs = {rec.id: rec for rec in read_source(generated)}
+    val, trained = [recs[i] for i in split["validation"]], [recs[i] for i in split["train"]]
+    for row in rows:
+        target = jndplug.JNDTarget(str(tmp_path / "c.safetensors"), sur=row["sur"], kind="jnd")
+        labels = np.array([rec.level_for_sur(row["sur"]) for rec in val])
+        nearest = []
+        for rec in val:
+            x = jndplug.to_tensor(read_image(rec.original))
+            ladder = [0.0] + [distortion_measure(jndplug.to_tensor(read_image(f)), x) for f in rec.levels]
+            nearest.append(int(np.argmin(np.abs(np.array(ladder) - distortion_measure(target(x), x)))))
+        assert row["level_exact"] == np.mean(np.array(nearest) == labels)
+        assert row["level_within1"] == np.mean(np.abs(np.array(nearest) - labels) <= 1)
+        train_labels = [rec.level_for_sur(row["sur"]) for rec in trained]
+        mode = max(set(train_labels), key=train_labels.count)
+        assert row["baseline_level"] == mode and row["baseline_exact"] == np.mean(labels == mode)
+        assert row["baseline_within1"] == np.mean(np.abs(labels - mode) <= 1)
     with pytest.raises(BenchError, match="not SUR-conditioned"):
         sur_steering(tmp_path / "u.safetensors", [generated], None, [0.5], "cpu")
 

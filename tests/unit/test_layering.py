@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # bottom to top, as in docs/architecture.md: a module may import its own layer and the ones below
 LAYERS = [

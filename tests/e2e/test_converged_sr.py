@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import make_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import converged_sr  # noqa: E402
 
 

@@ -257,7 +257,8 @@ def test_module_entry_point():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "jndplug.datagen", "build", "--help"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "jndplug.datagen", "build", "--help"], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0 and "--level-fn" in r.stdout and "--max-side" in r.stdout
 
 

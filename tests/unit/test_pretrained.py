@@ -14,7 +14,7 @@ from jndplug.models.cost import macs_per_pixel
 from jndplug.weights import PRETRAINED, WEIGHTS_DIR, read_metadata
 
 SHIPPED = WEIGHTS_DIR / PRETRAINED["default"][0]
-MODEL_CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
+MODEL_CARD = Path(__file__).resolve().parents[2] / "MODEL_CARD.md"
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

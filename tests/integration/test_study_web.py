@@ -18,36 +18,16 @@ import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import run_cli
+from conftest import make_dataset
 from jndplug.cli import main as cli_main
 from jndplug.study.engine import ProtocolError
 from jndplug.study.labels import load_labels
 from jndplug.study.records import read_judgements
 from jndplug.study.web import StudySettings, StudyStore, create_app
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)) -> Path:
-    """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level."""
-    rng = np.random.default_rng(0)
-    w, h = size
-    (root / "originals").mkdir(parents=True)
-    for i in range(n_images):
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = 120 + 50 * np.sin(xx / (3 + i)) * np.cos(yy / 4)
-        img = np.clip(np.stack([base, base * 0.9 + 12, base * 0.7 + 30], -1), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / "originals" / f"im{i}.png")
-        (root / "distorted" / f"im{i}").mkdir(parents=True)
-        noise = rng.standard_normal(img.shape)
-        for lvl in range(1, 10):
-            d = np.clip(img + 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
-            Image.fromarray(d).save(root / "distorted" / f"im{i}" / f"{lvl}.png")
-    return root
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Observer:
@@ -107,7 +87,7 @@ def _app(dataset, **settings):
                       operator_token="operator-secret")
 
 
-def test_full_study_stores_every_answer_and_aggregates_like_simulated_ones(dataset, tmp_path):
+def test_full_study_stores_every_answer_and_aggregates_like_simulated_ones(dataset, tmp_path, run_cli):
     app = _app(dataset)
     db = dataset / "study" / "web.sqlite3"
     thresholds = {"alice": 3, "bob": 6, "carol": 5}
@@ -431,11 +411,14 @@ def test_cli_errors_are_clear(dataset, tmp_path, capsys):
 def test_serve_prints_addresses_and_token(dataset):
     proc = subprocess.Popen([sys.executable, "-m", "jndplug", "study", "serve", dataset.name, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=dataset.parent)
+    watchdog = threading.Timer(120, proc.kill)  # a server that hangs before printing ends the reads
+    watchdog.start()
     try:
         lines = [proc.stdout.readline() for _ in range(5)]
     finally:
+        watchdog.cancel()
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=30)
         proc.stdout.close()
     assert lines[2].startswith("participant page: http://127.0.0.1:")
     assert not lines[2].rstrip().endswith(":0/")  # the port actually bound
@@ -443,7 +426,6 @@ def test_serve_prints_addresses_and_token(dataset):
     assert str(dataset / "study" / "web.sqlite3") in lines[1]  # the relative path, resolved at start-up
 
 
-@pytest.mark.slow
 def test_wheel_ships_the_web_pages(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",

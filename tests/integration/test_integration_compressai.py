@@ -334,7 +334,7 @@ def test_command_line_errors_are_one_line(tmp_path, data):
 def test_example_runs(tmp_path, data, estimator_file):
     _save(tmp_path / "eval" / "e.png", make_image(64, 96, seed=60))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    example = Path(__file__).resolve().parents[1] / "examples" / "compressai_finetune.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "compressai_finetune.py"
     proc = subprocess.run([PYTHON, str(example), "--train", str(data / "train"), "--eval", str(tmp_path / "eval"),
                            "--estimator", str(estimator_file), "--steps", "1", "--batch", "1", "--crop", "64",
                            "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)

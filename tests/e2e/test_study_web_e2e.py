@@ -21,19 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import make_dataset
 from jndplug.study.engine import Session
 from jndplug.study.labels import load_labels
 from jndplug.study.records import read_judgements
 from jndplug.study.web.store import StudyStore
-from test_study_web import make_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 HAS_SELENIUM = importlib.util.find_spec("selenium") is not None
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                        reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
                               "chromium-driver; .ci/run does it)"),
@@ -64,12 +62,17 @@ class Server:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                                      cwd=self.cwd)
+        watchdog = threading.Timer(120, self.proc.kill)  # a hung start-up ends as an exit
+        watchdog.start()
         lines = []
-        while not any(line.startswith("stop with Ctrl-C") for line in lines):
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"server exited during start-up: {lines}")
-            lines.append(line)
+        try:
+            while not any(line.startswith("stop with Ctrl-C") for line in lines):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"server exited during start-up: {lines}")
+                lines.append(line)
+        finally:
+            watchdog.cancel()
         operator = next(line for line in lines if line.startswith("operator page:"))
         self.token = operator.rsplit("token=", 1)[1].strip()
         self.base = next(line for line in lines if line.startswith("participant page:")).split()[-1].rstrip("/")
@@ -130,7 +133,7 @@ def _image_check(driver) -> list:
         " const r = i.getBoundingClientRect(); return [i.naturalWidth, i.naturalHeight, r.width, r.height]; });")
 
 
-def test_keyboard_study_survives_server_kill_and_tab_close(tmp_path, browser):
+def test_keyboard_study_survives_server_kill_and_tab_close(tmp_path, browser, run_cli):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 

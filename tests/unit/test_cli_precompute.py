@@ -1,4 +1,4 @@
-"""The command line (in subprocesses) and folder pre-computation: resume, atomicity, sharding."""
+"""The command line and folder pre-computation: resume, atomicity, sharding."""
 
 import json
 
@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 import jndplug
-from conftest import make_image, run_cli
+from conftest import make_image
 from jndplug.imageio import read_image
 from jndplug.precompute import LOG_DIR, MANIFEST, precompute, read_manifest, shard
 
 
-def test_infer_file_folder_map_compare(tmp_path, image_folder, estimator_file):
+def test_infer_file_folder_map_compare(tmp_path, image_folder, estimator_file, run_cli):
     r = run_cli("infer", image_folder / "a.png", tmp_path / "one.png", "--estimator", estimator_file,
                 "--map", "--compare")
     assert r.returncode == 0, r.stderr
@@ -26,7 +26,7 @@ def test_infer_file_folder_map_compare(tmp_path, image_folder, estimator_file):
     assert written == ["a.png", "c.jpg", "sub/b.png"]
 
 
-def test_infer_keeps_16_bit(tmp_path, estimator_file):
+def test_infer_keeps_16_bit(tmp_path, estimator_file, run_cli):
     from jndplug.imageio import write_image
 
     src = tmp_path / "deep.png"
@@ -39,7 +39,7 @@ def test_infer_keeps_16_bit(tmp_path, estimator_file):
     assert out.dtype == np.uint16 and out.shape == (40, 40, 3)
 
 
-def test_infer_bad_files_are_reported_and_write_nothing(tmp_path, image_folder, estimator_file):
+def test_infer_bad_files_are_reported_and_write_nothing(tmp_path, image_folder, estimator_file, run_cli):
     (image_folder / "broken.png").write_bytes(b"not an image at all")
     Image.fromarray(make_image(10, 40)).save(image_folder / "tiny.png")
     Image.fromarray(make_image(40, 40)[..., 0]).save(image_folder / "gray.png")
@@ -53,13 +53,13 @@ def test_infer_bad_files_are_reported_and_write_nothing(tmp_path, image_folder, 
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
-def test_cli_errors_are_one_clear_line(tmp_path):
+def test_cli_errors_are_one_clear_line(tmp_path, run_cli):
     r = run_cli("infer", tmp_path / "missing.png", tmp_path / "o.png", "--estimator", tmp_path / "w.safetensors")
     assert r.returncode == 1
     assert r.stderr.strip().startswith("jndplug infer: error:") and "Traceback" not in r.stderr
 
 
-def test_demo_writes_images_and_figure(tmp_path, estimator_file):
+def test_demo_writes_images_and_figure(tmp_path, estimator_file, run_cli):
     r = run_cli("demo", "--estimator", estimator_file, "--out", tmp_path / "demo")
     assert r.returncode == 0, r.stderr
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
@@ -149,7 +149,7 @@ def test_sharding_splits_files_between_ranks():
         shard(files, 3, 3)
 
 
-def test_precompute_cli_under_torchrun_environment(tmp_path, image_folder, estimator_file):
+def test_precompute_cli_under_torchrun_environment(tmp_path, image_folder, estimator_file, run_cli):
     dst = tmp_path / "dst"
     for rank in (0, 1):
         r = run_cli("precompute", image_folder, dst, "--estimator", estimator_file,

@@ -141,13 +141,13 @@ def photos(tmp_path):
     return root
 
 
-def test_truth_part_writes_its_report_resumes_and_refuses_other_settings(photos, estimator_file, tmp_path, capsys):
+def test_truth_part_writes_its_report_resumes_and_refuses_other_settings(photos, estimator_file, tmp_path, capsys,
+                                                                         run_cli):
     import json
 
     from PIL import Image
 
     import jndplug
-    from conftest import run_cli
     from jndplug.bench.estimator import load_photo
     from jndplug.cli import main
 
