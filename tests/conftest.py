@@ -1,5 +1,6 @@
 import os
 import subprocess
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -108,3 +109,9 @@ def image_folder(tmp_path):
     Image.fromarray(make_image(64, 48, 3)).save(src / "c.jpg", quality=95)
     return src
 
+
+def free_port() -> int:
+    # asked of the OS, not fixed: another run on the machine may hold any given port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset
+from conftest import free_port, make_dataset
 from jndplug.study.engine import Session
 from jndplug.study.labels import load_labels
 from jndplug.study.records import read_judgements
@@ -40,12 +39,6 @@ pytestmark = [
 
 THRESHOLD = 4  # the participant notices levels above 4 on every image
 N_IMAGES = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -138,7 +131,7 @@ def test_keyboard_study_survives_server_kill_and_tab_close(tmp_path, browser, ru
     from selenium.webdriver.common.keys import Keys
 
     ds = make_dataset(tmp_path / "ds", n_images=N_IMAGES, size=(96, 64))
-    port = _free_port()
+    port = free_port()
     server = Server(ds, port, "--catch-every", "2", "--training", "2", "--break-every", "5").start()
     driver = browser
     try:
@@ -267,7 +260,7 @@ def inprocess_server(tmp_path):
 
     def start(dataset: Path, **settings) -> tuple[str, object]:
         # the app answers only requests addressed to its own host and port (DNS-rebinding check)
-        port = _free_port()
+        port = free_port()
         app = create_app(dataset, settings=StudySettings(training=0, **settings), host="127.0.0.1", port=port)
         server = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()

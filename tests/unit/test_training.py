@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from PIL import Image
 import jndplug
 from jndplug.bench.common import BenchError
 from jndplug.bench.sur import sur_steering
-from conftest import make_image
+from conftest import free_port, make_image
 from jndplug.datagen import distortion_measure
 from jndplug.imageio import read_image
 from jndplug.training.loop import split_records, train
@@ -255,19 +254,12 @@ def test_config_errors(tmp_path, pairs):
         train([pairs], tmp_path / "r", {**TINY, "sur_conditioning": True}, progress=False)
 
 
-def _free_port() -> int:
-    # asked of the OS, not fixed: another run on the machine may hold any given port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_and_ddp_two_cpu_processes(tmp_path, pairs):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**TINY, "steps": 4}))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = ["--data", pairs, "--config", str(cfg), "--no-level-metrics"]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                         "-m", "jndplug.train_estimator", *args, "--out", str(tmp_path / "ddp"),
                         "--export", str(tmp_path / "ddp.safetensors")],
                        capture_output=True, text=True, env=env, timeout=300)
