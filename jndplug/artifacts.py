@@ -136,7 +136,10 @@ def load_artifact(path: str | os.PathLike, fmt: str, what: str,
 
 
 def json_field(path: Path, meta: dict[str, str], key: str, default=None):
-    """A JSON field of the metadata, refused with the file's name when it does not parse."""
+    """A JSON field of the metadata, refused with the file's name when it does not parse.
+
+    Without ``default`` the field is required: a file lacking it is refused as corrupt.
+    """
     if key not in meta:
         if default is None:
             raise CorruptFileError(f"{path}: metadata lacks {key!r}")
