@@ -30,7 +30,7 @@ from jndplug.datagen.levels import form_levels, psnr_ladder
 from jndplug.datagen.shaping import shape_distortion
 from jndplug.datagen.photos import find_sources, prepare
 from jndplug.imageio import to_tensor
-from jndplug.study.observers import SSIMULACRA2
+from jndplug.study.visibility import SSIMULACRA2
 
 CONFIGS = {
     "none (earlier datagen)": dict(remove_mean=False, masking=0, chroma=1),

@@ -108,7 +108,8 @@ def register(subparsers) -> None:
 
 def _simulate(args) -> int:
     from jndplug.data.layout import JNDDataset
-    from jndplug.study.observers import make_model, simulate
+    from jndplug.study.observers import simulate
+    from jndplug.study.visibility import make_model
     from jndplug.study.records import write_judgements
 
     ds = JNDDataset(args.dataset)

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
         return 0
 
     from jndplug.study import JNDDataset, aggregate
-    from jndplug.study.observers import CVVDP, FLIP, PredictionCache, simulate
+    from jndplug.study.observers import PredictionCache, simulate
+    from jndplug.study.visibility import CVVDP, FLIP
 
     photos = _pick_images(args.images)
     cvvdp = CVVDP()

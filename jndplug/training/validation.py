@@ -80,7 +80,8 @@ def detection_rates(model: nn.Module, records: list[Record], cache: ImageCache, 
     function, sensitivities and lapse rate as ``jndplug study simulate``) for the prediction and
     for the labelled JND image.
     """
-    from jndplug.study.observers import make_model, make_observers
+    from jndplug.study.observers import make_observers
+    from jndplug.study.visibility import make_model
 
     vis = make_model(observer_model)
     panel = make_observers(n_observers, seed, vis.key)

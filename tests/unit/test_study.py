@@ -16,9 +16,9 @@ from jndplug.study import (
     detection_probability, import_judgements, level_for_sur, load_labels, participant_jnds,
     read_judgements, simulate, write_judgements,
 )
-from jndplug.study.observers import (FLIP, SSIMULACRA2, ColourDifference, PredictionCache, SimulatedObserver,
-                                     VisibilityModel, make_model)
+from jndplug.study.observers import PredictionCache, SimulatedObserver
 from jndplug.study.screening import kurtosis_beta2
+from jndplug.study.visibility import FLIP, SSIMULACRA2, ColourDifference, VisibilityModel, make_model
 
 
 # ---------------------------------------------------------------- engine
