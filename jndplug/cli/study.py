@@ -11,7 +11,11 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "study", description="The JND study: binary-search protocol, screening and labels.")
     sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    for add in (_add_simulate, _add_aggregate, _add_import, _add_serve, _add_export):
+        add(sub)
 
+
+def _add_simulate(sub) -> None:
     s = sub.add_parser("simulate", help="answer the study with simulated observers (visibility model)",
                        description="Run simulated participants through the binary-search protocol. Model "
                                    "predictions are cached in DATASET/study/cache/, so a rerun resumes.")
@@ -38,6 +42,8 @@ def register(subparsers) -> None:
                    help="judgements file, .csv or .json (default DATASET/study/judgements.csv)")
     s.set_defaults(func=_simulate)
 
+
+def _add_aggregate(sub) -> None:
     a = sub.add_parser("aggregate", help="screen participants and write labels.json + pairs/",
                        description="Screen participants (catch trials, ITU-R BT.500) and write labels.json, "
                                    "pairs/original/<id>.png, pairs/jnd/<id>.png and plots.")
@@ -54,6 +60,8 @@ def register(subparsers) -> None:
     a.add_argument("--no-plots", action="store_true", help="skip sur_curves.png and jnd_histogram.png")
     a.set_defaults(func=_aggregate)
 
+
+def _add_import(sub) -> None:
     i = sub.add_parser("import", help="convert a third-party judgement table into the jndplug schema",
                        description="Map a CSV (or JSON list) of trial-level judgements into the jndplug "
                                    "judgement schema. Example: --map participant=subject image=src "
@@ -70,6 +78,8 @@ def register(subparsers) -> None:
                    help="for rows without an observer_kind (default human)")
     i.set_defaults(func=_import)
 
+
+def _add_serve(sub) -> None:
     w = sub.add_parser("serve", help="run the study with people in a browser (local web server)",
                        description="Serve the participant page (registration, instructions, training, the "
                                    "binary search image by image) and an operator page (participants, "
@@ -96,6 +106,8 @@ def register(subparsers) -> None:
                    help="how long each image of a flicker pair stays on screen (default 100)")
     w.set_defaults(func=_serve)
 
+
+def _add_export(sub) -> None:
     e = sub.add_parser("export", help="write the web study's judgements to a file (server running or not)",
                        description="Export every answer stored by 'jndplug study serve' as judgement records, "
                                    "for 'jndplug study aggregate DATASET --judgements FILE'.")

@@ -105,36 +105,7 @@ def aggregate(judgements: list[Judgement], jnd_rule: str = "mean-floor", max_cat
         kinds = sorted({pj.observer[p][0] for p, v in retained.items() if img in v})
         entry: dict = {"n_participants": all_n, "n_retained": len(vals),
                        "observer_kind": "mixed" if len(kinds) > 1 else (kinds[0] if kinds else None)}
-        if not vals:
-            entry.update(jnd_level=None, sur=None, flags=["no_retained_participants"])
-            entries[img] = entry
-            continue
-        n = len(vals)
-        counts = [sum(1 for x in vals if x >= k) for k in range(1, n_levels + 1)]
-        sur = [c / n for c in counts]
-        st = image_stats(vals)
-        level = rule(vals, sur)
-        if n > 1 and st.std > 0:
-            half = float(sps.t.ppf(0.975, n - 1) * st.std / math.sqrt(n))
-            mean_ci = [st.mean - half, st.mean + half]
-        else:
-            mean_ci = [st.mean, st.mean]
-        flags = []
-        if n > 1 and st.std > 0 and not st.normal:
-            flags.append("non_normal")
-        if n < min_participants:
-            flags.append("few_participants")
-        if level == 0:
-            flags.append("no_invisible_level")
-        hist = Counter(vals)
-        entry.update(
-            jnd_level=int(level), jnd_mean=round(st.mean, 6), jnd_std=round(st.std, 6),
-            jnd_mean_ci95=[round(x, 6) for x in mean_ci],
-            kurtosis_beta2=None if math.isnan(st.beta2) else round(st.beta2, 6),
-            normal=st.normal, sur=[round(s, 6) for s in sur],
-            sur_ci95=[_wilson(c, n) for c in counts],
-            histogram=[hist.get(k, 0) for k in range(n_levels + 1)], flags=flags)
-        entries[img] = entry
+        entries[img] = _image_entry(entry, vals, rule, n_levels, min_participants)
 
     participants = {}
     for p in sorted(reasons):
@@ -158,6 +129,39 @@ def aggregate(judgements: list[Judgement], jnd_rule: str = "mean-floor", max_cat
             "participants": participants},
         "images": entries,
     }
+
+
+def _image_entry(entry: dict, vals: list[int], rule, n_levels: int, min_participants: int) -> dict:
+    """One image's labels from its retained participants' JND levels ``vals``."""
+    if not vals:
+        entry.update(jnd_level=None, sur=None, flags=["no_retained_participants"])
+        return entry
+    n = len(vals)
+    counts = [sum(1 for x in vals if x >= k) for k in range(1, n_levels + 1)]
+    sur = [c / n for c in counts]
+    st = image_stats(vals)
+    level = rule(vals, sur)
+    if n > 1 and st.std > 0:
+        half = float(sps.t.ppf(0.975, n - 1) * st.std / math.sqrt(n))
+        mean_ci = [st.mean - half, st.mean + half]
+    else:
+        mean_ci = [st.mean, st.mean]
+    flags = []
+    if n > 1 and st.std > 0 and not st.normal:
+        flags.append("non_normal")
+    if n < min_participants:
+        flags.append("few_participants")
+    if level == 0:
+        flags.append("no_invisible_level")
+    hist = Counter(vals)
+    entry.update(
+        jnd_level=int(level), jnd_mean=round(st.mean, 6), jnd_std=round(st.std, 6),
+        jnd_mean_ci95=[round(x, 6) for x in mean_ci],
+        kurtosis_beta2=None if math.isnan(st.beta2) else round(st.beta2, 6),
+        normal=st.normal, sur=[round(s, 6) for s in sur],
+        sur_ci95=[_wilson(c, n) for c in counts],
+        histogram=[hist.get(k, 0) for k in range(n_levels + 1)], flags=flags)
+    return entry
 
 
 def load_labels(path: str | Path) -> dict:
