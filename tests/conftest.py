@@ -53,8 +53,8 @@ def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     return np.round(np.clip(base, 0, 1) * peak).astype(dtype)
 
 
-def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)) -> Path:
-    """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level."""
+def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32), strength: float = 1.0) -> Path:
+    """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level (times ``strength``)."""
     rng = np.random.default_rng(0)
     w, h = size
     (root / "originals").mkdir(parents=True)
@@ -66,7 +66,7 @@ def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32)
         (root / "distorted" / f"im{i}").mkdir(parents=True)
         noise = rng.standard_normal(img.shape)
         for lvl in range(1, 10):
-            d = np.clip(img + 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
+            d = np.clip(img + strength * 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
             Image.fromarray(d).save(root / "distorted" / f"im{i}" / f"{lvl}.png")
     return root
 

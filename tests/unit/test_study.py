@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.stats import norm
 
+from conftest import make_dataset
 from jndplug.cli import main as cli_main
 from jndplug.study import (
     BinarySearch, Judgement, ProtocolError, Session, JNDDataset, aggregate, bt500_screen,
@@ -274,22 +275,6 @@ def test_incomplete_and_inconsistent_searches_are_reported():
 # ---------------------------------------------------------------- simulated observers
 
 
-def _tiny_dataset(root, n_images=3, size=48, strength=1.0):
-    rng = np.random.default_rng(1)
-    (root / "originals").mkdir(parents=True)
-    for i in range(n_images):
-        yy, xx = np.mgrid[0:size, 0:size]
-        base = 110 + 60 * np.sin(xx / (3 + i)) * np.cos(yy / 5)
-        img = np.clip(np.stack([base, base * 0.9 + 10, base * 0.7 + 30], -1), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / "originals" / f"im{i}.png")
-        noise = rng.standard_normal(img.shape)
-        for lvl in range(1, 10):
-            d = np.clip(img + strength * 1.6 ** lvl * noise, 0, 255).astype(np.uint8)
-            (root / "distorted" / f"im{i}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(d).save(root / "distorted" / f"im{i}" / f"{lvl}.png")
-    return root
-
-
 class _RMSModel(VisibilityModel):
     """A cheap stand-in: RMS difference in 8-bit steps / 6, so that RMS 6 is 1 'JOD'."""
 
@@ -312,8 +297,8 @@ def test_psychometric_function():
 
 
 def test_simulation_is_seeded_cached_and_tracks_distortion_strength(tmp_path):
-    weak = JNDDataset(_tiny_dataset(tmp_path / "weak", strength=0.4))
-    strong = JNDDataset(_tiny_dataset(tmp_path / "strong", strength=1.2))
+    weak = JNDDataset(make_dataset(tmp_path / "weak", strength=0.4))
+    strong = JNDDataset(make_dataset(tmp_path / "strong", strength=1.2))
     j1 = simulate(weak, _RMSModel(), n_observers=12, seed=3, progress=False, catch_every=1)
     cache = PredictionCache(weak, _RMSModel())
     j2 = simulate(weak, _RMSModel(), n_observers=12, seed=3, progress=False, catch_every=1)
@@ -332,7 +317,7 @@ def test_simulation_is_seeded_cached_and_tracks_distortion_strength(tmp_path):
 
 
 def test_cli_simulate_and_aggregate_with_cvvdp(tmp_path):
-    root = _tiny_dataset(tmp_path / "ds", n_images=2, size=40)
+    root = make_dataset(tmp_path / "ds", n_images=2, size=(40, 40))
     assert cli_main(["study", "simulate", str(root), "--model", "cvvdp", "--observers", "4", "--seed", "1",
                      "--catch-every", "1"]) == 0
     judgements = read_judgements(root / "study" / "judgements.csv")
@@ -351,7 +336,7 @@ def test_cli_simulate_and_aggregate_with_cvvdp(tmp_path):
 
 
 def test_cli_simulate_a_listed_subset(tmp_path, capsys):
-    root = _tiny_dataset(tmp_path / "ds", n_images=3, size=32)
+    root = make_dataset(tmp_path / "ds", n_images=3, size=(32, 32))
     (tmp_path / "ids.txt").write_text("im2\n\nim0\n")
     out = tmp_path / "j.csv"
     assert cli_main(["study", "simulate", str(root), "--model", "flip", "--observers", "2",
@@ -363,7 +348,7 @@ def test_cli_simulate_a_listed_subset(tmp_path, capsys):
 
 
 def test_flip_model_and_errors(tmp_path, capsys):
-    root = _tiny_dataset(tmp_path / "ds", n_images=1, size=32)
+    root = make_dataset(tmp_path / "ds", n_images=1, size=(32, 32))
     ds = JNDDataset(root)
     flip = FLIP()
     c = PredictionCache(ds, flip)
@@ -422,7 +407,7 @@ def test_colour_difference_measures_the_mean_and_local_casts():
 
 
 def test_cli_simulate_conservative_reports_the_deciding_models(tmp_path, capsys):
-    root = _tiny_dataset(tmp_path / "ds", n_images=2, size=40)
+    root = make_dataset(tmp_path / "ds", n_images=2, size=(40, 40))
     assert cli_main(["study", "simulate", str(root), "--observers", "3", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "deciding model (all):" in out
