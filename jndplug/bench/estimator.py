@@ -15,7 +15,7 @@ Five parts (``--parts``):
   (``--images``) are below visibility and what their distortion is made of: SSIMULACRA 2, FLIP
   and ColorVideoVDP against the originals, per-channel mean shift, chroma and mean-shift shares
   of the distortion energy, luma band power ratios, and how the JND map follows local contrast
-  (``jndplug.bench.truth``; docs/bench.md defines every column). Each estimator's results land in
+  (``jndplug.bench.truth_report``, measures in ``jndplug.bench.truth``; docs/bench.md defines every column). Each estimator's results land in
   ``truth/LABEL/result.json``; a rerun skips those already done;
 - ``sur``: whether the satisfied-user ratio steers each SUR-conditioned ``--weights`` estimator on
   labelled data (``--data``, optionally only the validation ids of ``--split``) the way it moves
@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -41,11 +39,9 @@ import torch
 
 import jndplug
 from jndplug.bench import figures
-from jndplug.bench import truth as measures
-from jndplug.bench.common import (RESULT, BenchError, machine, notes_lines, read_result, resolve_estimator, spread,
-                                  write_json, write_text)
-from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array
-from jndplug.metrics import METRICS, fmt, mean_of, psnr
+from jndplug.bench.common import BenchError, machine, resolve_estimator, write_json, write_text
+from jndplug.bench.truth_report import truth, truth_images, truth_markdown
+from jndplug.metrics import METRICS
 from jndplug.models.cost import count_parameters, macs_per_pixel
 
 FORMAT = "jndplug-bench-estimator/1"
@@ -249,169 +245,6 @@ def overhead(estimator: str, device, patch: int, batch: int, steps: int, repeats
             "batch": batch, "gt_patch": patch, "steps_per_block": steps, "repeats": repeats,
             "seconds_per_step_without": without, "seconds_per_step_with": with_, "ratio": with_ / without,
             "blocks": times}
-
-
-def truth_images(args) -> list[tuple[str, Path]]:
-    """(name relative to --images, path) of the chosen photos, with the truth options checked."""
-    if args.limit is not None and args.limit <= 0:
-        raise BenchError(f"--limit {args.limit} must be > 0")
-    if args.max_side is not None and args.max_side < 16:
-        raise BenchError(f"--max-side {args.max_side} must be >= 16 (JNDTarget's smallest image side)")
-    if args.sur is not None and not 0 < args.sur <= 1:
-        raise BenchError(f"--sur {args.sur} must be in (0, 1]")
-    if not (math.isfinite(args.strength) and args.strength >= 0):
-        raise BenchError(f"--strength {args.strength} must be a finite number >= 0")
-    root = Path(args.images)
-    if not root.exists():
-        raise BenchError(f"--images {root}: no such folder")
-    files = list_images(root)
-    if not files:
-        raise BenchError(f"--images {root}: no image files found (searched recursively)")
-    files = spread(files, args.limit)
-    return [(p.relative_to(root).as_posix() if root.is_dir() else p.name, p) for p in files]
-
-
-def load_photo(path: Path, max_side: int | None) -> np.ndarray:
-    """An 8-bit HxWx3 photo, downscaled to ``max_side`` if larger: what a user would feed and write."""
-    from PIL import Image
-
-    img = read_image(path)
-    if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)
-    h, w = img.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        img = np.asarray(Image.fromarray(img).resize(size, Image.LANCZOS))
-    return img
-
-
-def image_truth(target, original: np.ndarray, suite) -> tuple[dict, dict]:
-    """One photo's truth values (distortions in /255) and, per metric, why it is None if it is."""
-    x = array_to_tensor(original)
-    jnd = tensor_to_array(target(x))  # rounded to 8 bits, as a user would write it
-    jnd_map = target.jnd_map(x)[0].numpy()
-    values, why = suite(jnd, original)
-    xf, yf = original / 255.0, jnd / 255.0
-    shift = measures.mean_shift(xf, yf) * 255
-    mask = measures.masking(xf, jnd_map)
-    return {"width": original.shape[1], "height": original.shape[0], **values, "psnr": psnr(jnd, original),
-            "mean_shift_rgb": [float(v) for v in shift], "max_mean_shift": float(np.abs(shift).max()),
-            "chroma_share": measures.chroma_share(xf, yf), "mean_shift_share": measures.mean_shift_share(xf, yf),
-            "band_ratios": measures.band_power_ratios(xf, yf), "spearman": mask["spearman"],
-            "flat": mask["flat"] * 255, "textured": mask["textured"] * 255}, why
-
-
-TRUTH_SCALARS = ("ssimulacra2", "flip", "cvvdp", "psnr", "max_mean_shift", "chroma_share", "mean_shift_share",
-                 "spearman", "flat", "textured")
-
-
-def _labels(specs: list[str]) -> list[str]:
-    from jndplug.weights import PRETRAINED
-
-    labels = []
-    for spec in specs:
-        base = spec if spec in PRETRAINED else Path(spec).stem
-        base = re.sub(r"[^A-Za-z0-9._-]", "_", base) or "estimator"
-        label, k = base, 2
-        while label in labels:
-            label, k = f"{base}-{k}", k + 1
-        labels.append(label)
-    return labels
-
-
-def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], args, device, out: Path) -> list[dict]:
-    from tqdm import tqdm
-
-    from jndplug.metrics import MetricSuite
-    from jndplug.weights import estimator_fingerprint
-
-    suite = None
-    rows = []
-    for label, spec, path in zip(_labels(specs), specs, paths):
-        model = jndplug.load_estimator(path)
-        conditioned = model.accepts_sur
-        sur = args.sur if conditioned else None
-        settings = {"fingerprint": estimator_fingerprint(model),
-                    "images": str(Path(args.images).resolve()), "files": [n for n, _ in images],
-                    "max_side": args.max_side, "sur": sur, "strength": args.strength, "metrics": list(args.metrics)}
-        run_dir = out / "truth" / label
-        done = read_result(run_dir)
-        if done is not None:
-            if done["settings"] != settings:
-                raise BenchError(f"{run_dir} was run with other settings (estimator, images or options); use another "
-                                 "--out or delete that folder")
-            print(f"truth {label}: done earlier, skipped", file=sys.stderr)
-            rows.append(done)
-            continue
-        suite = suite or MetricSuite(args.metrics, device=device)
-        target = jndplug.JNDTarget(model, strength=args.strength, sur=sur, device=device, kind="jnd")
-        per_image, notes = [], {}
-        for name, file in tqdm(images, desc=f"truth {label}", unit="img"):
-            try:
-                values, why = image_truth(target, load_photo(file, args.max_side), suite)
-            except ValueError as exc:
-                raise BenchError(f"{file}: {exc}") from None
-            per_image.append({"file": name, **values})
-            for metric, reason in why.items():
-                notes.setdefault(metric, f"{reason} (e.g. {name})")
-        summary = mean_of(per_image, TRUTH_SCALARS)
-        summary["ssimulacra2_min"] = _extreme(per_image, "ssimulacra2", min)
-        summary["max_mean_shift_max"] = _extreme(per_image, "max_mean_shift", max)
-        bands = list(zip(*[r["band_ratios"] for r in per_image]))
-        summary["band_ratios"] = [None if any(v is None for v in b) else float(np.mean(b)) for b in bands]
-        row = {"label": label, "weights": spec, "file": str(path), "arch": model.arch_name, "settings": settings,
-               "sur_effective": (args.sur if args.sur is not None else model.default_sur) if conditioned else None,
-               "images": len(per_image), "summary": summary, "skipped": dict(suite.skipped), "notes": notes,
-               "per_image": per_image}
-        write_json(run_dir / RESULT, row)
-        rows.append(row)
-    return rows
-
-
-def _extreme(rows: list[dict], key: str, pick) -> float | None:
-    values = [r.get(key) for r in rows]
-    return None if not values or any(v is None for v in values) else float(pick(values))
-
-
-def truth_markdown(rows: list[dict]) -> list[str]:
-    bands = " | ".join(f"P {b}" for b in measures.BAND_NAMES)
-    lines = ["JND images against the originals (8-bit; distortions in /255; P = luma power of the JND image over the "
-             "original's in a band of cycles/pixel; docs/bench.md defines every column):", "",
-             "| estimator | arch | SUR | strength | images | SSIMULACRA2 ↑ (min) | FLIP ↓ | CVVDP ↑ | PSNR | "
-             f"max mean shift (worst) | chroma share | mean-shift share | {bands} | Spearman(map, 7x7 std) | "
-             "mean d flat / textured |", "|" + "---|" * 17]
-    for r in rows:
-        s, st = r["summary"], r["settings"]
-        sur = "n/a" if r["sur_effective"] is None else f"{r['sur_effective']:g}"
-        lines.append(f"| {r['label']} | {r['arch']} | {sur} | {st['strength']:g} | {r['images']} | "
-                     f"{fmt(s['ssimulacra2'], 'ssimulacra2')} ({fmt(s['ssimulacra2_min'], 'ssimulacra2')}) | "
-                     f"{fmt(s['flip'], 'flip')} | {fmt(s['cvvdp'], 'cvvdp')} | {fmt(s['psnr'], 'psnr')} | "
-                     f"{_num(s['max_mean_shift'], 2)} ({_num(s['max_mean_shift_max'], 2)}) | "
-                     f"{_pct(s['chroma_share'])} | {_pct(s['mean_shift_share'])} | "
-                     + " | ".join(_num(v, 3) for v in s["band_ratios"])
-                     + f" | {_num(s['spearman'], 3)} | {_num(s['flat'], 2)} / {_num(s['textured'], 2)} |")
-    lines.append("")
-    for r in rows:
-        lines += [f"{r['label']}, per image:", "",
-                  "| image | SSIMULACRA2 | FLIP | CVVDP | mean shift R, G, B | chroma share | mean-shift share | "
-                  f"{bands} | Spearman | d flat / textured |", "|" + "---|" * 13]
-        for i in r["per_image"]:
-            lines.append(f"| {i['file']} | {fmt(i.get('ssimulacra2'), 'ssimulacra2')} | {fmt(i.get('flip'), 'flip')} | "
-                         f"{fmt(i.get('cvvdp'), 'cvvdp')} | {', '.join(f'{v:+.2f}' for v in i['mean_shift_rgb'])} | "
-                         f"{_pct(i['chroma_share'])} | {_pct(i['mean_shift_share'])} | "
-                         + " | ".join(_num(v, 3) for v in i["band_ratios"])
-                         + f" | {_num(i['spearman'], 3)} | {_num(i['flat'], 2)} / {_num(i['textured'], 2)} |")
-        lines += [""] + notes_lines(r["skipped"], [r]) + [""]
-    return lines
-
-
-def _num(v, digits: int) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def markdown(results: dict) -> str:

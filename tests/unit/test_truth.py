@@ -148,7 +148,7 @@ def test_truth_part_writes_its_report_resumes_and_refuses_other_settings(photos,
     from PIL import Image
 
     import jndplug
-    from jndplug.bench.estimator import load_photo
+    from jndplug.bench.truth_report import load_photo
     from jndplug.cli import main
 
     out = tmp_path / "out"
