@@ -47,6 +47,7 @@ from jndplug.models.cost import count_parameters, macs_per_pixel
 FORMAT = "jndplug-bench-estimator/1"
 PARTS = ("speed", "accuracy", "overhead", "truth", "sur")
 TRUTH_METRICS = ("ssimulacra2", "flip", "cvvdp")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="estimators: pretrained names or .safetensors files (speed, accuracy, truth)")
     p.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080"], help="speed: image sizes WxH")
     p.add_argument("--budget", type=float, default=10.0, help="speed: seconds of timed runs per case (at least one)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="speed: arithmetic of the timed forward passes (bfloat16/float16: what a GPU user would run)")
     p.add_argument("--data", nargs="+", default=[], help="accuracy, sur: labelled data, e.g. generated:DATASET")
     p.add_argument("--split", help="sur: split.json of the training run: its validation ids only, and its training "
                                    "ids for the most-common-level baseline")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
     estimator = resolve_estimator(args.estimator) if "overhead" in args.parts else None
     results: dict = {"format": FORMAT, "machine": machine(), "device": str(device), "notes": []}
     if "speed" in args.parts:
-        results["speed"] = speed(args.archs, weights, args.sizes, device, args.budget)
+        results["speed"] = speed(args.archs, weights, args.sizes, device, args.budget, DTYPES[args.dtype])
     if "accuracy" in args.parts:
         if args.data and weights:
             results["accuracy"] = accuracy(weights, args.data, device, args.val_crop)
@@ -125,8 +128,8 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def time_forward(model, size, device, budget_s: float) -> tuple[float, int]:
-    x = torch.rand(1, 3, *size, device=device)
+def time_forward(model, size, device, budget_s: float, dtype=torch.float32) -> tuple[float, int]:
+    x = torch.rand(1, 3, *size, device=device, dtype=dtype)
     with torch.no_grad():
         model(x)  # warm-up (allocations, cuDNN algorithm choice)
         _sync(device)
@@ -143,7 +146,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def speed(archs: list[str], weights: list[Path], sizes: list[str], device, budget: float) -> list[dict]:
+def speed(archs: list[str], weights: list[Path], sizes: list[str], device, budget: float,
+          dtype=torch.float32) -> list[dict]:
     try:
         hw = [tuple(int(v) for v in s.lower().split("x"))[::-1] for s in sizes]  # WxH -> (H, W)
     except ValueError:
@@ -157,14 +161,14 @@ def speed(archs: list[str], weights: list[Path], sizes: list[str], device, budge
         models.append((path.name, model.arch_name, model))
     rows = []
     for label, arch, model in models:
-        model = model.eval().to(device)
-        macs = macs_per_pixel(model, (64, 64))
+        macs = macs_per_pixel(model.eval(), (64, 64))
         params = count_parameters(model)
+        model = model.to(device=device, dtype=dtype)
         for h, w in hw:
-            seconds, runs = time_forward(model, (h, w), device, budget)
-            rows.append({"model": label, "arch": arch, "size": f"{w}x{h}", "macs_per_pixel": round(macs),
-                         "params": params, "seconds_per_image": seconds, "images_per_second": 1 / seconds,
-                         "runs": runs})
+            seconds, runs = time_forward(model, (h, w), device, budget, dtype)
+            rows.append({"model": label, "arch": arch, "size": f"{w}x{h}", "dtype": str(dtype).removeprefix("torch."),
+                         "macs_per_pixel": round(macs), "params": params, "seconds_per_image": seconds,
+                         "images_per_second": 1 / seconds, "runs": runs})
             print(f"{label:12s} {w}x{h}: {macs:,.0f} MACs/px, {params:,} params, {seconds * 1000:,.1f} ms/image "
                   f"({runs} runs)", file=sys.stderr, flush=True)
     return rows
@@ -252,10 +256,11 @@ def markdown(results: dict) -> str:
              f"{results['machine']['threads']} torch threads), GPU {results['machine']['gpu']}; "
              f"torch {results['machine']['torch']}; {results['machine']['date']}.", ""]
     if "speed" in results:
-        lines += ["| model | arch | size | MACs/pixel | parameters | ms/image | images/s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| model | arch | size | dtype | MACs/pixel | parameters | ms/image | images/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in results["speed"]:
-            lines.append(f"| {r['model']} | {r['arch']} | {r['size']} | {r['macs_per_pixel']:,} | {r['params']:,} | "
+            lines.append(f"| {r['model']} | {r['arch']} | {r['size']} | {r.get('dtype', 'float32')} | "
+                         f"{r['macs_per_pixel']:,} | {r['params']:,} | "
                          f"{r['seconds_per_image'] * 1000:,.1f} | {r['images_per_second']:.2f} |")
         lines.append("")
     if results.get("accuracy"):

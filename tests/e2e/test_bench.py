@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -194,3 +195,17 @@ def test_estimator_accuracy_without_data_is_noted_not_faked(tmp_path, run_cli):
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "estimator_results.json").read_text())
     assert "accuracy" not in report and "not run" in report["notes"][0]
+
+
+def test_estimator_speed_in_bfloat16(tmp_path, run_cli, monkeypatch):
+    # the timed pass really runs in the requested arithmetic, and the table says which
+    seen = []
+    original = torch.nn.Conv2d.forward
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, x: seen.append(x.dtype) or original(self, x))
+    res = run_cli("bench", "estimator", "--parts", "speed", "--out", tmp_path, "--archs", "unet",
+                  "--sizes", "32x32", "--budget", "0", "--dtype", "bfloat16")
+    assert res.returncode == 0, res.stderr
+    row = json.loads((tmp_path / "estimator_results.json").read_text())["speed"][0]
+    assert row["dtype"] == "bfloat16" and row["macs_per_pixel"] > 1000
+    assert torch.bfloat16 in seen and seen[-1] == torch.bfloat16
+    assert "| bfloat16 |" in (tmp_path / "estimator_results.md").read_text()
