@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from jndplug.bench import figures
-from jndplug.bench.common import (BenchError, link_or_copy, machine, mean_std, notes_lines, read_result,
+from jndplug.bench.common import (BenchError, finished_run, link_or_copy, machine, mean_std, notes_lines,
                                   resolve_estimator, spread, summarize, write_json, write_text)
 from jndplug.imageio import list_images, read_image
 from jndplug.metrics import METRICS, MetricSuite, add_suite_arguments, evaluate_folders
@@ -97,10 +97,8 @@ def run(args: argparse.Namespace) -> dict:
     for i, (model, quality, target, strength, seed) in enumerate(plan, 1):
         name = f"{model}_q{quality}_{target}_seed{seed}"
         run_dir = out / "runs" / name
-        result = read_result(run_dir)
+        result = finished_run(run_dir, settings)
         if result is not None:
-            if result["settings"] != settings:
-                raise BenchError(f"{run_dir} was run with other settings; use another --out or delete that run")
             print(f"[{i}/{len(plan)}] {name}: done earlier, skipped", file=sys.stderr)
         else:
             init = _init_checkpoint(args.init_dir, model, quality)

@@ -50,6 +50,22 @@ def read_result(run_dir: Path) -> dict | None:
         return None
 
 
+def finished_run(run_dir: Path, settings: dict) -> dict | None:
+    """A finished run's results if it ran with ``settings``, None if it has not finished; a run
+    finished with other settings is refused, since mixing it in would compare unlike runs."""
+    result = read_result(run_dir)
+    if result is not None and result["settings"] != settings:
+        raise BenchError(f"{run_dir} was run with other settings ({settings_diff(result['settings'], settings)}); "
+                         "use another --out or delete that folder")
+    return result
+
+
+def settings_diff(have: dict, want: dict) -> str:
+    """The first few keys whose values differ, as 'key: old there, new now'."""
+    keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    return ", ".join(f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in keys[:4])
+
+
 def write_json(path: Path, data) -> None:
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=1)

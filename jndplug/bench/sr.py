@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import figures
-from jndplug.bench.common import (BenchError, image_sets, machine, mean_std, notes_lines, read_result,
-                                  resolve_estimator, signed, spread, summarize, write_json, write_text)
+from jndplug.bench.common import (BenchError, finished_run, image_sets, machine, mean_std, notes_lines, read_result,
+                                  resolve_estimator, settings_diff, signed, spread, summarize, write_json,
+                                  write_text)
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array, write_image
 from jndplug.metrics import METRICS, MetricSuite, add_suite_arguments, evaluate_folders, mean_of
 
@@ -103,11 +104,8 @@ def run(args: argparse.Namespace) -> dict:
     for i, (arch, target, strength, seed) in enumerate(plan, 1):
         name = f"{arch}_{target}_seed{seed}"
         run_dir = out / "runs" / name
-        result = read_result(run_dir)
+        result = finished_run(run_dir, settings)
         if result is not None:
-            if result["settings"] != settings:
-                raise BenchError(f"{run_dir} was run with other settings ({_diff(result['settings'], settings)}); "
-                                 "use another --out or delete that run")
             print(f"[{i}/{len(plan)}] {name}: done earlier, skipped", file=sys.stderr)
         else:
             init = None
@@ -162,7 +160,7 @@ def prepare_data(root: Path, args) -> dict:
         have = json.loads(marker.read_text())
         have.pop("train_pairs", None)
         if have != spec:
-            raise BenchError(f"{root} was prepared from other data ({_diff(have, spec)}); use another --out")
+            raise BenchError(f"{root} was prepared from other data ({settings_diff(have, spec)}); use another --out")
         return {"root": root, "sets": list(sets)}
 
     def pair(src: Path, gt_path: Path, lq_path: Path, training: bool) -> bool:
@@ -245,7 +243,7 @@ def train(run_dir: Path, opt: dict, settings: dict) -> Path:
     stamp = run_dir / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != settings:
         # resuming (or reusing) a network trained under other settings would mix two experiments
-        raise BenchError(f"{run_dir} was trained with other settings ({_diff(json.loads(stamp.read_text()), settings)})"
+        raise BenchError(f"{run_dir} was trained with other settings ({settings_diff(json.loads(stamp.read_text()), settings)})"
                          "; use another --out or delete that run")
     write_json(stamp, settings)
     opt_path = run_dir / "options.yml"
@@ -393,8 +391,3 @@ def crop_figures(out: Path, results: list[dict], data: dict, args) -> None:
                                read_image(out / "runs" / r["run"] / "outputs" / set_name / rel)))
             rows.append((f"{set_name}/{rel.stem}", panels))
         figures.crops(rows, args.crop_size, out / f"crops_{arch}.png")
-
-
-def _diff(have: dict, want: dict) -> str:
-    keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-    return ", ".join(f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in keys[:4])

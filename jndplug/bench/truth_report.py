@@ -16,7 +16,7 @@ import numpy as np
 
 import jndplug
 from jndplug.bench import truth as measures
-from jndplug.bench.common import RESULT, BenchError, notes_lines, read_result, spread, write_json
+from jndplug.bench.common import RESULT, BenchError, finished_run, notes_lines, spread, write_json
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array
 from jndplug.metrics import fmt, mean_of, psnr
 
@@ -106,11 +106,8 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], a
                     "images": str(Path(args.images).resolve()), "files": [n for n, _ in images],
                     "max_side": args.max_side, "sur": sur, "strength": args.strength, "metrics": list(args.metrics)}
         run_dir = out / "truth" / label
-        done = read_result(run_dir)
+        done = finished_run(run_dir, settings)
         if done is not None:
-            if done["settings"] != settings:
-                raise BenchError(f"{run_dir} was run with other settings (estimator, images or options); use another "
-                                 "--out or delete that folder")
             print(f"truth {label}: done earlier, skipped", file=sys.stderr)
             rows.append(done)
             continue

@@ -193,7 +193,7 @@ def test_truth_part_writes_its_report_resumes_and_refuses_other_settings(photos,
     assert json.loads((out / "estimator_results.json").read_text())["truth"] == rows
     before = (out / "truth" / "default" / "result.json").read_text()
     assert main([str(a) for a in args] + ["--strength", "0.5"]) == 1
-    assert "other settings" in capsys.readouterr().err
+    assert "other settings (strength: 1.0 there, 0.5 now)" in capsys.readouterr().err
     assert (out / "truth" / "default" / "result.json").read_text() == before
 
 
