@@ -201,7 +201,7 @@ def test_malformed_metadata_is_one_line_naming_the_file(small_file, capsys, conf
     from PIL import Image
 
     Image.new("RGB", (32, 32), (90, 120, 150)).save(img)
-    assert main(["infer", str(img), str(small_file.parent / "out.png"), "--estimator", str(small_file),
+    assert main(["infer", str(img), "--out", str(small_file.parent / "out.png"), "--estimator", str(small_file),
                  "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(small_file) in err and message in err

@@ -61,7 +61,7 @@ def _reference_forward(state, x, recursions, inplace=True):
 def test_convert_round_trip_through_cli(tmp_path, capsys):
     src, dst = tmp_path / "resjnd.pth", tmp_path / "resjnd.safetensors"
     state = _authors_checkpoint(src)
-    assert main(["convert", str(src), str(dst), "--recursions", "3"]) == 0
+    assert main(["convert", str(src), "--out", str(dst), "--recursions", "3"]) == 0
     assert "wrote" in capsys.readouterr().out
     model = jndplug.load_estimator(dst)
     assert model.arch_name == "resjnd" and model.config == {"channels": 8, "recursions": 3}
@@ -121,7 +121,7 @@ def test_conversion_errors(tmp_path, capsys):
         convert_resjnd(pickled_module, tmp_path / "o.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
     # on the command line: one line, exit status 1
-    assert main(["convert-resjnd", str(tmp_path / "absent.pth"), str(tmp_path / "o.safetensors")]) == 1
+    assert main(["convert-resjnd", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "o.safetensors")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
 
 
