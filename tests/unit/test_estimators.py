@@ -231,7 +231,7 @@ def test_load_refuses_foreign_files(tmp_path):
         jndplug.load_estimator(plain)
     pth = tmp_path / "ckpt.pth"
     torch.save({"w": torch.zeros(3)}, pth)
-    with pytest.raises(ValueError, match="jndplug convert IN.pth"):
+    with pytest.raises(ValueError, match="jndplug convert IN.pth --out OUT.safetensors"):
         jndplug.load_estimator(pth)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)

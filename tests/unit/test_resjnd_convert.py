@@ -71,6 +71,7 @@ def test_convert_round_trip_through_cli(tmp_path, capsys):
     prov = json.loads(meta["provenance"])
     assert prov["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert prov["source_file"] == "resjnd.pth" and prov["recursions"] == 3
+    assert prov["command"] == "jndplug convert resjnd.pth --out resjnd.safetensors --recursions 3"
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
         assert torch.allclose(model(x), _reference_forward(state, x, 3), atol=1e-5)
