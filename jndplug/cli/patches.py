@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "KADID-10k default 4.5)")
     b.add_argument("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="ends of the score scale (defaults: generated 0 1, kadid 1 5, tid2013 0 9, csv 0 1)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="random seed of --max-patches-per-image (default 0)")
     b.set_defaults(func=_patches_build)
 
     t = ps.add_parser("train", help="train TinyPatchRegressor on a patch-pair dataset")
@@ -50,7 +50,7 @@ def training_args(p: argparse.ArgumentParser, buckets_default) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed of the split and the training (default 0)")
     p.add_argument("--buckets", nargs="+", default=buckets_default,
                    help=f"buckets to train on (default: {' '.join(buckets_default or ['all'])})")
 
