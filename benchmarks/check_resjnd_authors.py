@@ -1,6 +1,6 @@
 """Does a converted ResJND checkpoint reproduce the authors' own JND maps?
 
-    jndplug convert-resjnd RESJND/checkpoint/model_epoch_250_44.9119873046875.pth resjnd-authors.safetensors
+    jndplug convert RESJND/checkpoint/model_epoch_250_44.9119873046875.pth --out resjnd-authors.safetensors
     python benchmarks/check_resjnd_authors.py RESJND --weights resjnd-authors.safetensors [--json OUT.json]
 
 RESJND is a local copy of the authors' repository (Knife646/ResJND); nothing of it is part of
@@ -45,7 +45,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("repo", type=Path, help="local copy of the authors' repository (with example/ and result/)")
-    ap.add_argument("--weights", required=True, type=Path, help="the output of jndplug convert-resjnd")
+    ap.add_argument("--weights", required=True, type=Path, help="the output of jndplug convert")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     ap.add_argument("--images", nargs="+", help="only these photos of example/ (e.g. 99.bmp; default: all)")
     args = ap.parse_args(argv)

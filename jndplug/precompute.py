@@ -1,4 +1,4 @@
-"""Offline JND pseudo-ground-truth for a whole folder tree.
+"""Offline JND pseudo-ground-truth for a whole folder tree (``jndplug precompute SRC --out DST``).
 
 ``DST`` mirrors ``SRC`` file for file (same relative paths and extensions, so it can replace a
 ground-truth folder in any paired dataset). Bookkeeping lives in hidden files inside ``DST``

@@ -92,6 +92,8 @@ def run_cli(capsys, monkeypatch):
             warnings.showwarning = _warning_to_stderr  # where the command's warnings go in a terminal
             try:
                 code = main(argv)
+            except SystemExit as exc:  # argparse's refusals: a subprocess would exit with this status
+                code = exc.code
             finally:
                 torch.set_num_threads(threads)  # a command under torchrun settings splits the cores
         out, err = capsys.readouterr()

@@ -21,7 +21,7 @@ DEFAULTS = {
     "strength": 1.0,
     "sur": None,
     "mode": "online",
-    "source_gt": None,     # offline only: the original GT folder given to `jndplug precompute SRC DST`
+    "source_gt": None,     # offline only: the original GT folder given to `jndplug precompute SRC --out DST`
     "kind": "directed",    # directed: the perception-directed JND image (docs/directed.md); jnd: the estimated one
     "gain": None,          # directed only: its sharpening gain (default jndplug.directed.DEFAULT_GAIN)
 }
@@ -153,7 +153,8 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
     src = cfg["source_gt"]
     if src is None:
         raise JNDOptionError("jnd_target.source_gt", "mode: offline needs the original GT folder (SRC of "
-                                                     "`jndplug precompute SRC DST`) to check that DST is complete")
+                                                     "`jndplug precompute SRC --out DST`) to check that DST is "
+                                                     "complete")
     if not os.path.isdir(src):
         raise JNDOptionError("jnd_target.source_gt", f"not a folder: {src}")
     if not train.get("dataroot_lq"):
@@ -167,7 +168,7 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
     sur += f" --kind {cfg['kind']}" + (f" --gain {cfg['gain']}" if cfg["gain"] is not None else "")
 
     def redo(folder):
-        return f"run `jndplug precompute {src} {folder} --estimator {cfg['estimator']} " \
+        return f"run `jndplug precompute {src} --out {folder} --estimator {cfg['estimator']} " \
                f"--strength {cfg['strength']}{sur}`"
 
     if not dst or Path(dst).resolve() == Path(src).resolve():

@@ -57,12 +57,12 @@ def check_offline(root: Path, jnd_root: Path, files: list[Path], target: JNDTarg
         detail = ", ".join(f"{k}: folder {manifest['settings'].get(k)!r} vs configured {expected.get(k)!r}"
                            for k in differ)
         raise CodecError(f"{jnd_root} was precomputed with other JND settings ({detail}); rerun "
-                         f"`jndplug precompute {root} {jnd_root}` with the same estimator and strength")
+                         f"`jndplug precompute {root} --out {jnd_root}` with the same estimator and strength")
     missing = [rel for rel in (p.relative_to(root).as_posix() for p in files)
                if rel not in manifest["files"] or not (jnd_root / rel).is_file()]
     if missing:
         raise CodecError(f"{len(missing)} image(s) have no JND image in {jnd_root} ({', '.join(missing[:5])}"
-                         f"{', ...' if len(missing) > 5 else ''}); run `jndplug precompute {root} {jnd_root}`")
+                         f"{', ...' if len(missing) > 5 else ''}); run `jndplug precompute {root} --out {jnd_root}`")
 
 
 class CropDataset(Dataset):

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jnd-gain", type=float, help="sharpening gain of --jnd-kind directed")
     p.add_argument("--jnd-mode", choices=("online", "offline"), default="online",
                    help="online: JND of each crop computed in the loop; offline: read from --jnd-offline-dir")
-    p.add_argument("--jnd-offline-dir", help="output of `jndplug precompute DATASET DIR`")
+    p.add_argument("--jnd-offline-dir", help="output of `jndplug precompute DATASET --out DIR`")
     p.add_argument("--jnd-tolerant", action="store_true",
                    help="instead of moving the target: MSE that ignores error within the per-pixel JND of the "
                         "original (jndplug.losses.JNDTolerantLoss with --jnd-estimator)")
@@ -187,7 +187,8 @@ def _check_args(args: argparse.Namespace) -> None:
                          "the original, so choose one")
     _check_jnd_flags(args)
     if args.jnd_mode == "offline" and not args.jnd_offline_dir:
-        raise CodecError("--jnd-mode offline needs --jnd-offline-dir (made by `jndplug precompute DATASET DIR`)")
+        raise CodecError("--jnd-mode offline needs --jnd-offline-dir "
+                         "(made by `jndplug precompute DATASET --out DIR`)")
 
 
 def _jnd_source(args: argparse.Namespace, root: Path, files: list[Path]):

@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-images", type=int, help="use this many training images, spread over the sorted list")
     p.add_argument("--eval-images", type=int, help="use this many evaluation images, spread over the sorted list")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="training device: cpu or cuda (default: cuda if available)")
     p.add_argument("--crop-size", type=int, default=128, help="side of the side-by-side crops (pixels)")
     p.add_argument("--crop-images", type=int, default=3, help="evaluation images shown in the crop figures")
     add_suite_arguments(p)

@@ -53,7 +53,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--out", default="bench-estimator", help="results folder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--archs", nargs="+", default=["unet", "resjnd"], help="architectures timed with random weights")
     p.add_argument("--weights", nargs="+", default=[],
                    help="estimators: pretrained names or .safetensors files (speed, accuracy, truth)")

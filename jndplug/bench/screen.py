@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, help="use this many images, spread over the sorted list")
     p.add_argument("--out", default="bench-screen", help="results folder (screen.json, screen.md)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier screen in --out")
-    p.add_argument("--metrics-device", default="cpu", help="device of the network-based metrics (default cpu)")
+    p.add_argument("--metrics-device", default="cpu",
+                   help="device of the network-based metrics: cpu, cuda, cuda:1 ... (default cpu)")
 
 
 def parse_transform(spec: str) -> tuple[str, dict]:

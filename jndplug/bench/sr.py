@@ -58,8 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0, 1.5])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     # dest: the names under which earlier results recorded these settings
-    p.add_argument("--steps", dest="iters", type=int, default=20000, help="training iterations per run")
-    p.add_argument("--pretrain-steps", dest="pretrain_iters", type=int, default=0,
+    p.add_argument("--steps", dest="iters", type=int, default=20000, metavar="N", help="training iterations per run")
+    p.add_argument("--pretrain-steps", dest="pretrain_iters", type=int, default=0, metavar="N",
                    help="first train each architecture and seed this long against the ground truth, then every "
                         "target run fine-tunes that network for --steps (0: every run starts from scratch)")
     p.add_argument("--iters", dest="iters", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, help="evaluate on the central CROPxCROP of each test image (GT pixels)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per run")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="BasicSR training-state interval (resume)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="training device: cpu or cuda (default: cuda if available)")
     p.add_argument("--crop-size", type=int, default=96, help="side of the side-by-side crops (GT pixels)")
     p.add_argument("--crop-images", type=int, default=3, help="test images shown in the crop figures")
     add_suite_arguments(p)

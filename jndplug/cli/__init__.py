@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 # name: (module that registers it, one-line help), in pipeline order
@@ -37,16 +38,73 @@ ALIASES = {
 }
 
 
+DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda if available)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that refuses, with the corrected command, an output given where it used to be.
+
+    Before every command took its output as ``--out``, some took it as their last positional. An old
+    invocation is neither parsed as something else nor answered with argparse's "required: --out":
+    it exits 2 with one line naming the new form (see :func:`add_out_argument`).
+    """
+
+    out_was_positional = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        if self.out_was_positional and not {"-h", "--help"} & set(args):  # help shows --out required
+            self._refuse_positional_out(args)
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_positional_out(self, args: list[str]) -> None:
+        out = self._option_string_actions["--out"]
+        required, out.required = out.required, False  # a first look, before "required: --out" is said
+        try:
+            seen, extra = super().parse_known_args(args, None)
+        finally:
+            out.required = required
+        stray = [a for a in extra if not a.startswith("-")]
+        if seen.out is None and len(stray) == 1:
+            at = len(args) - 1 - args[::-1].index(stray[0])
+            fix = shlex.join([*args[:at], "--out", *args[at:]])
+            self.exit(2, f"{self.prog}: error: the output is now given with --out: {self.prog} {fix}\n")
+
+
 def add_command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
     """The sub-parser of command ``name``, with its help line from :data:`COMMANDS`."""
     return sub.add_parser(name, help=COMMANDS[name][1], **kwargs)
+
+
+def add_out_argument(p: argparse.ArgumentParser, help: str, metavar: str = "PATH") -> None:
+    """The required ``--out`` of a command whose output used to be its last positional argument:
+    that spelling now fails with the corrected command (exit 2)."""
+    p.add_argument("--out", required=True, metavar=metavar, help=help)
+    p.out_was_positional = True
+
+
+class _Renamed(argparse.Action):
+    def __init__(self, *args, new: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = "" if values is None else f" {shlex.quote(values)}"
+        parser.exit(2, f"{parser.prog}: error: {option_string} is now {self.new}: "
+                       f"{parser.prog} ... {self.new}{given}\n")
+
+
+def add_renamed_flag(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Refuse ``old``, an earlier name of option ``new`` of ``p``, naming ``new`` (exit 2): taking
+    it silently would keep two spellings alive, ignoring it would run with the wrong setting."""
+    p.add_argument(old, nargs="?", action=_Renamed, new=new, help=argparse.SUPPRESS)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command's arguments, or, given ``command``, with that command's only."""
     from jndplug import __version__
 
-    parser = argparse.ArgumentParser(prog="jndplug", description="JND targets for image restoration and compression.")
+    parser = _Parser(prog="jndplug", description="JND targets for image restoration and compression.")
     parser.add_argument("--version", action="version", version=f"jndplug {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of errors that are otherwise reported in one line")

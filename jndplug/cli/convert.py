@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from jndplug.cli import add_command
+from jndplug.cli import add_command, add_out_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "convert", description="Convert the ResJND authors' released PyTorch state dict (read with "
                                                 "torch.load(weights_only=True)) into a verified .safetensors estimator.")
     p.add_argument("input", help="the authors' checkpoint (.pth)")
-    p.add_argument("output", help="the jndplug weights file to write (.safetensors)")
+    add_out_argument(p, "the jndplug weights file to write (.safetensors)", metavar="FILE")
     p.add_argument("--recursions", type=int, default=25,
                    help="recursions of the shared block (not stored in the weights; ResJND uses 25)")
     p.set_defaults(func=_convert_resjnd)
@@ -25,6 +25,6 @@ def _convert_resjnd(args: argparse.Namespace) -> int:
 
     if args.recursions < 1:
         raise ValueError(f"--recursions must be >= 1, got {args.recursions}")
-    path = convert_resjnd(args.input, args.output, recursions=args.recursions)
+    path = convert_resjnd(args.input, args.out, recursions=args.recursions)
     print(f"wrote {path}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from jndplug.cli import add_command
+from jndplug.cli import DEVICE_HELP, add_command
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -73,7 +73,7 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
                         "(default: the ST-LPIPS VGG16 bundled with stlpips-pytorch, else a fixed random network)")
     b.add_argument("--random-features", dest="use_stlpips", action="store_false",
                    help="use the fixed random feature network even if stlpips-pytorch is installed")
-    b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default cuda when available)")
+    b.add_argument("--device", default=None, help=DEVICE_HELP)
     b.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only N sources, spread evenly over the sorted list (a quick or benchmark subset)")
     b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jndplug.cli import add_command
+from jndplug.cli import DEVICE_HELP, add_command, add_out_argument
 from jndplug.imageio import (ImageReadError, array_to_tensor, check_output_path, list_images, read_image,
                              tensor_to_array, write_image)
 
@@ -19,16 +19,16 @@ from jndplug.imageio import (ImageReadError, array_to_tensor, check_output_path,
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "infer", description="Write the JND image of each input, at the input's bit depth.")
     p.add_argument("input", help="an image file or a folder (searched recursively)")
-    p.add_argument("output", help="output file (for a file input) or folder")
+    add_out_argument(p, "output file (for a file input) or folder")
     _estimator_args(p)
     p.add_argument("--map", action="store_true", help="also write <name>_jndmap.png, a heat map of the JND magnitude")
     p.add_argument("--compare", action="store_true", help="also write <name>_compare.png, a side-by-side figure")
     p.set_defaults(func=_infer)
 
-    p = add_command(sub, "precompute", description="Mirror SRC into DST with every image replaced by its JND image. "
-                                                   "Resumable; under torchrun each rank takes its share.")
-    p.add_argument("src")
-    p.add_argument("dst")
+    p = add_command(sub, "precompute", description="Mirror SRC into --out DST with every image replaced by its JND "
+                                                   "image. Resumable; under torchrun each rank takes its share.")
+    p.add_argument("src", metavar="SRC", help="folder of images (searched recursively)")
+    add_out_argument(p, "folder to write the JND images to, mirroring SRC (a rerun resumes it)", metavar="DST")
     _estimator_args(p)
     p.set_defaults(func=_precompute)
 
@@ -47,7 +47,7 @@ def _estimator_args(p: argparse.ArgumentParser) -> None:
                         "bounded by the JND map (docs/directed.md); jnd: the estimated JND image")
     p.add_argument("--gain", type=float, default=None, help="sharpening gain of --kind directed (default "
                                                             "jndplug.directed.DEFAULT_GAIN)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--tile", type=int, nargs=2, metavar=("SIZE", "OVERLAP"), default=None,
                    help="process in tiles to bound memory (default: automatic for very large images)")
 
@@ -70,7 +70,7 @@ def _target(args: argparse.Namespace):
 def _infer(args: argparse.Namespace) -> int:
     from jndplug.viz import heatmap_array, save_comparison
 
-    src, dst = Path(args.input), Path(args.output)
+    src, dst = Path(args.input), Path(args.out)
     if not src.exists():
         raise FileNotFoundError(f"input not found: {src}")
     if src.is_dir():
@@ -95,7 +95,7 @@ def _infer(args: argparse.Namespace) -> int:
             stem = out.with_suffix("")
             extra = {"map": Path(f"{stem}_jndmap.png"), "compare": Path(f"{stem}_compare.png")}
             for path in [out] + [extra[k] for k in extra if getattr(args, k)]:
-                check_output_path(inp, path)  # e.g. `infer a_jndmap.png a.png --map`
+                check_output_path(inp, path)  # e.g. `infer a_jndmap.png --out a.png --map`
             x = array_to_tensor(array)
             jnd = target(x)
         except (ImageReadError, ValueError) as exc:
@@ -117,9 +117,9 @@ def _precompute(args: argparse.Namespace) -> int:
     from jndplug.precompute import precompute, torch_threads_for_rank
 
     torch_threads_for_rank()
-    report = precompute(args.src, args.dst, _target(args))
+    report = precompute(args.src, args.out, _target(args))
     print(f"{len(report.written)} written, {len(report.skipped)} already done, {len(report.failed)} failed "
-          f"-> {args.dst}")
+          f"-> {args.out}")
     for rel, why in report.failed.items():
         print(f"  failed {rel}: {why}", file=sys.stderr)
     return 1 if report.failed else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jndplug.cli import add_command
+from jndplug.cli import add_command, add_renamed_flag
 from jndplug.metrics import add_suite_arguments, evaluate_folders, to_markdown, write_table
 
 
@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("outputs", help="folder of outputs (or one file)")
     p.add_argument("references", help="folder of references (or one file)")
     p.add_argument("--crop-border", type=int, default=0, help="pixels removed at every edge (BasicSR: the SR scale)")
-    add_suite_arguments(p)
+    add_suite_arguments(p, device_flag="--device")
+    add_renamed_flag(p, "--metrics-device", "--device")
     p.add_argument("--json", help="write the table here")
     p.add_argument("--md", help="write the Markdown table here")
     p.set_defaults(func=_run)
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args) -> int:
     table = evaluate_folders(args.outputs, args.references, args.metrics, crop_border=args.crop_border,
-                             lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk, device=args.metrics_device,
+                             lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk, device=args.device,
                              progress=True)
     write_table(table, args.json, args.md)
     print(to_markdown(table))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jndplug.cli import add_command
+from jndplug.cli import add_command, add_out_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ps = p.add_subparsers(dest="patches_command", metavar="STEP", required=True)
     b = ps.add_parser("build", help="cut a (reference, distorted, score) collection into fused patch pairs")
     b.add_argument("source", help="generated:DATASET[,LABELS], kadid:PATH, tid2013:PATH or csv:FILE")
-    b.add_argument("out", help="output folder")
+    add_out_argument(b, "folder to write the patch-pair dataset to", metavar="DIR")
     b.add_argument("--fusion", nargs="+", default=["copy", "blend"], choices=["copy", "blend"])
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the clean RoI in blend fusion (default 0.5)")
     b.add_argument("--max-levels", type=int, default=None,
@@ -28,12 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "KADID-10k default 4.5)")
     b.add_argument("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="ends of the score scale (defaults: generated 0 1, kadid 1 5, tid2013 0 9, csv 0 1)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="random seed of --max-patches-per-image (default 0)")
     b.set_defaults(func=_patches_build)
 
     t = ps.add_parser("train", help="train TinyPatchRegressor on a patch-pair dataset")
-    t.add_argument("dataset")
-    t.add_argument("out", help="run folder (regressor.safetensors, split.json, log.json)")
+    t.add_argument("dataset", help="a dataset written by `jndplug patches build`")
+    add_out_argument(t, "run folder to write (regressor.safetensors, split.json, log.json)", metavar="DIR")
     training_args(t, buckets_default=["slight_flicker"])
     t.add_argument("--patience", type=int, default=10)
     t.add_argument("--min-delta", type=float, default=1e-5)
@@ -50,7 +50,7 @@ def training_args(p: argparse.ArgumentParser, buckets_default) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed of the split and the training (default 0)")
     p.add_argument("--buckets", nargs="+", default=buckets_default,
                    help=f"buckets to train on (default: {' '.join(buckets_default or ['all'])})")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from jndplug.cli import add_command
+from jndplug.cli import DEVICE_HELP, add_command
 from jndplug.errors import JNDPlugValueError
 
 DESCRIPTION = """\
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", help="write the final (best-validation) model here as .safetensors")
     p.add_argument("--export-dtype", choices=["float32", "float16"], default="float32",
                    help="precision of the exported tensors (float16 halves the file; default float32)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-level-metrics", action="store_true",
                    help="skip level agreement (it needs jndplug.datagen's distortion measure)")
     p.add_argument("--observer-model", choices=["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "none"],

@@ -79,7 +79,7 @@ def convert_resjnd(src: str | os.PathLike, dst: str | os.PathLike,
         "source_sha256": sha,
         "label_source": ["cplset"],
         "recursions": recursions,
-        "command": f"jndplug convert {src.name} {dst.name} --recursions {recursions}",
+        "command": f"jndplug convert {src.name} --out {dst.name} --recursions {recursions}",
         "date": datetime.date.today().isoformat(),
     }
     return save_estimator(model, dst, provenance)

@@ -140,7 +140,7 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
     if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
         raise ValueError(
             f"{path}: jndplug loads only .safetensors weights; convert foreign checkpoints first "
-            "(for the authors' ResJND checkpoint: `jndplug convert IN.pth OUT.safetensors`)"
+            "(for the authors' ResJND checkpoint: `jndplug convert IN.pth --out OUT.safetensors`)"
         )
     meta = read_metadata(path)
     check_format(path, meta, FORMAT, "jndplug estimator")

@@ -6,6 +6,7 @@ every target the loss sees can be matched to the JND image of one known ground-t
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from PIL import Image
 
 import jndplug
 from conftest import PYTHON, make_image
+from jndplug.cli import build_parser
 from jndplug.integrations.basicsr import JNDOptionError, check_options, wrap_model  # first: makes basicsr importable
 import basicsr.models.sr_model
 import basicsr.train
@@ -407,6 +409,10 @@ def test_bad_options_stop_at_start_up(case, tmp_path, monkeypatch, data, jnd_fol
         assert "003.png" in str(err.value)
     if case == "offline other strength":
         assert "jnd_target.strength is 0.5 but the folder was made with 1.0" in str(err.value)
+        # the command it gives to redo the folder is one the command line takes
+        command = str(err.value).split("run `jndplug ")[1].split("`")[0]
+        args = build_parser("precompute").parse_args(shlex.split(command))
+        assert (args.src, args.out, args.strength) == (folders["HR"], folders["JND"], 0.5)
     if case == "offline other estimator":
         assert "jnd_target.estimator is other.safetensors (fingerprint" in str(err.value)
         assert "made with random-unet.safetensors" in str(err.value)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from compressai.losses import RateDistortionLoss  # noqa: E402
 from compressai.models import FactorizedPrior  # noqa: E402
 
 import jndplug  # noqa: E402
+from jndplug.cli import build_parser as cli_parser  # noqa: E402
 from jndplug.imageio import array_to_tensor, read_image, tensor_to_array  # noqa: E402
 from jndplug.integrations.compressai import (CodecError, build_model, load_codec, load_weights,  # noqa: E402
                                             state_dict_of)
@@ -136,9 +138,13 @@ def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, da
         assert not torch.equal(y, x)
 
     # a folder precomputed with another strength is refused, naming the difference
-    with pytest.raises(CodecError, match="strength: folder 1.0 vs configured 0.5"):
+    with pytest.raises(CodecError, match="strength: folder 1.0 vs configured 0.5") as err:
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
                "--jnd-kind", "jnd", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
+    # the command it gives to redo the folder is one the command line takes
+    command = str(err.value).split("rerun `jndplug ")[1].split("`")[0]
+    args = cli_parser("precompute").parse_args(shlex.split(command))
+    assert (args.src, args.out) == (str(data), str(jnd_dir))
     (jnd_dir / "train" / "img1.png").unlink()
     with pytest.raises(CodecError, match="no JND image .*train/img1.png"):
         _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",

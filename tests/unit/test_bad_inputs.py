@@ -47,20 +47,21 @@ def _wide_image():
 def test_infer_refuses_outputs_that_are_or_contain_the_inputs(tmp_path, image_folder, estimator_file, capsys):
     before = {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()}
     w = ["--estimator", str(estimator_file)]
-    assert cli_main(["infer", str(image_folder), str(image_folder), *w]) == 1
+    assert cli_main(["infer", str(image_folder), "--out", str(image_folder), *w]) == 1
     assert "is the input" in capsys.readouterr().err
-    assert cli_main(["infer", str(image_folder / "a.png"), str(image_folder / "a.png"), *w]) == 1
+    assert cli_main(["infer", str(image_folder / "a.png"), "--out", str(image_folder / "a.png"), *w]) == 1
     assert "is the input" in capsys.readouterr().err
     # a folder as output: the file would land on itself
-    assert cli_main(["infer", str(image_folder / "a.png"), str(image_folder), *w]) == 1
+    assert cli_main(["infer", str(image_folder / "a.png"), "--out", str(image_folder), *w]) == 1
     assert "is the input" in capsys.readouterr().err
     # the output folder holds the input folder: sub/sub/x.png would become sub/x.png
-    assert cli_main(["infer", str(image_folder / "sub"), str(image_folder), *w]) == 1
+    assert cli_main(["infer", str(image_folder / "sub"), "--out", str(image_folder), *w]) == 1
     assert "contains the input" in capsys.readouterr().err
     # a side output on the input: the map of a.png is a_jndmap.png
     Image.fromarray(make_image(32, 32)).save(image_folder / "a_jndmap.png")
     before[image_folder / "a_jndmap.png"] = (image_folder / "a_jndmap.png").read_bytes()
-    assert cli_main(["infer", str(image_folder / "a_jndmap.png"), str(image_folder / "a.png"), "--map", *w]) == 1
+    assert cli_main(["infer", str(image_folder / "a_jndmap.png"), "--out", str(image_folder / "a.png"), "--map",
+                     *w]) == 1
     assert "is the input" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()} == before
 
@@ -69,7 +70,7 @@ def test_infer_into_a_subfolder_of_its_input_does_not_take_its_outputs_as_inputs
                                                                                   capsys):
     out = image_folder / "jnd"
     for _ in range(2):
-        assert cli_main(["infer", str(image_folder), str(out), "--estimator", str(estimator_file)]) == 0
+        assert cli_main(["infer", str(image_folder), "--out", str(out), "--estimator", str(estimator_file)]) == 0
         assert capsys.readouterr().out.count("wrote ") == 3
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
         ["a.png", "c.jpg", "sub/b.png"]
@@ -243,7 +244,8 @@ def test_folder_runs_skip_bombs_and_corrupt_files_and_finish(tmp_path, unet, est
     report = precompute(src, tmp_path / "dst", jndplug.JNDTarget(unet), progress=False)
     assert report.written == ["good16.png"] and sorted(report.failed) == sorted(bad)
 
-    assert cli_main(["infer", str(src), str(tmp_path / "inferred"), "--estimator", str(estimator_file)]) == 1
+    assert cli_main(["infer", str(src), "--out", str(tmp_path / "inferred"), "--estimator",
+                     str(estimator_file)]) == 1
     captured = capsys.readouterr()
     assert captured.out.count("wrote ") == 1
     assert all(f"{name}:" in captured.err for name in bad)

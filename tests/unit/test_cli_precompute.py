@@ -13,14 +13,14 @@ from jndplug.precompute import LOG_DIR, MANIFEST, precompute, read_manifest, sha
 
 
 def test_infer_file_folder_map_compare(tmp_path, image_folder, estimator_file, run_cli):
-    r = run_cli("infer", image_folder / "a.png", tmp_path / "one.png", "--estimator", estimator_file,
+    r = run_cli("infer", image_folder / "a.png", "--out", tmp_path / "one.png", "--estimator", estimator_file,
                 "--map", "--compare")
     assert r.returncode == 0, r.stderr
     out = read_image(tmp_path / "one.png")
     assert out.shape == read_image(image_folder / "a.png").shape
     assert (tmp_path / "one_jndmap.png").is_file() and (tmp_path / "one_compare.png").is_file()
 
-    r = run_cli("infer", image_folder, tmp_path / "all", "--estimator", estimator_file, "--strength", "0.5")
+    r = run_cli("infer", image_folder, "--out", tmp_path / "all", "--estimator", estimator_file, "--strength", "0.5")
     assert r.returncode == 0, r.stderr
     written = sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.*"))
     assert written == ["a.png", "c.jpg", "sub/b.png"]
@@ -33,7 +33,7 @@ def test_infer_keeps_16_bit(tmp_path, estimator_file, run_cli):
     deep = make_image(40, 40, dtype=np.uint16)
     write_image(src, deep)
     assert np.array_equal(read_image(src), deep)
-    r = run_cli("infer", src, tmp_path / "out.png", "--estimator", estimator_file)
+    r = run_cli("infer", src, "--out", tmp_path / "out.png", "--estimator", estimator_file)
     assert r.returncode == 0, r.stderr
     out = read_image(tmp_path / "out.png")
     assert out.dtype == np.uint16 and out.shape == (40, 40, 3)
@@ -43,7 +43,7 @@ def test_infer_bad_files_are_reported_and_write_nothing(tmp_path, image_folder, 
     (image_folder / "broken.png").write_bytes(b"not an image at all")
     Image.fromarray(make_image(10, 40)).save(image_folder / "tiny.png")
     Image.fromarray(make_image(40, 40)[..., 0]).save(image_folder / "gray.png")
-    r = run_cli("infer", image_folder, tmp_path / "out", "--estimator", estimator_file)
+    r = run_cli("infer", image_folder, "--out", tmp_path / "out", "--estimator", estimator_file)
     assert r.returncode == 1
     assert "broken.png: not a readable image file" in r.stderr
     assert "tiny.png" in r.stderr and "at least 16x16" in r.stderr
@@ -54,7 +54,8 @@ def test_infer_bad_files_are_reported_and_write_nothing(tmp_path, image_folder, 
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, run_cli):
-    r = run_cli("infer", tmp_path / "missing.png", tmp_path / "o.png", "--estimator", tmp_path / "w.safetensors")
+    r = run_cli("infer", tmp_path / "missing.png", "--out", tmp_path / "o.png",
+                "--estimator", tmp_path / "w.safetensors")
     assert r.returncode == 1
     assert r.stderr.strip().startswith("jndplug infer: error:") and "Traceback" not in r.stderr
 
@@ -152,7 +153,7 @@ def test_sharding_splits_files_between_ranks():
 def test_precompute_cli_under_torchrun_environment(tmp_path, image_folder, estimator_file, run_cli):
     dst = tmp_path / "dst"
     for rank in (0, 1):
-        r = run_cli("precompute", image_folder, dst, "--estimator", estimator_file,
+        r = run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file,
                     env={"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
         assert r.returncode == 0, r.stderr
     logs = {p.name: [json.loads(line)["file"] for line in p.read_text().splitlines()]
@@ -160,7 +161,7 @@ def test_precompute_cli_under_torchrun_environment(tmp_path, image_folder, estim
     assert set(logs) == {"rank0.jsonl", "rank1.jsonl"}
     assert sorted(logs["rank0.jsonl"] + logs["rank1.jsonl"]) == ["a.png", "c.jpg", "sub/b.png"]
     assert (dst / MANIFEST).is_file()
-    r = run_cli("precompute", image_folder, dst, "--estimator", estimator_file)
+    r = run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file)
     assert "0 written, 3 already done" in r.stdout
 
 

@@ -225,7 +225,7 @@ def test_precompute_records_kind_and_gain(tmp_path, estimator_file):
     src = tmp_path / "src"
     src.mkdir()
     Image.fromarray(make_image(32, 32)).save(src / "a.png")
-    assert main(["precompute", str(src), str(tmp_path / "d"), "--estimator", str(estimator_file),
+    assert main(["precompute", str(src), "--out", str(tmp_path / "d"), "--estimator", str(estimator_file),
                  "--kind", "directed", "--gain", "0.5", "--device", "cpu"]) == 0
     settings = read_manifest(tmp_path / "d")["settings"]
     assert settings["kind"] == "directed" and settings["gain"] == 0.5

@@ -201,7 +201,7 @@ def test_malformed_metadata_is_one_line_naming_the_file(small_file, capsys, conf
     from PIL import Image
 
     Image.new("RGB", (32, 32), (90, 120, 150)).save(img)
-    assert main(["infer", str(img), str(small_file.parent / "out.png"), "--estimator", str(small_file),
+    assert main(["infer", str(img), "--out", str(small_file.parent / "out.png"), "--estimator", str(small_file),
                  "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(small_file) in err and message in err
@@ -231,7 +231,7 @@ def test_load_refuses_foreign_files(tmp_path):
         jndplug.load_estimator(plain)
     pth = tmp_path / "ckpt.pth"
     torch.save({"w": torch.zeros(3)}, pth)
-    with pytest.raises(ValueError, match="jndplug convert IN.pth"):
+    with pytest.raises(ValueError, match="jndplug convert IN.pth --out OUT.safetensors"):
         jndplug.load_estimator(pth)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)

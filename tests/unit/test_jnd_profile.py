@@ -140,3 +140,12 @@ def test_profile_and_estimator_maps_share_units():
     assert est.shape == prof.shape == (2, 1, 24, 24)
     assert torch.allclose(est, torch.full_like(est, 2 / 255), atol=1e-6)
     assert 0 < float(prof.min()) and float(prof.max()) < 1 and math.isfinite(float(prof.sum()))
+
+
+def test_jnd_profile_command_writes_the_profile(tmp_path, run_cli):
+    data = _texture_images(tmp_path)
+    out = tmp_path / "profile.safetensors"
+    res = run_cli("jnd-profile", data, "--out", out, "--epochs", "2", "--batch", "16", "--seed", "0")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith(f"-> {out}") and is_profile_file(out)
+    assert len(load_profile(out).provenance["history"]) == 2

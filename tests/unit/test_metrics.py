@@ -151,7 +151,7 @@ def test_cli_writes_json_and_markdown(tmp_path, run_cli):
         Image.fromarray(img).save(refs / f"img{i}.jpg", quality=98)
         Image.fromarray(noisy(img, 5, seed=i)).save(outs / f"img{i}.png")  # matched by name without extension
     res = run_cli("metrics", tmp_path / "out", tmp_path / "ref", "--metrics", "psnr", "ssim_y", "--crop-border", "2",
-                  "--json", tmp_path / "m.json", "--md", tmp_path / "m.md")
+                  "--device", "cpu", "--json", tmp_path / "m.json", "--md", tmp_path / "m.md")
     assert res.returncode == 0, res.stderr
     table = json.loads((tmp_path / "m.json").read_text())
     assert [r["file"] for r in table["images"]] == ["sub/img0", "sub/img1"]
@@ -160,6 +160,13 @@ def test_cli_writes_json_and_markdown(tmp_path, run_cli):
     single = evaluate_folders(outs / "img0.png", refs / "img0.jpg", ["psnr"])  # two files are simply paired
     expected = psnr(read_image(outs / "img0.png"), read_image(refs / "img0.jpg"))
     assert [r["file"] for r in single["images"]] == ["img0"] and single["mean"]["psnr"] == pytest.approx(expected)
+
+    # the earlier name of --device: refused, naming the new one, before anything is scored or written
+    res = run_cli("metrics", tmp_path / "out", tmp_path / "ref", "--metrics", "psnr", "--metrics-device", "cpu",
+                  "--json", tmp_path / "old.json")
+    assert (res.returncode, res.stderr) == (2, "jndplug metrics: error: --metrics-device is now --device: "
+                                               "jndplug metrics ... --device cpu\n")
+    assert not (tmp_path / "old.json").exists()
 
     (outs / "img1.png").unlink()
     res = run_cli("metrics", tmp_path / "out", tmp_path / "ref")

@@ -199,7 +199,7 @@ def test_regressor_shapes_and_split():
 
 def test_regressor_trains_with_early_stopping_and_calibrates(kadid, tmp_path, capsys):
     data = tmp_path / "patches"
-    assert main(["patches", "build", f"kadid:{kadid}", str(data)]) == 0
+    assert main(["patches", "build", f"kadid:{kadid}", "--out", str(data)]) == 0
     run = tmp_path / "run"
     cfg = {"epochs": 12, "patience": 2, "min_delta": 1e9, "width": 8, "blocks": 2, "groups": 4, "batch": 16}
     # min_delta so large that no epoch after the first counts as an improvement: stops after 1 + patience
@@ -227,6 +227,11 @@ def test_regressor_trains_with_early_stopping_and_calibrates(kadid, tmp_path, ca
         np.mean(np.diag(confusion)[per_class > 0] / per_class[per_class > 0]))
     assert main(["patches", "calibrate", str(run), str(data)]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
+    # the same training from the command line
+    cli_run = tmp_path / "cli-run"
+    assert main(["patches", "train", str(data), "--out", str(cli_run), "--epochs", "1", "--batch", "16"]) == 0
+    assert f"1 epochs run -> {cli_run}" in capsys.readouterr().out
+    assert load_regressor(cli_run / "regressor.safetensors").info["best_epoch"] == 1
 
 
 def test_threshold_fit_and_metrics_on_known_scores():

@@ -61,7 +61,7 @@ def _reference_forward(state, x, recursions, inplace=True):
 def test_convert_round_trip_through_cli(tmp_path, capsys):
     src, dst = tmp_path / "resjnd.pth", tmp_path / "resjnd.safetensors"
     state = _authors_checkpoint(src)
-    assert main(["convert", str(src), str(dst), "--recursions", "3"]) == 0
+    assert main(["convert", str(src), "--out", str(dst), "--recursions", "3"]) == 0
     assert "wrote" in capsys.readouterr().out
     model = jndplug.load_estimator(dst)
     assert model.arch_name == "resjnd" and model.config == {"channels": 8, "recursions": 3}
@@ -71,6 +71,7 @@ def test_convert_round_trip_through_cli(tmp_path, capsys):
     prov = json.loads(meta["provenance"])
     assert prov["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert prov["source_file"] == "resjnd.pth" and prov["recursions"] == 3
+    assert prov["command"] == "jndplug convert resjnd.pth --out resjnd.safetensors --recursions 3"
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
         assert torch.allclose(model(x), _reference_forward(state, x, 3), atol=1e-5)
@@ -121,7 +122,7 @@ def test_conversion_errors(tmp_path, capsys):
         convert_resjnd(pickled_module, tmp_path / "o.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
     # on the command line: one line, exit status 1
-    assert main(["convert-resjnd", str(tmp_path / "absent.pth"), str(tmp_path / "o.safetensors")]) == 1
+    assert main(["convert-resjnd", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "o.safetensors")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
 
 
