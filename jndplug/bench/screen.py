@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"default: {' '.join(CHEAP_METRICS)} (seconds per image on a CPU); any of {', '.join(METRICS)}")
     p.add_argument("--crop-border", type=int, help="pixels removed at every edge before scoring "
                                                    "(default: SCALE with --bicubic, else 0)")
-    p.add_argument("--max-side", type=int, help="score the central crop of at most this side of each image")
+    p.add_argument("--crop", type=int, help="score the central CROPxCROP (at most) of each image")
     p.add_argument("--max-images", type=int, help="use this many images, spread over the sorted list")
     p.add_argument("--out", default="bench-screen", help="results folder (screen.json, screen.md)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier screen in --out")
@@ -192,8 +192,8 @@ def _pairs(args) -> list[tuple[str, Path | None, Path]]:
 def run(args: argparse.Namespace) -> dict:
     if args.bicubic is not None and args.bicubic < 2:
         raise BenchError(f"--bicubic {args.bicubic}: the scale must be an integer >= 2")
-    if args.max_side is not None and args.max_side < 16:
-        raise BenchError(f"--max-side {args.max_side}: use at least 16 pixels")
+    if args.crop is not None and args.crop < 16:
+        raise BenchError(f"--crop {args.crop}: use at least 16 pixels")
     if (Path(args.out) / "screen.json").exists() and not args.overwrite:
         raise BenchError(f"{Path(args.out) / 'screen.json'} already holds a screen's results; use another --out, "
                          "or --overwrite to replace them")
@@ -221,13 +221,13 @@ def run(args: argparse.Namespace) -> dict:
     for name, out_path, gt_path in tqdm(pairs, desc="screen", unit="img"):
         gt = _eight_bit(read_image(gt_path))
         if out_path is None:
-            gt, out = _bicubic(_centre(gt, args.max_side), args.bicubic)
+            gt, out = _bicubic(_centre(gt, args.crop), args.bicubic)
         else:
             out = _eight_bit(read_image(out_path))
             if out.shape != gt.shape:
                 raise BenchError(f"{name}: the output is {out.shape[1]}x{out.shape[0]} but the ground truth is "
                                  f"{gt.shape[1]}x{gt.shape[0]}")
-            gt, out = _centre(gt, args.max_side), _centre(out, args.max_side)
+            gt, out = _centre(gt, args.crop), _centre(out, args.crop)
         base = out.astype(np.float64) / 255.0
         for label, y in transforms(out).items():
             try:
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> dict:
     result = summarize(specs, rows, suite.names)
     result.update(format=FORMAT, gt=str(Path(args.gt).resolve()),
                   source=f"bicubic x{args.bicubic}" if args.bicubic else str(Path(args.outputs).resolve()),
-                  estimator=estimator, crop_border=crop, max_side=args.max_side, images=len(pairs),
+                  estimator=estimator, crop_border=crop, crop=args.crop, images=len(pairs),
                   skipped=dict(suite.skipped), notes=notes, machine=machine(), per_image=rows)
     out = Path(args.out)
     write_json(out / "screen.json", result)
@@ -293,7 +293,7 @@ def markdown(result: dict) -> str:
                                           for m in names) + " |"
     lines = [f"Zero-training screen: {result['images']} images of {result['gt']}, outputs: {result['source']}, "
              f"crop border {result['crop_border']}"
-             + (f", central crops of at most {result['max_side']} px" if result["max_side"] else "")
+             + (f", central crops of at most {result['crop']} px" if result["crop"] else "")
              + ". Each transform applied to the outputs, scored against the ground truth; in brackets the "
                "change vs identity and the predicted effect of fine-tuning on that target.", "", head,
              "|" + "---|" * (len(names) + 1)]

@@ -62,9 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-steps", dest="pretrain_iters", type=int, default=0, metavar="N",
                    help="first train each architecture and seed this long against the ground truth, then every "
                         "target run fine-tunes that network for --steps (0: every run starts from scratch)")
-    p.add_argument("--iters", dest="iters", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p.add_argument("--pretrain-iters", dest="pretrain_iters", type=int, default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)
     p.add_argument("--patch", type=int, default=128, help="GT training patch side (a multiple of 4)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, help="learning rate (default: the architecture's BasicSR recipe)")

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 import jndplug.bench
-from jndplug.cli import add_command
+from jndplug.cli import add_command, add_renamed_flag
 
 KINDS = {
     "sr": ("jndplug.bench.sr", "super-resolution (BasicSR): ground-truth target vs JND targets"),
@@ -16,6 +16,8 @@ KINDS = {
     "screen": ("jndplug.bench.screen", "zero-training screen: a target transform applied to a restorer's outputs "
                "predicts whether fine-tuning on it helps"),
 }
+# earlier spellings, refused with the new one (jndplug.cli.add_renamed_flag)
+RENAMED = {"sr": {"--iters": "--steps", "--pretrain-iters": "--pretrain-steps"}, "screen": {"--max-side": "--crop"}}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,5 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         k = kinds.add_parser(name, help=summary, description=mod.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(k)
+        for old, new in RENAMED.get(name, {}).items():
+            add_renamed_flag(k, old, new)
         # BenchError is a ValueError: `jndplug` prints it as one line, without a traceback
         k.set_defaults(func=lambda args, mod=mod: mod.run(args) and 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jndplug.cli import add_command
+from jndplug.cli import add_command, add_renamed_flag
 
 
 def register(subparsers) -> None:
@@ -22,10 +22,11 @@ def _add_simulate(sub) -> None:
     s.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
     s.add_argument("--observers", type=int, default=20, help="number of simulated participants (default 20)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--model", choices=("conservative", "cvvdp", "flip", "ssimulacra2", "colour"),
+    s.add_argument("--observer-model", choices=("conservative", "cvvdp", "flip", "ssimulacra2", "colour"),
                    default="conservative",
                    help="visibility model (default conservative: noticed when any of ColorVideoVDP, FLIP, "
-                        "SSIMULACRA 2 and a CIEDE2000 colour test says so)")
+                        "SSIMULACRA 2 and a CIEDE2000 colour test says so; the same flag as jndplug train's)")
+    add_renamed_flag(s, "--model", "--observer-model")
     s.add_argument("--viewing-distance", type=float, default=0.6, metavar="M",
                    help="viewing distance in metres from the 24-inch 1920x1080 display (default 0.6)")
     s.add_argument("--sensitivity-sd", type=float, default=0.3,
@@ -133,7 +134,7 @@ def _simulate(args) -> int:
             raise ValueError(f"{args.images}: {len(unknown)} id(s) not in {ds.root}: {', '.join(unknown[:5])}")
         images = [i for i in ds.ids if i in set(wanted)]
     images = images[: args.limit] if args.limit else images
-    model = make_model(args.model, viewing_distance_m=args.viewing_distance)
+    model = make_model(args.observer_model, viewing_distance_m=args.viewing_distance)
     judgements = simulate(ds, model, n_observers=args.observers, seed=args.seed,
                           sensitivity_sd=args.sensitivity_sd, lapse_rate=args.lapse_rate,
                           sensitivity_median=args.sensitivity_median,

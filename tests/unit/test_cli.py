@@ -38,8 +38,8 @@ def test_earlier_spellings_still_parse(tmp_path):
     assert _canonical(["convert-resjnd", "a.pth", "--out", "b.safetensors"])[0] == ["convert", "a.pth", "--out",
                                                                               "b.safetensors"]
     assert _canonical(["jnd-profile", "train", "d", "--out", "p"])[0] == ["jnd-profile", "d", "--out", "p"]
-    args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--iters", "3",
-                                              "--pretrain-iters", "2"])
+    args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--steps", "3",
+                                              "--pretrain-steps", "2"])
     assert (args.iters, args.pretrain_iters) == (3, 2)
     args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--steps", "4"])
     assert (args.iters, args.pretrain_iters) == (4, 0)
@@ -92,3 +92,16 @@ def test_an_earlier_spelling_of_a_command_gets_the_new_output_form(tmp_path, run
     assert res.stderr.endswith(f": jndplug convert {tmp_path / 'a.pth'} --out {tmp_path / 'b.safetensors'}\n")
     res = run_cli("jnd-profile", "train", "d", "p")
     assert (res.returncode, res.stderr.split(": ")[-1]) == (2, "jndplug jnd-profile d --out p\n")
+
+
+@pytest.mark.parametrize("argv,old,new", [
+    (["study", "simulate", "DATASET", "--model", "flip"], "--model", "--observer-model"),
+    (["bench", "sr", "--train", "t", "--test", "s", "--iters", "3"], "--iters", "--steps"),
+    (["bench", "sr", "--train", "t", "--test", "s", "--pretrain-iters", "3"], "--pretrain-iters", "--pretrain-steps"),
+    (["bench", "screen", "--gt", "g", "--bicubic", "4", "--max-side", "48"], "--max-side", "--crop"),
+])
+def test_earlier_flag_names_are_refused_with_the_new_one(argv, old, new, run_cli, tmp_path):
+    # one spelling per flag across commands; an old one must neither run nor be silently ignored
+    res = run_cli(*argv)
+    assert res.returncode == 2
+    assert f"error: {old} is now {new}: " in res.stderr and res.stderr.endswith(f"{new} {argv[-1]}\n")

@@ -172,7 +172,7 @@ def test_screen_scores_each_transform_against_identity(tmp_path, screen_data, es
 def test_screen_bicubic_stand_in_and_usm(tmp_path, screen_data):
     out = tmp_path / "res"
     rc = main(["bench", "screen", "--gt", str(screen_data / "gt"), "--bicubic", "4", "--metrics", "psnr_y",
-               "--transforms", "usm:weight=1", "directed:gain=1,bound=profile", "--max-side", "48", "--out", str(out)])
+               "--transforms", "usm:weight=1", "directed:gain=1,bound=profile", "--crop", "48", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "screen.json").read_text())
     assert result["source"] == "bicubic x4" and result["crop_border"] == 4 and result["estimator"] is None
@@ -204,7 +204,7 @@ def test_screen_explains_missing_outputs_and_keeps_earlier_results(tmp_path, scr
     assert "have no output" in capsys.readouterr().err
     for i in range(2):
         Image.fromarray(make_image(60, 64)).save(empty / f"{i}.png")
-    assert main([*args, "--outputs", str(empty), "--max-side", "32", "--out", str(tmp_path / "r")]) == 1
+    assert main([*args, "--outputs", str(empty), "--crop", "32", "--out", str(tmp_path / "r")]) == 1
     assert "the output is 64x60 but the ground truth is 64x64" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     out = tmp_path / "done"

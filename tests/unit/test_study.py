@@ -318,7 +318,7 @@ def test_simulation_is_seeded_cached_and_tracks_distortion_strength(tmp_path):
 
 def test_cli_simulate_and_aggregate_with_cvvdp(tmp_path):
     root = make_dataset(tmp_path / "ds", n_images=2, size=(40, 40))
-    assert cli_main(["study", "simulate", str(root), "--model", "cvvdp", "--observers", "4", "--seed", "1",
+    assert cli_main(["study", "simulate", str(root), "--observer-model", "cvvdp", "--observers", "4", "--seed", "1",
                      "--catch-every", "1"]) == 0
     judgements = read_judgements(root / "study" / "judgements.csv")
     assert judgements and all(j.observer_model.startswith("cvvdp-") for j in judgements)
@@ -339,7 +339,7 @@ def test_cli_simulate_a_listed_subset(tmp_path, capsys):
     root = make_dataset(tmp_path / "ds", n_images=3, size=(32, 32))
     (tmp_path / "ids.txt").write_text("im2\n\nim0\n")
     out = tmp_path / "j.csv"
-    assert cli_main(["study", "simulate", str(root), "--model", "flip", "--observers", "2",
+    assert cli_main(["study", "simulate", str(root), "--observer-model", "flip", "--observers", "2",
                      "--images", str(tmp_path / "ids.txt"), "--out", str(out)]) == 0
     assert {j.image for j in read_judgements(out)} == {"im0", "im2"}
     (tmp_path / "ids.txt").write_text("im0\nnope\n")
