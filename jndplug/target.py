@@ -126,6 +126,15 @@ class JNDTarget:
         self.weights_path = info.weights_path
         if self.device is not None:
             self.model.to(self.device)
+        from jndplug.spec import TargetSpec
+
+        self.spec = TargetSpec(estimator=estimator, strength=strength, sur=sur, kind=kind, gain=gain)
+
+    @classmethod
+    def from_spec(cls, spec, **runtime) -> "JNDTarget":
+        """The target a :class:`jndplug.spec.TargetSpec` describes; ``runtime`` takes ``device``,
+        ``dtype``, ``tile`` and ``check_values``, which change how it runs, not what it makes."""
+        return cls(spec.estimator, strength=spec.strength, sur=spec.sur, kind=spec.kind, gain=spec.gain, **runtime)
 
     def __repr__(self) -> str:
         name = self.arch_name
