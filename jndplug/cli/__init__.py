@@ -30,45 +30,7 @@ COMMANDS = {
     "bench": ("jndplug.cli.bench", "benchmarks: does training against JND images help?"),
 }
 
-# earlier spellings, still accepted but not listed: the words they start with -> today's
-ALIASES = {
-    ("convert-resjnd",): ("convert",),
-    ("datagen", "build"): ("datagen",),
-    ("jnd-profile", "train"): ("jnd-profile",),
-}
-
-
 DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda if available)"
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that refuses, with the corrected command, an output given where it used to be.
-
-    Before every command took its output as ``--out``, some took it as their last positional. An old
-    invocation is neither parsed as something else nor answered with argparse's "required: --out":
-    it exits 2 with one line naming the new form (see :func:`add_out_argument`).
-    """
-
-    out_was_positional = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        args = sys.argv[1:] if args is None else list(args)
-        if self.out_was_positional and not {"-h", "--help"} & set(args):  # help shows --out required
-            self._refuse_positional_out(args)
-        return super().parse_known_args(args, namespace)
-
-    def _refuse_positional_out(self, args: list[str]) -> None:
-        out = self._option_string_actions["--out"]
-        required, out.required = out.required, False  # a first look, before "required: --out" is said
-        try:
-            seen, extra = super().parse_known_args(args, None)
-        finally:
-            out.required = required
-        stray = [a for a in extra if not a.startswith("-")]
-        if seen.out is None and len(stray) == 1:
-            at = len(args) - 1 - args[::-1].index(stray[0])
-            fix = shlex.join([*args[:at], "--out", *args[at:]])
-            self.exit(2, f"{self.prog}: error: the output is now given with --out: {self.prog} {fix}\n")
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
@@ -77,10 +39,8 @@ def add_command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argpars
 
 
 def add_out_argument(p: argparse.ArgumentParser, help: str, metavar: str = "PATH") -> None:
-    """The required ``--out`` of a command whose output used to be its last positional argument:
-    that spelling now fails with the corrected command (exit 2)."""
+    """The required ``--out`` option, the one spelling of a command's output."""
     p.add_argument("--out", required=True, metavar=metavar, help=help)
-    p.out_was_positional = True
 
 
 class _Renamed(argparse.Action):
@@ -104,7 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command's arguments, or, given ``command``, with that command's only."""
     from jndplug import __version__
 
-    parser = _Parser(prog="jndplug", description="JND targets for image restoration and compression.")
+    parser = argparse.ArgumentParser(prog="jndplug", description="JND targets for image restoration and compression.")
     parser.add_argument("--version", action="version", version=f"jndplug {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of errors that are otherwise reported in one line")
@@ -131,22 +91,11 @@ def _add_debug_flag(sub: argparse._SubParsersAction) -> None:
                 _add_debug_flag(action)
 
 
-def _canonical(argv: list[str]) -> tuple[list[str], str | None]:
-    """``argv`` with an earlier spelling of its command replaced, and the command's name."""
-    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if at is None:
-        return argv, None
-    for old, new in ALIASES.items():
-        if tuple(argv[at:at + len(old)]) == old:
-            argv = [*argv[:at], *new, *argv[at + len(old):]]
-            break
-    return argv, argv[at]
-
-
 def main(argv: list[str] | None = None) -> int:
     from jndplug.errors import user_error_message
 
-    argv, command = _canonical(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

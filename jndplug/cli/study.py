@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jndplug.cli import add_command, add_renamed_flag
+from jndplug.cli import add_command
 
 
 def register(subparsers) -> None:
@@ -26,7 +26,6 @@ def _add_simulate(sub) -> None:
                    default="conservative",
                    help="visibility model (default conservative: noticed when any of ColorVideoVDP, FLIP, "
                         "SSIMULACRA 2 and a CIEDE2000 colour test says so; the same flag as jndplug train's)")
-    add_renamed_flag(s, "--model", "--observer-model")
     s.add_argument("--viewing-distance", type=float, default=0.6, metavar="M",
                    help="viewing distance in metres from the 24-inch 1920x1080 display (default 0.6)")
     s.add_argument("--sensitivity-sd", type=float, default=0.3,

@@ -7,17 +7,15 @@ A kind has one name everywhere: ``generated`` is a ``jndplug datagen`` dataset l
 
 from __future__ import annotations
 
-# earlier spellings of a kind, still read
-ALIASES = {"study": "generated"}
+from jndplug.errors import JNDPlugValueError
 
 
 def parse_spec(spec: str, kinds: tuple[str, ...], flag: str = "") -> tuple[str, str]:
     """``(kind, path)`` of ``spec``; ``kinds`` are the ones the caller reads, ``flag`` names the option."""
     where = f"{flag} {spec!r}" if flag else repr(spec)
     kind, sep, path = spec.partition(":")
-    kind = ALIASES.get(kind, kind)
     if not sep or not path:
-        raise ValueError(f"{where}: expected KIND:PATH with KIND one of {', '.join(kinds)}")
+        raise JNDPlugValueError(f"{where}: expected KIND:PATH with KIND one of {', '.join(kinds)}")
     if kind not in kinds:
-        raise ValueError(f"{where}: unknown kind {kind!r}; use one of {', '.join(kinds)}")
+        raise JNDPlugValueError(f"{where}: unknown kind {kind!r}; use one of {', '.join(kinds)}")
     return kind, path

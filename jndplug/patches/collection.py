@@ -4,8 +4,8 @@ A collection is a list of :class:`PairItem`: one distorted image of one referenc
 (higher = less visible: a MOS, DMOS-as-quality or satisfied-user ratio) and, when the source
 has one, its visibility category. Readers, selected by ``KIND:PATH`` like the training data:
 
-- ``generated:DATASET[,LABELS]`` (also ``study:``, its earlier name): a ``jndplug datagen`` dataset
-  labelled by ``jndplug study aggregate``, the same name as for training. Each level image of ``DATASET/distorted/<id>/``
+- ``generated:DATASET[,LABELS]``: a ``jndplug datagen`` dataset labelled by ``jndplug study
+  aggregate``, the same name as for training. Each level image of ``DATASET/distorted/<id>/``
   is paired with ``DATASET/originals/<id>``; the score is the image's satisfied-user ratio at
   that level and the category follows its JND level (``labels.json``, see
   ``jndplug.study.labels``): levels up to the JND level are ``no_flicker``, the next level is

@@ -7,17 +7,19 @@ import pytest
 
 from jndplug.data.layout import N_LEVELS, JNDDataset, labels_candidates, level_file, original_file
 from jndplug.data.specs import parse_spec
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import write_image
 
 
 def test_one_spec_parser_one_name_per_kind():
     kinds = ("generated", "pairs")
     assert parse_spec("generated:/d,/l.json", kinds) == ("generated", "/d,/l.json")
-    assert parse_spec("study:/d", kinds) == ("generated", "/d")  # the earlier name of the same kind
-    with pytest.raises(ValueError, match=r"--data 'zip:/d': unknown kind 'zip'; use one of generated, pairs"):
+    with pytest.raises(JNDPlugValueError, match=r"--data 'zip:/d': unknown kind 'zip'; use one of generated, pairs"):
         parse_spec("zip:/d", kinds, "--data")
-    with pytest.raises(ValueError, match="expected KIND:PATH"):
+    with pytest.raises(JNDPlugValueError, match="expected KIND:PATH"):
         parse_spec("/just/a/folder", kinds)
+    with pytest.raises(JNDPlugValueError, match="unknown kind 'study'"):  # one name per kind, no aliases
+        parse_spec("study:/d", kinds)
 
 
 def test_the_layout_datagen_writes_is_the_one_readers_look_in(tmp_path):
