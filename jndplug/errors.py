@@ -2,8 +2,11 @@
 
 A ``JNDPlugError`` means the input, a file or the setup is wrong, not jndplug: its message names
 the file and the fix, and the command lines print it as one line (``--debug`` adds the
-traceback). Any other exception is a bug and keeps its traceback. The subclasses also derive from
-the built-in exception a caller would expect, so ``except ValueError`` keeps working.
+traceback). So do an operating-system error on a path (a missing file, a denied folder) and a
+missing optional dependency (the message names the extra to install). Any
+other exception, a plain ``ValueError`` included, is a bug and keeps its traceback: a user error
+is raised as :class:`JNDPlugValueError`, never as a bare ``ValueError``. The subclasses also
+derive from the built-in exception a caller would expect, so ``except ValueError`` keeps working.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-
 
 class JNDPlugError(Exception):
     """Base class of the errors jndplug explains in one line."""
@@ -38,10 +40,25 @@ _OS_FIXES = {
 }
 
 
+# optional modules -> (distribution, the extra of pyproject.toml that installs it); the core install
+# (what `import jndplug` and JNDTarget need) has none of them
+OPTIONAL_MODULES = {
+    "matplotlib": ("matplotlib", "viz"),
+    "skimage": ("scikit-image", "viz"),
+    "scipy": ("scipy", "study"),
+    "flask": ("flask", "study"),
+    "compressai": ("compressai", "compressai"),
+    "basicsr": ("basicsr", "basicsr"),
+}
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user can fix, or None (a bug: keep the traceback)."""
-    if isinstance(exc, (JNDPlugError, ValueError)):
+    if isinstance(exc, JNDPlugError):
         return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in OPTIONAL_MODULES:
+        dist, extra = OPTIONAL_MODULES[exc.name.split(".")[0]]
+        return f"this needs {dist}, which is not installed: pip install 'jndplug[{extra}]'"
     if isinstance(exc, OSError) and exc.filename is not None:
         fix = _OS_FIXES.get(exc.errno)
         if isinstance(exc, FileNotFoundError):

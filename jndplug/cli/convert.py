@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from jndplug.cli import add_command, add_out_argument
+from jndplug.errors import JNDPlugValueError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def _convert_resjnd(args: argparse.Namespace) -> int:
     from jndplug.models.resjnd_convert import convert_resjnd
 
     if args.recursions < 1:
-        raise ValueError(f"--recursions must be >= 1, got {args.recursions}")
+        raise JNDPlugValueError(f"--recursions must be >= 1, got {args.recursions}")
     path = convert_resjnd(args.input, args.out, recursions=args.recursions)
     print(f"wrote {path}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jndplug.cli import add_command
+from jndplug.errors import JNDPlugValueError
 
 
 def register(subparsers) -> None:
@@ -130,7 +131,7 @@ def _simulate(args) -> int:
         wanted = [line.strip() for line in args.images.read_text().splitlines() if line.strip()]
         unknown = sorted(set(wanted) - set(ds.ids))
         if unknown:
-            raise ValueError(f"{args.images}: {len(unknown)} id(s) not in {ds.root}: {', '.join(unknown[:5])}")
+            raise JNDPlugValueError(f"{args.images}: {len(unknown)} id(s) not in {ds.root}: {', '.join(unknown[:5])}")
         images = [i for i in ds.ids if i in set(wanted)]
     images = images[: args.limit] if args.limit else images
     model = make_model(args.observer_model, viewing_distance_m=args.viewing_distance)
@@ -168,7 +169,7 @@ def _aggregate(args) -> int:
     judgements = [j for f in files for j in read_judgements(f)]
     missing = sorted({j.image for j in judgements} - set(ds.ids))
     if missing:
-        raise ValueError(f"judgements name image(s) not in {ds.root}: {', '.join(missing[:5])}")
+        raise JNDPlugValueError(f"judgements name image(s) not in {ds.root}: {', '.join(missing[:5])}")
     labels = aggregate(judgements, jnd_rule=args.jnd_rule, max_catch_fail_rate=args.max_catch_fail,
                        min_participants=args.min_participants)
     out = args.out or ds.study_dir
@@ -197,7 +198,7 @@ def _import(args) -> int:
     for m in args.map:
         field, sep, col = m.partition("=")
         if not sep or not field or not col:
-            raise ValueError(f"--map takes FIELD=COLUMN, got {m!r}")
+            raise JNDPlugValueError(f"--map takes FIELD=COLUMN, got {m!r}")
         columns[field] = col
     kw = {}
     if args.noticeable_values is not None:
@@ -215,13 +216,13 @@ def _serve(args) -> int:
     import importlib.util
 
     if importlib.util.find_spec("flask") is None:
-        raise ValueError("the web study needs Flask: pip install 'jndplug[study]'")
+        raise JNDPlugValueError("the web study needs Flask: pip install 'jndplug[study]'")
     from jndplug.study.web import StudySettings, serve
 
     settings = StudySettings(catch_every=args.catch_every, break_every=args.break_every, training=args.training,
                              limit=args.limit, flicker=args.flicker, flicker_ms=args.flicker_ms)
     if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be 0..65535, got {args.port}")
+        raise JNDPlugValueError(f"--port must be 0..65535, got {args.port}")
     return serve(args.dataset, host=args.host, port=args.port, db_path=args.db, settings=settings,
                  export_path=args.export_to)
 
@@ -238,7 +239,7 @@ def _export(args) -> int:
     ds, store = open_study(ds, db)
     judgements = store.judgements()
     if not judgements:
-        raise ValueError(f"{db} holds no answers yet; nothing to export")
+        raise JNDPlugValueError(f"{db} holds no answers yet; nothing to export")
     out = args.out or default_export_path(ds)
     write_judgements(out, judgements)
     print(f"{len(judgements)} judgements of {len(store.participants())} participants -> {out}")

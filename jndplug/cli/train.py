@@ -54,7 +54,7 @@ def _parse_set(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set {item!r}: expected key=value")
+            raise JNDPlugValueError(f"--set {item!r}: expected key=value")
         out[key] = yaml.safe_load(value)
     return out
 
@@ -81,7 +81,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.arch:
         config["arch"] = args.arch
     if args.export and not args.export.endswith(".safetensors"):
-        raise ValueError("--export must name a .safetensors file")
+        raise JNDPlugValueError("--export must name a .safetensors file")
     kwargs = {"measure": None} if args.no_level_metrics else {}
     if args.export_dtype != "float32":
         kwargs["export_dtype"] = getattr(torch, args.export_dtype)

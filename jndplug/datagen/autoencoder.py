@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jndplug.artifacts import json_field, load_artifact, module_tensors, save_artifact
-from jndplug.errors import CorruptFileError
+from jndplug.errors import CorruptFileError, JNDPlugValueError
 
 AUTOENCODER_FORMAT = "jndplug-distortion-autoencoder/1"
 LOSS_TERMS = ("l1", "l2", "ms_ssim", "feature")
@@ -45,16 +45,16 @@ class AutoencoderSpec:
 
     def __post_init__(self):
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise ValueError(f"autoencoder name {self.name!r}: use letters, digits, '-', '_', '.'")
+            raise JNDPlugValueError(f"autoencoder name {self.name!r}: use letters, digits, '-', '_', '.'")
         if self.width < 1 or self.depth < 1 or self.bottleneck < 1 or self.steps < 0:
-            raise ValueError(f"autoencoder {self.name}: width, depth and bottleneck must be >= 1, steps >= 0")
+            raise JNDPlugValueError(f"autoencoder {self.name}: width, depth and bottleneck must be >= 1, steps >= 0")
         bad = [s for s in self.skips if not 0 <= s < self.depth]
         if bad:
-            raise ValueError(f"autoencoder {self.name}: skip scales {bad} outside 0..{self.depth - 1}")
+            raise JNDPlugValueError(f"autoencoder {self.name}: skip scales {bad} outside 0..{self.depth - 1}")
         unknown = set(self.loss) - set(LOSS_TERMS)
         if unknown or not self.loss or any(w <= 0 for w in self.loss.values()):
-            raise ValueError(f"autoencoder {self.name}: loss recipe {self.loss} must give positive weights "
-                             f"to terms among {', '.join(LOSS_TERMS)}")
+            raise JNDPlugValueError(f"autoencoder {self.name}: loss recipe {self.loss} must give positive weights "
+                                    f"to terms among {', '.join(LOSS_TERMS)}")
         object.__setattr__(self, "skips", tuple(sorted(set(self.skips))))
         object.__setattr__(self, "loss", dict(self.loss))
 

@@ -37,6 +37,7 @@ from jndplug.datagen.photos import SkipImage, disambiguated_id, find_sources, im
 from jndplug.datagen.settings import BuildSettings, LevelFn, check_rerun, fixed_settings, resolve_settings
 from jndplug.datagen.shaping import shape_distortion
 from jndplug.datagen.training import train_autoencoder
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import sweep_stale_temps, to_tensor, write_image
 from jndplug.pixels import mse_to_psnr
 
@@ -53,8 +54,8 @@ class _Family:
             if path.is_file():
                 model, info = load_autoencoder(path)
                 if model.spec != spec:
-                    raise ValueError(f"{path} was trained with a different spec ({model.spec.to_dict()}) "
-                                     f"than this run asks for ({spec.to_dict()}); use a new output folder")
+                    raise JNDPlugValueError(f"{path} was trained with a different spec ({model.spec.to_dict()}) "
+                                            f"than this run asks for ({spec.to_dict()}); use a new output folder")
             else:
                 if "feature" in spec.loss and features is None:
                     features = FeatureNetwork(settings.feature_weights, settings.use_stlpips).to(settings.device)
@@ -93,15 +94,16 @@ def _callable_candidates(fn: LevelFn, name: str, x: torch.Tensor, n: int) -> lis
             try:
                 y = to_tensor(y)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"level function {name} returned {type(y).__name__} for level {level}: {exc}") from None
+                raise JNDPlugValueError(f"level function {name} returned {type(y).__name__} for level {level}: "
+                                        f"{exc}") from None
         y = y.detach().float().cpu()
         if y.ndim == 4 and y.shape[0] == 1:
             y = y[0]
         if tuple(y.shape) != tuple(x.shape):
-            raise ValueError(f"level function {name} returned shape {tuple(y.shape)} for level {level}; "
-                             f"expected {tuple(x.shape)} like its input")
+            raise JNDPlugValueError(f"level function {name} returned shape {tuple(y.shape)} for level {level}; "
+                                    f"expected {tuple(x.shape)} like its input")
         if not torch.isfinite(y).all():
-            raise ValueError(f"level function {name} returned NaN/Inf for level {level}")
+            raise JNDPlugValueError(f"level function {name} returned NaN/Inf for level {level}")
         out.append(y.clamp(0, 1))
     return out
 
@@ -144,14 +146,14 @@ def build_dataset(src, out, *, settings: BuildSettings | None = None, family: li
     settings, level_fn, fn_name = resolve_settings(settings, overrides, level_fn)
     roots = [src] if isinstance(src, (str, Path)) else list(src)
     if not roots:
-        raise ValueError("no source folders given")
+        raise JNDPlugValueError("no source folders given")
     out = Path(out)
     sources = _subset(find_sources(roots), settings.limit)
     if not sources:
-        raise ValueError(f"no png/jpg/bmp/tif images under {', '.join(map(str, roots))}")
+        raise JNDPlugValueError(f"no png/jpg/bmp/tif images under {', '.join(map(str, roots))}")
     specs = family if family is not None else default_family(settings.steps, settings.feature_steps)
     if level_fn is None and not specs:
-        raise ValueError("the autoencoder family is empty")
+        raise JNDPlugValueError("the autoencoder family is empty")
 
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
@@ -246,7 +248,7 @@ def _training_pool(sources, settings: BuildSettings) -> list[np.ndarray]:
         if min(img.shape[:2]) >= settings.patch:
             pool.append(img)
     if not pool:
-        raise ValueError(f"no usable source image has both sides >= the training patch size {settings.patch}")
+        raise JNDPlugValueError(f"no usable source image has both sides >= the training patch size {settings.patch}")
     return pool
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.pixels import mse_to_psnr
 
 # How far (in dB) a repaired level is put above the PSNR of the next stronger level.
@@ -32,9 +33,9 @@ _REPAIR_MARGIN_DB = 0.5
 def psnr_ladder(n: int, high_db: float = 44.0, low_db: float = 22.0) -> list[float]:
     """Target PSNR of each level, evenly spaced in dB from ``high_db`` (level 1) to ``low_db``."""
     if n < 1:
-        raise ValueError(f"number of levels must be >= 1, got {n}")
+        raise JNDPlugValueError(f"number of levels must be >= 1, got {n}")
     if not high_db > low_db > 0:
-        raise ValueError(f"PSNR range must be high > low > 0 dB, got {high_db} and {low_db}")
+        raise JNDPlugValueError(f"PSNR range must be high > low > 0 dB, got {high_db} and {low_db}")
     if n == 1:
         return [high_db]
     return [high_db - (high_db - low_db) * k / (n - 1) for k in range(n)]

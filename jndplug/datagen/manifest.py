@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write
 
 log = logging.getLogger("jndplug.datagen")
@@ -61,7 +62,7 @@ def read_settings(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text()).get("settings")
     except (json.JSONDecodeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a datagen manifest ({exc}); use a new output folder") from None
+        raise JNDPlugValueError(f"{path}: not a datagen manifest ({exc}); use a new output folder") from None
 
 
 def load_records(out: Path) -> dict:

@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim, ssim
 
+from jndplug.errors import JNDPlugValueError
+
 _MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _FEATURE_SEED = 20261122
 
@@ -85,11 +87,13 @@ class FeatureNetwork(nn.Module):
     def _assign(self, tensors: list[torch.Tensor], own: list, origin: str) -> None:
         # Both VGG16 layouts list conv weight, bias in the same order; match by position and shape.
         if len(tensors) < len(own):
-            raise ValueError(f"{origin}: has {len(tensors) // 2} conv layers, the VGG16 trunk needs {len(own) // 2}")
+            raise JNDPlugValueError(f"{origin}: has {len(tensors) // 2} conv layers, the VGG16 trunk needs "
+                                    f"{len(own) // 2}")
         new = {}
         for (k, v), t in zip(own, tensors):
             if tuple(t.shape) != tuple(v.shape):
-                raise ValueError(f"{origin}: tensor of shape {tuple(t.shape)} where VGG16 {k} needs {tuple(v.shape)}")
+                raise JNDPlugValueError(f"{origin}: tensor of shape {tuple(t.shape)} where VGG16 {k} needs "
+                                        f"{tuple(v.shape)}")
             new[k] = t.float()
         self.trunk.load_state_dict(new)
 
@@ -120,11 +124,11 @@ def _read_state_dict(path: Path) -> dict:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable state dict of tensors ({exc})") from None
+        raise JNDPlugValueError(f"{path}: not a readable state dict of tensors ({exc})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise JNDPlugValueError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
 
 
@@ -138,7 +142,7 @@ def _conv_tensors(state: dict) -> list[torch.Tensor]:
             out.append(v)
             bias = state.get(k[: -len("weight")] + "bias")
             if bias is None:
-                raise ValueError(f"conv layer {k} has no bias")
+                raise JNDPlugValueError(f"conv layer {k} has no bias")
             out.append(bias)
     return out
 
@@ -157,7 +161,7 @@ class RecipeLoss(nn.Module):
     def __init__(self, recipe: dict, features: FeatureNetwork | None = None):
         super().__init__()
         if "feature" in recipe and features is None:
-            raise ValueError("a recipe with a 'feature' term needs a feature network")
+            raise JNDPlugValueError("a recipe with a 'feature' term needs a feature network")
         self.recipe = dict(recipe)
         self.features = features if "feature" in recipe else None
 
@@ -171,7 +175,7 @@ class RecipeLoss(nn.Module):
             elif term == "ms_ssim":
                 score = ms_ssim_score(pred.clamp(0, 1), target)
                 if score is None:
-                    raise ValueError("training patches are too small for MS-SSIM; use a patch size >= 48")
+                    raise JNDPlugValueError("training patches are too small for MS-SSIM; use a patch size >= 48")
                 value = 1 - score.mean()
             else:  # feature
                 with torch.no_grad():

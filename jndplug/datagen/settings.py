@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from jndplug.datagen.levels import psnr_ladder
+from jndplug.errors import JNDPlugValueError
 
 LevelFn = Callable[[torch.Tensor, int], object]
 
@@ -48,28 +49,29 @@ class BuildSettings:
 
     def check(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size must be WIDTHxHEIGHT with positive sides, got {self.size}")
+            raise JNDPlugValueError(f"size must be WIDTHxHEIGHT with positive sides, got {self.size}")
         if self.max_side is not None and self.max_side < 1:
-            raise ValueError(f"max side must be positive, got {self.max_side}")
+            raise JNDPlugValueError(f"max side must be positive, got {self.max_side}")
         if self.min_side < 1:
-            raise ValueError(f"min side must be positive, got {self.min_side}")
+            raise JNDPlugValueError(f"min side must be positive, got {self.min_side}")
         if not 1 <= self.levels <= 99:
-            raise ValueError(f"levels must be 1..99, got {self.levels}")
+            raise JNDPlugValueError(f"levels must be 1..99, got {self.levels}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+            raise JNDPlugValueError(f"limit must be >= 1, got {self.limit}")
         if self.masking < 0 or self.chroma < 0:
-            raise ValueError(f"masking power and chroma factor must be >= 0, got {self.masking} and {self.chroma}")
+            raise JNDPlugValueError(f"masking power and chroma factor must be >= 0, got {self.masking} and "
+                                    f"{self.chroma}")
         if self.steps < 0 or (self.feature_steps is not None and self.feature_steps < 0):
-            raise ValueError("training steps must be >= 0")
+            raise JNDPlugValueError("training steps must be >= 0")
         if self.patch < 8 or self.batch < 1 or self.train_images < 1:
-            raise ValueError("patch must be >= 8, batch and train images >= 1")
+            raise JNDPlugValueError("patch must be >= 8, batch and train images >= 1")
         psnr_ladder(self.levels, *self.psnr_range)
 
 
 def load_level_fn(spec: str) -> LevelFn:
     """Resolve ``module:function`` or ``path/to/file.py:function`` to the callable."""
     if ":" not in spec:
-        raise ValueError(f"level function {spec!r}: expected module:function or file.py:function")
+        raise JNDPlugValueError(f"level function {spec!r}: expected module:function or file.py:function")
     where, name = spec.rsplit(":", 1)
     try:
         if where.endswith(".py"):
@@ -82,10 +84,10 @@ def load_level_fn(spec: str) -> LevelFn:
         else:
             module = importlib.import_module(where)
     except ImportError as exc:
-        raise ValueError(f"level function {spec!r}: cannot import {where} ({exc})") from None
+        raise JNDPlugValueError(f"level function {spec!r}: cannot import {where} ({exc})") from None
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise ValueError(f"level function {spec!r}: {where} has no callable {name!r}")
+        raise JNDPlugValueError(f"level function {spec!r}: {where} has no callable {name!r}")
     return fn
 
 
@@ -106,7 +108,7 @@ def resolve_settings(settings: BuildSettings | None, overrides: dict,
         settings.level_source = f"callable {fn_name}"
     settings.check()
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {settings.device!r} requested but CUDA is not available")
+        raise JNDPlugValueError(f"device {settings.device!r} requested but CUDA is not available")
     return settings, level_fn, fn_name
 
 
@@ -129,5 +131,5 @@ def check_rerun(out: Path, old_settings: dict | None, settings: BuildSettings, m
     differ = [f"{k} (was {old_settings.get(k)!r}, now {now[k]!r})" for k in FIXED_SETTINGS
               if plain(old_settings.get(k, _LEGACY.get(k))) != now[k]]
     if differ:
-        raise ValueError(f"{out} was built with other settings: {'; '.join(differ)}. "
-                         "Rerun with the same settings to resume or extend it, or use a new output folder")
+        raise JNDPlugValueError(f"{out} was built with other settings: {'; '.join(differ)}. "
+                                "Rerun with the same settings to resume or extend it, or use a new output folder")

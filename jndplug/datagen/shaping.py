@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.models.jnd_profile import JNDProfile
 from jndplug.pixels import YCBCR
 
@@ -44,7 +45,7 @@ def shape_distortion(x: torch.Tensor, candidate: torch.Tensor, *, remove_mean: b
                      masking: float = 1.0, chroma: float = 1.0) -> torch.Tensor:
     """The shaped candidate ``x + d'`` (not clamped) for ``[3,H,W]`` images in [0,1]."""
     if masking < 0 or chroma < 0:
-        raise ValueError(f"masking power and chroma factor must be >= 0, got {masking} and {chroma}")
+        raise JNDPlugValueError(f"masking power and chroma factor must be >= 0, got {masking} and {chroma}")
     d = candidate.float() - x.float()
     if chroma != 1:
         m = _YCC.to(d)

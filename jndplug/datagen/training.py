@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from jndplug.datagen.autoencoder import AutoencoderSpec, DistortionAutoencoder
 from jndplug.datagen.recipes import FeatureNetwork, RecipeLoss
+from jndplug.errors import JNDPlugValueError
 
 
 def member_seed(seed: int, name: str) -> int:
@@ -41,10 +42,11 @@ def train_autoencoder(spec: AutoencoderSpec, pool: list[np.ndarray], seed: int, 
                       ) -> tuple[DistortionAutoencoder, dict]:
     """Train one family member; returns the model (eval mode, on ``device``) and training info."""
     if not pool:
-        raise ValueError("no usable source images to train the autoencoders on")
+        raise JNDPlugValueError("no usable source images to train the autoencoders on")
     smallest = min(min(p.shape[:2]) for p in pool)
     if smallest < patch:
-        raise ValueError(f"training patch size {patch} is larger than the smallest training image side {smallest}")
+        raise JNDPlugValueError(f"training patch size {patch} is larger than the smallest training image side "
+                                f"{smallest}")
     s = member_seed(seed, spec.name)
     rng = np.random.default_rng(s)
     with torch.random.fork_rng(devices=[]):

@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jndplug.artifacts import format_of, json_field, load_artifact, module_tensors, save_artifact
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import check_image_tensor
 from jndplug.pixels import luma
 
@@ -102,7 +103,7 @@ class JNDProfile(nn.Module):
     def __init__(self, window: int = 20, hidden: int = 16):
         super().__init__()
         if window < 2 or hidden < 1:
-            raise ValueError(f"JNDProfile needs window >= 2 and hidden >= 1, got {window} and {hidden}")
+            raise JNDPlugValueError(f"JNDProfile needs window >= 2 and hidden >= 1, got {window} and {hidden}")
         self.config = {"window": window, "hidden": hidden}
         self.window = window
         self.structure_net = nn.Sequential(

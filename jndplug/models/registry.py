@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.models.base import Estimator
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
@@ -41,11 +42,11 @@ def create_estimator(name: str, **config) -> Estimator:
     try:
         return cls(**config)
     except TypeError as exc:  # unknown config keys surface here
-        raise ValueError(f"bad config for estimator {name!r}: {exc}") from exc
+        raise JNDPlugValueError(f"bad config for estimator {name!r}: {exc}") from exc
 
 
 def architecture(name: str) -> Callable[..., Estimator]:
     """The registered class of ``name`` (its signature lists the config options a file may hold)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown estimator architecture {name!r}; registered: {', '.join(list_estimators())}")
+        raise JNDPlugValueError(f"unknown estimator architecture {name!r}; registered: {', '.join(list_estimators())}")
     return _REGISTRY[name]

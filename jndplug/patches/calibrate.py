@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write
 
 CLASSES = ("green", "orange", "red")
@@ -33,7 +34,7 @@ def evaluate(true: np.ndarray, pred: np.ndarray) -> dict:
     """Accuracy, balanced accuracy and the 3x3 confusion matrix (rows true, columns predicted)."""
     true, pred = np.asarray(true), np.asarray(pred)
     if not len(true):
-        raise ValueError("nothing to evaluate: no patches")
+        raise JNDPlugValueError("nothing to evaluate: no patches")
     confusion = np.zeros((3, 3), dtype=int)
     np.add.at(confusion, (true, pred), 1)
     present = confusion.sum(1) > 0
@@ -47,7 +48,7 @@ def fit_thresholds(scores: np.ndarray, true: np.ndarray) -> tuple[float, float]:
     """``(green_at, red_below)`` maximising balanced accuracy; ties go to the first pair found."""
     scores, true = np.asarray(scores, dtype=np.float64), np.asarray(true)
     if not len(scores):
-        raise ValueError("no patches to calibrate on")
+        raise JNDPlugValueError("no patches to calibrate on")
     uniq = np.unique(scores)
     # candidate cuts: below everything, between neighbours, above everything (at most MAX_CANDIDATES)
     cuts = np.concatenate([[uniq[0] - 1], (uniq[1:] + uniq[:-1]) / 2, [uniq[-1] + 1]])
@@ -88,8 +89,9 @@ def calibrate(run: str | os.PathLike, dataset: str | os.PathLike, buckets: list[
     scores = predict(model, pairs)
     fit, held = np.isin(image_of, split["validation"]), np.isin(image_of, split["test"])
     if not fit.any() or not held.any():
-        raise ValueError(f"{dataset}: no patches of the run's {'validation' if not fit.any() else 'test'} images "
-                         f"in buckets {buckets or 'all'}")
+        raise JNDPlugValueError(f"{dataset}: no patches of the run's "
+                                f"{'validation' if not fit.any() else 'test'} images "
+                                f"in buckets {buckets or 'all'}")
     green_at, red_below = fit_thresholds(scores[fit], true[fit])
     report = {"thresholds": {"green_at": green_at, "red_below": red_below},
               "rule": "green if score >= green_at, red if score < red_below, orange otherwise",

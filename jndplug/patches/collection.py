@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jndplug.data.specs import parse_spec
+from jndplug.errors import JNDPlugValueError
 
 CATEGORIES = ("no_flicker", "slight_flicker", "obvious_flicker")
 BUCKETS = ("no_flicker", "same_score", "slight_flicker")
@@ -75,13 +76,13 @@ def read_collection(spec: str, invisible_at: float | None = None,
         items, scale = _read_csv(Path(path)), (0.0, 1.0)
     scale = tuple(score_range) if score_range is not None else scale
     if not scale[0] < scale[1]:
-        raise ValueError(f"score range must be (low, high) with low < high, got {scale}")
+        raise JNDPlugValueError(f"score range must be (low, high) with low < high, got {scale}")
     if not items:
-        raise ValueError(f"{spec}: no (reference, distorted) pairs found")
+        raise JNDPlugValueError(f"{spec}: no (reference, distorted) pairs found")
     out_of_range = [i for i in items if i.score is not None and not scale[0] <= i.score <= scale[1]]
     if out_of_range:
-        raise ValueError(f"{spec}: {len(out_of_range)} scores lie outside the score range {scale} "
-                         f"(e.g. {out_of_range[0].score}); give the scale's ends as score_range")
+        raise JNDPlugValueError(f"{spec}: {len(out_of_range)} scores lie outside the score range {scale} "
+                                f"(e.g. {out_of_range[0].score}); give the scale's ends as score_range")
     assign_categories(items, invisible_at, spec)
     return PairCollection(items, scale, spec)
 
@@ -100,11 +101,11 @@ def assign_categories(items: list[PairItem], invisible_at: float | None, spec: s
     if not groups:
         return
     if invisible_at is None:
-        raise ValueError(f"{spec}: items without a category need invisible_at (the score at or above "
-                         "which a distortion is not visible; --invisible-at on the command line)")
+        raise JNDPlugValueError(f"{spec}: items without a category need invisible_at (the score at or above "
+                                "which a distortion is not visible; --invisible-at on the command line)")
     for group in groups.values():
         if any(it.score is None for it in group):
-            raise ValueError(f"{spec}: an item of image {group[0].image_id} has neither score nor category")
+            raise JNDPlugValueError(f"{spec}: an item of image {group[0].image_id} has neither score nor category")
         visible = [it for it in group if it.score < invisible_at]
         for it in group:
             it.category = "no_flicker" if it.score >= invisible_at else "obvious_flicker"
@@ -131,7 +132,8 @@ def bucket_items(items: list[PairItem], max_levels: int | None = None,
     groups = defaultdict(list)
     for it in items:
         if it.category not in CATEGORIES:
-            raise ValueError(f"item {it.distorted}: category {it.category!r} is not one of {', '.join(CATEGORIES)}")
+            raise JNDPlugValueError(f"item {it.distorted}: category {it.category!r} is not one of "
+                                    f"{', '.join(CATEGORIES)}")
         groups[(it.image_id, it.distortion_type)].append(it)
     buckets: dict[str, list[PairItem]] = {b: [] for b in BUCKETS}
     excluded: dict[str, int] = {"too_many_levels": 0, "obvious_only": 0}
@@ -190,7 +192,7 @@ def _read_kadid(root: Path) -> list[PairItem]:
         reader = csv.DictReader(f)
         missing = {"dist_img", "ref_img", "dmos"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{table}: missing columns {sorted(missing)} (expected dist_img, ref_img, dmos)")
+            raise JNDPlugValueError(f"{table}: missing columns {sorted(missing)} (expected dist_img, ref_img, dmos)")
         for row in reader:
             dtype, level = _kadid_name(row["dist_img"])
             ref = images / row["ref_img"]
@@ -210,7 +212,7 @@ def _read_tid2013(root: Path) -> list[PairItem]:
         parts = line.split()
         m = re.fullmatch(r"[Ii](\d+)_(\d+)_(\d+)\.\w+", parts[-1]) if len(parts) == 2 else None
         if m is None:
-            raise ValueError(f"{table}:{n}: expected 'MOS iXX_TT_L.bmp', got {line!r}")
+            raise JNDPlugValueError(f"{table}:{n}: expected 'MOS iXX_TT_L.bmp', got {line!r}")
         ref = refs.get(f"i{m.group(1)}")
         if ref is None:
             raise FileNotFoundError(f"{table}:{n}: no reference image i{m.group(1)} in {root / 'reference_images'}")
@@ -225,8 +227,8 @@ def _read_csv(table: Path) -> list[PairItem]:
         reader = csv.DictReader(f)
         cols = set(reader.fieldnames or [])
         if not {"reference", "distorted"} <= cols or not cols & {"score", "category"}:
-            raise ValueError(f"{table}: needs columns reference, distorted and score and/or category "
-                             f"(found {', '.join(sorted(cols))})")
+            raise JNDPlugValueError(f"{table}: needs columns reference, distorted and score and/or category "
+                                    f"(found {', '.join(sorted(cols))})")
         for row in reader:
             ref = table.parent / row["reference"]
             category = (row.get("category") or "").strip() or None

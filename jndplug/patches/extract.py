@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jndplug import pixels
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write, read_image
 from jndplug.patches.collection import PairCollection, PairItem, bucket_items
 
@@ -36,14 +37,14 @@ def patch_grid(height: int, width: int, size: int = PATCH_SIZE, stride: int | No
     """Top-left corners ``(y, x)`` of the whole patches of an image, row-major."""
     stride = size if stride is None else stride
     if size < 1 or stride < 1:
-        raise ValueError(f"patch size and stride must be >= 1, got {size} and {stride}")
+        raise JNDPlugValueError(f"patch size and stride must be >= 1, got {size} and {stride}")
     return [(y, x) for y in range(0, height - size + 1, stride) for x in range(0, width - size + 1, stride)]
 
 
 def roi_bounds(size: int = PATCH_SIZE, roi: int = ROI_SIZE) -> tuple[int, int]:
     """``(start, stop)`` of the central RoI along each axis of a patch."""
     if not 0 < roi <= size or (size - roi) % 2:
-        raise ValueError(f"the RoI ({roi}) must fit centrally in the patch ({size}): same parity, not larger")
+        raise JNDPlugValueError(f"the RoI ({roi}) must fit centrally in the patch ({size}): same parity, not larger")
     start = (size - roi) // 2
     return start, start + roi
 
@@ -68,9 +69,9 @@ def fusion_alpha(fusion: str, alpha: float) -> float:
         return 1.0
     if fusion == "blend":
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"blend alpha must be in [0, 1], got {alpha}")
+            raise JNDPlugValueError(f"blend alpha must be in [0, 1], got {alpha}")
         return float(alpha)
-    raise ValueError(f"unknown fusion {fusion!r}; use {' or '.join(FUSIONS)}")
+    raise JNDPlugValueError(f"unknown fusion {fusion!r}; use {' or '.join(FUSIONS)}")
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float | None:
@@ -99,7 +100,7 @@ def build_patch_dataset(collection: PairCollection, out: str | Path, fusions: tu
     for f in fusions:
         fusion_alpha(f, alpha)
     if not fusions:
-        raise ValueError("give at least one fusion (copy, blend)")
+        raise JNDPlugValueError("give at least one fusion (copy, blend)")
     out = Path(out)
     buckets, excluded = bucket_items(collection.items, max_levels)
     counts = {}
@@ -135,15 +136,15 @@ def _item_patches(item: PairItem, bucket_dir: Path, n: int, bucket: str, fusions
     clean_img = _as_uint8(read_image(item.reference))
     dist_img = _as_uint8(read_image(item.distorted))
     if clean_img.shape != dist_img.shape:
-        raise ValueError(f"{item.distorted}: size {dist_img.shape[:2]} differs from its reference "
-                         f"{item.reference} {clean_img.shape[:2]}")
+        raise JNDPlugValueError(f"{item.distorted}: size {dist_img.shape[:2]} differs from its reference "
+                                f"{item.reference} {clean_img.shape[:2]}")
     grid = patch_grid(*clean_img.shape[:2], PATCH_SIZE, stride)
     ids = np.arange(len(grid))
     if max_patches is not None and len(grid) > max_patches:
         rng = np.random.default_rng([seed, zlib.crc32(item.image_id.encode())])
         ids = np.sort(rng.choice(len(grid), max_patches, replace=False))
     if not len(ids):
-        raise ValueError(f"{item.reference} is smaller than one {PATCH_SIZE}x{PATCH_SIZE} patch")
+        raise JNDPlugValueError(f"{item.reference} is smaller than one {PATCH_SIZE}x{PATCH_SIZE} patch")
     clean = np.stack([clean_img[grid[i][0]:grid[i][0] + PATCH_SIZE, grid[i][1]:grid[i][1] + PATCH_SIZE] for i in ids])
     dist = np.stack([dist_img[grid[i][0]:grid[i][0] + PATCH_SIZE, grid[i][1]:grid[i][1] + PATCH_SIZE] for i in ids])
     arrays = {"clean": clean}

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.models.jnd_profile import JNDProfile
 from jndplug.patches.regressor import load_patch_pairs, split_images
 
@@ -31,7 +32,8 @@ def train_structural_visibility(dataset: str | os.PathLike, config: dict | None 
     cfg = {**defaults, **(config or {})}
     unknown = set(cfg) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown profile training keys {sorted(unknown)} (known: {', '.join(sorted(defaults))})")
+        raise JNDPlugValueError(f"unknown profile training keys {sorted(unknown)} (known: "
+                                f"{', '.join(sorted(defaults))})")
     pairs = load_patch_pairs(dataset, cfg["buckets"])
     split = split_images([r["image_id"] for r in pairs.records], cfg["split"], cfg["seed"])
     image_of = np.array([r["image_id"] for r in pairs.records])
@@ -41,7 +43,8 @@ def train_structural_visibility(dataset: str | os.PathLike, config: dict | None 
     train_idx = np.flatnonzero(np.isin(image_of, split["train"]))
     val_idx = torch.from_numpy(np.flatnonzero(np.isin(image_of, split["validation"])))
     if not len(train_idx) or not len(val_idx):
-        raise ValueError(f"{dataset}: no patches of the {'training' if not len(train_idx) else 'validation'} images")
+        raise JNDPlugValueError(f"{dataset}: no patches of the "
+                                f"{'training' if not len(train_idx) else 'validation'} images")
     torch.manual_seed(cfg["seed"])
     profile = JNDProfile(cfg["window"], cfg["hidden"])
     opt = torch.optim.Adam(profile.parameters(), lr=cfg["lr"])

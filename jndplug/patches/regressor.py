@@ -22,6 +22,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from jndplug.artifacts import json_field, load_artifact, module_tensors, save_artifact
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write
 from jndplug.patches.extract import DATASET_SCHEMA
 from jndplug.patches.collection import BUCKETS
@@ -39,8 +40,8 @@ class TinyPatchRegressor(nn.Module):
     def __init__(self, width: int = 32, blocks: int = 3, groups: int = 8):
         super().__init__()
         if width < 1 or blocks < 1 or groups < 1 or width % groups:
-            raise ValueError(f"TinyPatchRegressor needs width divisible by groups and blocks >= 1, "
-                             f"got width {width}, blocks {blocks}, groups {groups}")
+            raise JNDPlugValueError(f"TinyPatchRegressor needs width divisible by groups and blocks >= 1, "
+                                    f"got width {width}, blocks {blocks}, groups {groups}")
         self.config = {"width": width, "blocks": blocks, "groups": groups}
         layers, c = [], 9
         for _ in range(blocks):
@@ -75,7 +76,7 @@ class PatchPairs:
     def targets(self) -> np.ndarray:
         lo, hi = self.score_range
         if any(r["MOS"] is None for r in self.records):
-            raise ValueError("some patches have no score (category-only source); the regressor needs scores")
+            raise JNDPlugValueError("some patches have no score (category-only source); the regressor needs scores")
         return np.array([(r["MOS"] - lo) / (hi - lo) for r in self.records], dtype=np.float32)
 
     def subset(self, mask: np.ndarray) -> "PatchPairs":
@@ -92,11 +93,11 @@ def load_patch_pairs(dataset: str | os.PathLike, buckets: list[str] | None = Non
                                 "build it with `jndplug patches build`")
     meta = json.loads(meta_path.read_text())
     if meta.get("schema") != DATASET_SCHEMA:
-        raise ValueError(f"{meta_path}: not a {DATASET_SCHEMA} file")
+        raise JNDPlugValueError(f"{meta_path}: not a {DATASET_SCHEMA} file")
     names = buckets or [b for b, c in meta["buckets"].items() if c["patches"]]
     unknown = set(names) - set(meta["buckets"])
     if unknown:
-        raise ValueError(f"unknown buckets {sorted(unknown)}; this dataset has {', '.join(meta['buckets'])}")
+        raise JNDPlugValueError(f"unknown buckets {sorted(unknown)}; this dataset has {', '.join(meta['buckets'])}")
     clean, fused, records = [], [], []
     for bucket in names:
         if not meta["buckets"][bucket]["patches"]:
@@ -112,7 +113,7 @@ def load_patch_pairs(dataset: str | os.PathLike, buckets: list[str] | None = Non
             fused.append(arrays[f"fused_{r['fusion_type']}"][r["index"]])
             records.append(r)
     if not records:
-        raise ValueError(f"{root}: no patches in buckets {', '.join(names)}")
+        raise JNDPlugValueError(f"{root}: no patches in buckets {', '.join(names)}")
     return PatchPairs(np.stack(clean), np.stack(fused), records, tuple(meta["score_range"]))
 
 
@@ -120,9 +121,9 @@ def split_images(image_ids, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[
     """Seeded split of image ids into train / validation / test, each non-empty."""
     ids = sorted(set(image_ids))
     if len(ids) < 3:
-        raise ValueError(f"need at least 3 distinct images to split into train/validation/test, got {len(ids)}")
+        raise JNDPlugValueError(f"need at least 3 distinct images to split into train/validation/test, got {len(ids)}")
     if len(fractions) != 3 or min(fractions) <= 0:
-        raise ValueError(f"split needs three positive fractions, got {fractions}")
+        raise JNDPlugValueError(f"split needs three positive fractions, got {fractions}")
     rng = np.random.default_rng(seed)
     rng.shuffle(ids)
     total = sum(fractions)
@@ -154,10 +155,11 @@ def train_regressor(dataset: str | os.PathLike, out: str | os.PathLike, config: 
     cfg = {**DEFAULTS, **(config or {})}
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown regressor config keys {sorted(unknown)} (known: {', '.join(sorted(DEFAULTS))})")
+        raise JNDPlugValueError(f"unknown regressor config keys {sorted(unknown)} (known: "
+                                f"{', '.join(sorted(DEFAULTS))})")
     bad_buckets = set(cfg["buckets"]) - set(BUCKETS)
     if bad_buckets:
-        raise ValueError(f"unknown buckets {sorted(bad_buckets)}; use {', '.join(BUCKETS)}")
+        raise JNDPlugValueError(f"unknown buckets {sorted(bad_buckets)}; use {', '.join(BUCKETS)}")
     out = Path(out)
     everything = load_patch_pairs(dataset)
     split = split_images([r["image_id"] for r in everything.records], cfg["split"], cfg["seed"])
@@ -168,8 +170,8 @@ def train_regressor(dataset: str | os.PathLike, out: str | os.PathLike, config: 
     val = pairs.subset(np.isin(image_of, split["validation"]))
     if not train.records or not val.records:
         which = "training" if not train.records else "validation"
-        raise ValueError(f"buckets {cfg['buckets']} have no patches of the {which} images; "
-                         "use more images or other buckets")
+        raise JNDPlugValueError(f"buckets {cfg['buckets']} have no patches of the {which} images; "
+                                "use more images or other buckets")
     torch.manual_seed(cfg["seed"])
     model = TinyPatchRegressor(cfg["width"], cfg["blocks"], cfg["groups"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])

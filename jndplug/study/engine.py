@@ -19,6 +19,8 @@ import copy
 from dataclasses import dataclass
 
 from jndplug.data.layout import N_LEVELS
+from jndplug.errors import JNDPlugValueError
+
 PROTOCOL = "binary-search-v1"
 
 # Catch trials, whose correct answer is known: an identical pair (level 0, never noticeable) and
@@ -30,7 +32,7 @@ TRIAL_KINDS = (SEARCH, CATCH_IDENTICAL, CATCH_STRONGEST)
 EXPECTED_CATCH_RESPONSE = {CATCH_IDENTICAL: False, CATCH_STRONGEST: True}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(JNDPlugValueError):
     """An answer the protocol did not ask for, or a state that cannot be restored."""
 
 
@@ -55,7 +57,7 @@ class BinarySearch:
 
     def __init__(self, n_levels: int = N_LEVELS):
         if not isinstance(n_levels, int) or n_levels < 1:
-            raise ValueError(f"n_levels must be a positive integer, got {n_levels!r}")
+            raise JNDPlugValueError(f"n_levels must be a positive integer, got {n_levels!r}")
         self.n_levels = n_levels
         self.lo = 0
         self.hi = n_levels + 1
@@ -119,11 +121,11 @@ class Session:
     def __init__(self, images: list[str], n_levels: int = N_LEVELS, catch_every: int = 0):
         images = [str(i) for i in images]
         if not images:
-            raise ValueError("a session needs at least one image")
+            raise JNDPlugValueError("a session needs at least one image")
         if len(set(images)) != len(images):
-            raise ValueError("a session lists an image more than once")
+            raise JNDPlugValueError("a session lists an image more than once")
         if catch_every < 0:
-            raise ValueError(f"catch_every must be >= 0, got {catch_every}")
+            raise JNDPlugValueError(f"catch_every must be >= 0, got {catch_every}")
         self.images = images
         self.n_levels = n_levels
         self.catch_every = int(catch_every)

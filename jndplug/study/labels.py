@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write
 from jndplug.data.layout import LABELS_SCHEMA, JNDDataset, read_labels
 from jndplug.study.engine import N_LEVELS
@@ -39,7 +40,7 @@ def level_for_sur(sur, p: float) -> int:
     if isinstance(sur, dict):
         sur = sur["sur"]
     if not 0 <= p <= 1:
-        raise ValueError(f"p must be in [0, 1], got {p}")
+        raise JNDPlugValueError(f"p must be in [0, 1], got {p}")
     ok = [k for k, s in enumerate(sur, start=1) if s >= p - 1e-12]
     return max(ok) if ok else 0
 
@@ -57,9 +58,9 @@ def _jnd_rule(rule: str):
         except ValueError:
             p = -1.0
         if not 0 <= p <= 1:
-            raise ValueError(f"JND rule {rule!r}: give sur:P with P in [0, 1], e.g. sur:0.75")
+            raise JNDPlugValueError(f"JND rule {rule!r}: give sur:P with P in [0, 1], e.g. sur:0.75")
         return lambda v, sur: level_for_sur(sur, p)
-    raise ValueError(f"unknown JND rule {rule!r}; use mean-floor, mean-round, median-floor or sur:P")
+    raise JNDPlugValueError(f"unknown JND rule {rule!r}; use mean-floor, mean-round, median-floor or sur:P")
 
 
 def _wilson(k: int, n: int, z: float = 1.959964) -> list[float]:
@@ -76,11 +77,11 @@ def aggregate(judgements: list[Judgement], jnd_rule: str = "mean-floor", max_cat
               min_participants: int = 5, n_levels: int = N_LEVELS) -> dict:
     """Screen participants and build the ``labels.json`` document (see the module docstring)."""
     if not judgements:
-        raise ValueError("no judgements to aggregate")
+        raise JNDPlugValueError("no judgements to aggregate")
     rule = _jnd_rule(jnd_rule)
     pj = participant_jnds(judgements, n_levels)
     if not pj.jnd:
-        raise ValueError("no participant finished a search on any image; nothing to aggregate")
+        raise JNDPlugValueError("no participant finished a search on any image; nothing to aggregate")
 
     reasons: dict[str, list[str]] = {p: [] for p in pj.observer}
     for p, total in pj.catch_total.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write, read_image
 from jndplug.data.layout import JNDDataset
 from jndplug.study.engine import SEARCH, Session
@@ -94,8 +95,8 @@ class PredictionCache:
             self._ref = (image, read_image(self.dataset.original_path(image)))
         ref, test = self._ref[1], read_image(path)
         if ref.shape != test.shape:
-            raise ValueError(f"{path}: size {test.shape[1]}x{test.shape[0]} differs from its original "
-                             f"({ref.shape[1]}x{ref.shape[0]})")
+            raise JNDPlugValueError(f"{path}: size {test.shape[1]}x{test.shape[0]} differs from its original "
+                                    f"({ref.shape[1]}x{ref.shape[0]})")
         if isinstance(self.model, Conservative):
             parts = self.model.components(ref, test)
             d = max(parts.values())
@@ -133,9 +134,9 @@ class SimulatedObserver:
 def make_observers(n: int, seed: int, model_key: str, sensitivity_sd: float = 0.3,
                    lapse_rate: float = 0.02, sensitivity_median: float = 1.0) -> list[SimulatedObserver]:
     if n < 1:
-        raise ValueError(f"need at least one observer, got {n}")
+        raise JNDPlugValueError(f"need at least one observer, got {n}")
     if sensitivity_sd < 0 or sensitivity_median <= 0 or not 0 <= lapse_rate <= 1:
-        raise ValueError("sensitivity_sd must be >= 0, sensitivity_median > 0 and lapse_rate in [0, 1]")
+        raise JNDPlugValueError("sensitivity_sd must be >= 0, sensitivity_median > 0 and lapse_rate in [0, 1]")
     out = []
     for i in range(n):
         rng = np.random.default_rng([seed, i, 0x5e45])
@@ -161,7 +162,7 @@ def simulate(dataset: JNDDataset, model: VisibilityModel, n_observers: int = 20,
     images = list(images) if images is not None else list(dataset.ids)
     unknown = sorted(set(images) - set(dataset.ids))
     if unknown:
-        raise ValueError(f"image(s) not in the dataset: {', '.join(unknown[:5])}")
+        raise JNDPlugValueError(f"image(s) not in the dataset: {', '.join(unknown[:5])}")
     cache = PredictionCache(dataset, model, cache_dir)
     observers = make_observers(n_observers, seed, model.key, sensitivity_sd, lapse_rate, sensitivity_median)
     judgements: list[Judgement] = []

@@ -30,6 +30,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write
 from jndplug.study.engine import N_LEVELS, SEARCH, TRIAL_KINDS
 
@@ -60,21 +61,22 @@ class Judgement:
     def __post_init__(self):
         for name in ("participant", "session", "image"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be non-empty text, got {getattr(self, name)!r}")
+                raise JNDPlugValueError(f"{name} must be non-empty text, got {getattr(self, name)!r}")
         if self.trial_kind not in TRIAL_KINDS:
-            raise ValueError(f"trial_kind must be one of {', '.join(TRIAL_KINDS)}; got {self.trial_kind!r}")
+            raise JNDPlugValueError(f"trial_kind must be one of {', '.join(TRIAL_KINDS)}; got {self.trial_kind!r}")
         if not isinstance(self.level, int) or not 0 <= self.level <= N_LEVELS:
-            raise ValueError(f"level must be an integer 0..{N_LEVELS}, got {self.level!r}")
+            raise JNDPlugValueError(f"level must be an integer 0..{N_LEVELS}, got {self.level!r}")
         if self.level == 0 and self.trial_kind == SEARCH:
-            raise ValueError("level 0 (identical pair) is only valid for catch_identical trials")
+            raise JNDPlugValueError("level 0 (identical pair) is only valid for catch_identical trials")
         if self.response not in RESPONSES:
-            raise ValueError(f"response must be one of {', '.join(RESPONSES)}; got {self.response!r}")
+            raise JNDPlugValueError(f"response must be one of {', '.join(RESPONSES)}; got {self.response!r}")
         if not isinstance(self.trial_index, int) or self.trial_index < 0:
-            raise ValueError(f"trial_index must be a non-negative integer, got {self.trial_index!r}")
+            raise JNDPlugValueError(f"trial_index must be a non-negative integer, got {self.trial_index!r}")
         if self.response_time_ms is not None and not (math.isfinite(self.response_time_ms) and self.response_time_ms >= 0):
-            raise ValueError(f"response_time_ms must be a non-negative number, got {self.response_time_ms!r}")
+            raise JNDPlugValueError(f"response_time_ms must be a non-negative number, got {self.response_time_ms!r}")
         if self.observer_kind not in OBSERVER_KINDS:
-            raise ValueError(f"observer_kind must be one of {', '.join(OBSERVER_KINDS)}; got {self.observer_kind!r}")
+            raise JNDPlugValueError(f"observer_kind must be one of {', '.join(OBSERVER_KINDS)}; got "
+                                    f"{self.observer_kind!r}")
 
 
 FIELDS = tuple(f.name for f in fields(Judgement))
@@ -86,7 +88,7 @@ def _from_strings(row: dict[str, str], where: str) -> Judgement:
     missing = [f for f in ("participant", "session", "image", "trial_index", "trial_kind", "level", "response")
                if f not in row]
     if missing:
-        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}")
+        raise JNDPlugValueError(f"{where}: missing column(s) {', '.join(missing)}")
     kw: dict = {}
     for name in FIELDS:
         v = row.get(name)
@@ -95,12 +97,12 @@ def _from_strings(row: dict[str, str], where: str) -> Judgement:
             try:
                 kw[name] = int(v)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {name} must be an integer, got {v!r}") from None
+                raise JNDPlugValueError(f"{where}: {name} must be an integer, got {v!r}") from None
         elif name == "response_time_ms":
             try:
                 kw[name] = float(v) if v not in (None, "") else None
             except ValueError:
-                raise ValueError(f"{where}: response_time_ms must be a number, got {v!r}") from None
+                raise JNDPlugValueError(f"{where}: response_time_ms must be a number, got {v!r}") from None
         elif name in ("shown_at", "answered_at"):
             kw[name] = v or None
         elif name == "observer_kind":
@@ -110,7 +112,7 @@ def _from_strings(row: dict[str, str], where: str) -> Judgement:
     try:
         return Judgement(**kw)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise JNDPlugValueError(f"{where}: {exc}") from None
 
 
 def to_csv_text(judgements: list[Judgement]) -> str:
@@ -142,21 +144,21 @@ def read_judgements(path: str | Path) -> list[Judgement]:
         try:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            raise JNDPlugValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("judgements"), list):
-            raise ValueError(f"{path}: not a {SCHEMA} file (use 'jndplug study import' for other formats)")
+            raise JNDPlugValueError(f"{path}: not a {SCHEMA} file (use 'jndplug study import' for other formats)")
         out = []
         for i, rec in enumerate(doc["judgements"]):
             if not isinstance(rec, dict):
-                raise ValueError(f"{path}: judgement {i} is not an object")
+                raise JNDPlugValueError(f"{path}: judgement {i} is not an object")
             out.append(_from_strings({k: (None if v is None else str(v)) for k, v in rec.items()},
                                      f"{path}: judgement {i}"))
         return out
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not set(("participant", "image", "level", "response")) <= set(reader.fieldnames):
-            raise ValueError(f"{path}: not a judgements CSV (header must include {', '.join(FIELDS)}); "
-                             "use 'jndplug study import' for other formats")
+            raise JNDPlugValueError(f"{path}: not a judgements CSV (header must include {', '.join(FIELDS)}); "
+                                    "use 'jndplug study import' for other formats")
         return [_from_strings(row, f"{path}: line {reader.line_num}") for row in reader]
 
 
@@ -180,19 +182,19 @@ def import_judgements(path: str | Path, columns: dict[str, str] | None = None,
     columns = dict(columns or {})
     unknown = set(columns) - set(FIELDS)
     if unknown:
-        raise ValueError(f"unknown schema field(s) in column mapping: {', '.join(sorted(unknown))}; "
-                         f"fields are {', '.join(FIELDS)}")
+        raise JNDPlugValueError(f"unknown schema field(s) in column mapping: {', '.join(sorted(unknown))}; "
+                                f"fields are {', '.join(FIELDS)}")
     defaults = {"session": "imported", "trial_kind": SEARCH, "observer_kind": "human", **(defaults or {})}
     if path.suffix.lower() == ".json":
         try:
             rows = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            raise JNDPlugValueError(f"{path}: not valid JSON ({exc})") from None
         if isinstance(rows, dict):  # tolerate {"anything": [ ... ]} wrappers with a single list
             lists = [v for v in rows.values() if isinstance(v, list)]
             rows = lists[0] if len(lists) == 1 else None
         if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON list of objects")
+            raise JNDPlugValueError(f"{path}: expected a JSON list of objects")
         rows = [{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows]
         header = set().union(*(r.keys() for r in rows)) if rows else set()
         where = [f"{path}: item {i}" for i in range(len(rows))]
@@ -205,12 +207,12 @@ def import_judgements(path: str | Path, columns: dict[str, str] | None = None,
     for field in ("participant", "image", "level", "response"):
         col = columns.get(field, field)
         if col not in header:
-            raise ValueError(f"{path}: no column {col!r} for {field}; columns are {', '.join(sorted(header))} "
-                             f"(map it with --map {field}=COLUMN)")
+            raise JNDPlugValueError(f"{path}: no column {col!r} for {field}; columns are {', '.join(sorted(header))} "
+                                    f"(map it with --map {field}=COLUMN)")
     yes = {v.lower() for v in noticeable_values}
     no = {v.lower() for v in not_noticeable_values}
     if yes & no:
-        raise ValueError(f"response values mean both noticeable and not: {', '.join(sorted(yes & no))}")
+        raise JNDPlugValueError(f"response values mean both noticeable and not: {', '.join(sorted(yes & no))}")
     counters: dict[tuple, int] = {}
     out = []
     for row, loc in zip(rows, where):
@@ -225,12 +227,12 @@ def import_judgements(path: str | Path, columns: dict[str, str] | None = None,
         elif resp in no:
             rec["response"] = "not_noticeable"
         else:
-            raise ValueError(f"{loc}: response {rec['response']!r} is neither a noticeable value "
-                             f"({', '.join(sorted(yes))}) nor a not-noticeable one ({', '.join(sorted(no))})")
+            raise JNDPlugValueError(f"{loc}: response {rec['response']!r} is neither a noticeable value "
+                                    f"({', '.join(sorted(yes))}) nor a not-noticeable one ({', '.join(sorted(no))})")
         try:
             rec["level"] = str(int(float(rec["level"])) + level_offset)
         except (TypeError, ValueError):
-            raise ValueError(f"{loc}: level must be a number, got {rec['level']!r}") from None
+            raise JNDPlugValueError(f"{loc}: level must be a number, got {rec['level']!r}") from None
         if rec.get("trial_index") is None:
             key = (rec["participant"], rec["session"])
             rec["trial_index"] = str(counters.get(key, 0))

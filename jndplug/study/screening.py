@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.study.engine import EXPECTED_CATCH_RESPONSE, N_LEVELS, SEARCH
 from jndplug.study.records import Judgement
 
@@ -54,7 +55,7 @@ def participant_jnds(judgements: list[Judgement], n_levels: int = N_LEVELS) -> P
         kind_model = (j.observer_kind, j.observer_model)
         prev = out.observer.setdefault(j.participant, kind_model)
         if prev != kind_model:
-            raise ValueError(f"participant {j.participant!r} appears both as {prev} and as {kind_model}")
+            raise JNDPlugValueError(f"participant {j.participant!r} appears both as {prev} and as {kind_model}")
         if j.trial_kind != SEARCH:
             out.catch_total[j.participant] = out.catch_total.get(j.participant, 0) + 1
             if j.noticeable != EXPECTED_CATCH_RESPONSE[j.trial_kind]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import read_image
 from jndplug.training.datasets import Record
 
@@ -79,8 +80,9 @@ def check_sizes(records: list[Record], cache: ImageCache, cfg: dict) -> None:
         for path in ([rec.target] if rec.target else []) + rec.levels:
             y = cache.get(path)
             if y.shape != x.shape:
-                raise ValueError(f"{path}: size {tuple(y.shape[1:])} differs from its original "
-                                 f"{rec.original} {tuple(x.shape[1:])}")
+                raise JNDPlugValueError(f"{path}: size {tuple(y.shape[1:])} differs from its original "
+                                        f"{rec.original} {tuple(x.shape[1:])}")
         if min(x.shape[-2:]) < cfg["patch"]:
-            raise ValueError(f"{rec.original} is {x.shape[-2]}x{x.shape[-1]}, smaller than patch {cfg['patch']}; "
-                             "lower the patch size in the config")
+            raise JNDPlugValueError(f"{rec.original} is {x.shape[-2]}x{x.shape[-1]}, smaller than patch "
+                                    f"{cfg['patch']}; "
+                                    "lower the patch size in the config")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from jndplug.errors import CorruptFileError, load_torch_file
+from jndplug.errors import CorruptFileError, JNDPlugValueError, load_torch_file
 from jndplug.imageio import atomic_write
 
 _KEYS = {"model", "optimizer", "scheduler", "state", "config", "data"}
@@ -27,8 +27,8 @@ def load_checkpoint(path: Path, model, opt, sched, cfg: dict, data: list[str]) -
         raise CorruptFileError(f"{path}: not a jndplug training checkpoint (keys missing); delete it to "
                                "restart the run from step 0, or use another --out")
     if ckpt["config"] != json.loads(json.dumps(cfg)) or ckpt["data"] != list(data):
-        raise ValueError(f"{path} belongs to a run with other data or config; use another --out "
-                         "or delete the checkpoint to start over")
+        raise JNDPlugValueError(f"{path} belongs to a run with other data or config; use another --out "
+                                "or delete the checkpoint to start over")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])

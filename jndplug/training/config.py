@@ -49,15 +49,15 @@ def resolve_config(overrides: dict) -> dict:
                                 f"{type(overrides).__name__} {overrides!r:.60}")
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(DEFAULTS))})")
+        raise JNDPlugValueError(f"unknown training config keys: {', '.join(sorted(unknown))} "
+                                f"(known: {', '.join(sorted(DEFAULTS))})")
     cfg = {**DEFAULTS, **overrides}
     for key in ("patch", "batch", "steps", "lr", "weight_decay", "warmup", "clip", "val_fraction", "val_every",
                 "val_crop", "patience", "seed", "checkpoint_every"):
         # YAML reads 5e-4 as a string (it wants 5.0e-4): say so here rather than deep in the optimiser
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)):
-            raise ValueError(f"config {key} must be a number, got {cfg[key]!r}"
-                             + (" (YAML needs a decimal point in 5.0e-4)" if isinstance(cfg[key], str) else ""))
+            raise JNDPlugValueError(f"config {key} must be a number, got {cfg[key]!r}"
+                                    + (" (YAML needs a decimal point in 5.0e-4)" if isinstance(cfg[key], str) else ""))
     # a wrong type here would otherwise surface as a TypeError deep inside training
     for key in ("model", "loss", "layouts"):
         if not isinstance(cfg[key], dict):
@@ -80,20 +80,21 @@ def resolve_config(overrides: dict) -> dict:
     if cfg["select"] not in SELECT:
         raise JNDPlugValueError(f"config select must be one of {', '.join(SELECT)}, got {cfg['select']!r:.60}")
     if cfg["init"] is not None and not isinstance(cfg["init"], str):
-        raise JNDPlugValueError(f"config init must be an estimator file path or pretrained name, got {cfg['init']!r:.60}")
+        raise JNDPlugValueError(f"config init must be an estimator file path or pretrained name, got "
+                                f"{cfg['init']!r:.60}")
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
-        raise ValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
+        raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
     if "ms_ssim" in cfg["loss"] and cfg["patch"] < MS_SSIM_MIN_SIDE:
-        raise ValueError(f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; use ssim")
+        raise JNDPlugValueError(f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; use ssim")
     if cfg["patch"] % 32:
-        raise ValueError(f"patch must be a multiple of 32 (the encoder's stride), got {cfg['patch']}")
+        raise JNDPlugValueError(f"patch must be a multiple of 32 (the encoder's stride), got {cfg['patch']}")
     for key in ("batch", "steps", "val_every", "checkpoint_every"):
         if int(cfg[key]) < 1:
-            raise ValueError(f"{key} must be >= 1")
+            raise JNDPlugValueError(f"{key} must be >= 1")
     lo, hi = cfg["sur_range"]
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"sur_range must satisfy 0 < lo <= hi <= 1, got {cfg['sur_range']}")
+        raise JNDPlugValueError(f"sur_range must satisfy 0 < lo <= hi <= 1, got {cfg['sur_range']}")
     if cfg["sur_conditioning"]:
         cfg["model"] = {**cfg["model"], "sur_conditioning": True}
     return cfg

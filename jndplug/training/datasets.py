@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jndplug.data.layout import find_labels, level_files, original_file, read_labels
 from jndplug.data.specs import parse_spec
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import list_images
 
 KINDS = ("generated", "cnnjnd", "cplset", "pairs")
@@ -49,7 +50,7 @@ class Record:
     def level_for_sur(self, p: float) -> int:
         """Strongest level at which at least a fraction ``p`` of people notice nothing (0: none)."""
         if not self.sur:
-            raise ValueError(f"{self.id}: no SUR curve (SUR conditioning needs --data generated:...)")
+            raise JNDPlugValueError(f"{self.id}: no SUR curve (SUR conditioning needs --data generated:...)")
         from jndplug.study.labels import level_for_sur
 
         return level_for_sur(self.sur, p)
@@ -64,7 +65,7 @@ def read_source(spec: str, layouts: dict | None = None) -> list[Record]:
     records = {"generated": read_generated, "cnnjnd": read_cnnjnd, "cplset": read_cplset,
                "pairs": read_pairs}[kind](path, lay)
     if not records:
-        raise ValueError(f"--data {spec}: no image pairs found")
+        raise JNDPlugValueError(f"--data {spec}: no image pairs found")
     for r in records:
         r.source = spec
     return records
@@ -93,8 +94,8 @@ def _match_by_stem(originals: list[Path], targets: list[Path], spec: str) -> lis
         else:
             pairs.append((o.stem, o, t))
     if unmatched:
-        raise ValueError(f"{spec}: {len(unmatched)} originals have no target with the same name "
-                         f"(e.g. {', '.join(unmatched[:3])})")
+        raise JNDPlugValueError(f"{spec}: {len(unmatched)} originals have no target with the same name "
+                                f"(e.g. {', '.join(unmatched[:3])})")
     return pairs
 
 
@@ -102,7 +103,7 @@ def read_pairs(path: str, layout: dict) -> list[Record]:
     """``pairs:ORIG_DIR,TARGET_DIR``: files matched by name without extension (recursively)."""
     orig_dir, sep, target_dir = path.partition(",")
     if not sep:
-        raise ValueError(f"pairs:{path}: expected pairs:ORIG_DIR,TARGET_DIR")
+        raise JNDPlugValueError(f"pairs:{path}: expected pairs:ORIG_DIR,TARGET_DIR")
     originals, targets = list_images(orig_dir), list_images(target_dir)
     return [Record(id=i, original=o, target=t) for i, o, t in _match_by_stem(originals, targets, f"pairs:{path}")]
 
@@ -161,8 +162,8 @@ def read_generated(path: str, layout: dict) -> list[Record]:
             raise FileNotFoundError(f"{spec}: image {image_id} is labelled but its files are missing")
         label = int(entry["jnd_level"])
         if label > len(levels):
-            raise ValueError(f"{labels_path}: image {image_id} is labelled at level {label} but {root} has only "
-                             f"{len(levels)} levels of it; label this dataset with `jndplug study aggregate`")
+            raise JNDPlugValueError(f"{labels_path}: image {image_id} is labelled at level {label} but {root} has only "
+                                    f"{len(levels)} levels of it; label this dataset with `jndplug study aggregate`")
         records.append(Record(id=image_id, original=original, levels=levels, label_level=label,
                               target=None if label == 0 else levels[label - 1],
                               sur=[float(v) for v in entry["sur"]] if entry.get("sur") else None))

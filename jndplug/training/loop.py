@@ -97,7 +97,8 @@ def read_records(data: list[str], cfg: dict) -> list[Record]:
                 r.id = f"{i}:{r.id}"
             records.append(r)
     if cfg["sur_conditioning"] and any(r.sur is None for r in records):
-        raise ValueError("sur_conditioning needs SUR curves for every image: use --data generated:... sources only")
+        raise JNDPlugValueError("sur_conditioning needs SUR curves for every image: use --data generated:... "
+                                "sources only")
     return records
 
 

@@ -95,8 +95,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return path
     if path.suffix or os.sep in key:
         raise FileNotFoundError(f"estimator weights file not found: {path}")
-    raise ValueError(f"unknown pretrained estimator {key!r}; known names: {', '.join(PRETRAINED)} "
-                     "(or give the path of a .safetensors file)")
+    raise JNDPlugValueError(f"unknown pretrained estimator {key!r}; known names: {', '.join(PRETRAINED)} "
+                            "(or give the path of a .safetensors file)")
 
 
 def _checked_config(path: Path, arch: str, text: str) -> dict:
@@ -138,7 +138,7 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
 
     path = resolve(name_or_path)
     if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
-        raise ValueError(
+        raise JNDPlugValueError(
             f"{path}: jndplug loads only .safetensors weights; convert foreign checkpoints first "
             "(for the authors' ResJND checkpoint: `jndplug convert IN.pth --out OUT.safetensors`)"
         )

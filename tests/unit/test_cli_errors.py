@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from jndplug.cli import main
-from jndplug.errors import CorruptFileError, JNDPlugError
+from jndplug.errors import CorruptFileError, JNDPlugError, JNDPlugValueError, user_error_message
 
 
 def _one_line(capsys) -> str:
@@ -103,8 +103,36 @@ def test_bugs_keep_their_traceback(folders, monkeypatch):
         main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"])
 
 
+@pytest.mark.parametrize("error, one_line", [
+    (ValueError("a bug's message"), False),
+    (JNDPlugValueError("config patch must be a multiple of 32"), True),
+])
+def test_only_jndplugs_own_errors_are_one_line(folders, monkeypatch, capsys, error, one_line):
+    # a plain ValueError is raised by a bug (or by a library jndplug called wrongly): it keeps its
+    # traceback; a user error is raised as JNDPlugValueError and printed as one line
+    import jndplug.cli.metrics
+
+    def raising(*a, **k):
+        raise error
+
+    monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", raising)
+    argv = ["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"]
+    if one_line:
+        assert main(argv) == 1
+        assert _one_line(capsys) == f"jndplug metrics: error: {error}"
+    else:
+        with pytest.raises(ValueError, match="a bug's message"):
+            main(argv)
+    assert (user_error_message(error) is None) is not one_line
+
+
 def test_error_classes_keep_the_builtin_ones():
-    assert issubclass(CorruptFileError, ValueError) and issubclass(CorruptFileError, JNDPlugError)
+    from jndplug.spec import TargetSpecError
+    from jndplug.study.engine import ProtocolError
+    from jndplug.study.web.store import RegistrationError
+
+    for cls in (CorruptFileError, TargetSpecError, ProtocolError, RegistrationError):
+        assert issubclass(cls, ValueError) and issubclass(cls, JNDPlugError), cls
 
 
 @pytest.fixture
@@ -164,3 +192,18 @@ def test_training_config_file_that_is_not_a_mapping(tmp_path, pairs, capsys):
         assert str(config) in line and message in line
     assert train_main(["--data", pairs, "--out", str(tmp_path / "run"), "--config", str(tmp_path)]) == 1
     assert f"{tmp_path}: this is a folder; give a file name" in _one_line(capsys)
+
+
+def test_a_missing_optional_dependency_names_its_extra(tmp_path, estimator_file, capsys, monkeypatch):
+    # matplotlib is the viz extra, not a core dependency: without it, --map says what to install
+    import sys
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without the extra sees
+    assert main(["infer", str(image), "--out", str(tmp_path / "jnd.png"), "--estimator", str(estimator_file),
+                 "--map"]) == 1
+    assert _one_line(capsys).endswith("this needs matplotlib, which is not installed: pip install 'jndplug[viz]'")
+    assert user_error_message(ModuleNotFoundError("No module named 'timm'", name="timm")) is None  # core: a bug

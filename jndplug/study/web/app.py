@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, jsonify, request
 
 from jndplug.data.layout import JNDDataset
+from jndplug.errors import JNDPlugValueError
 from jndplug.study.engine import N_LEVELS
 from jndplug.study.web.context import WILDCARD_HOSTS, Study
 from jndplug.study.web.operator import bp as operator_bp
@@ -78,11 +79,11 @@ class StudySettings:
     def __post_init__(self):
         for name in ("catch_every", "break_every", "training"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise JNDPlugValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+            raise JNDPlugValueError(f"--limit must be >= 1, got {self.limit}")
         if not 16 <= self.flicker_ms <= 2000:
-            raise ValueError(f"--flicker-ms must be between 16 and 2000, got {self.flicker_ms}")
+            raise JNDPlugValueError(f"--flicker-ms must be between 16 and 2000, got {self.flicker_ms}")
 
     @property
     def presentation(self) -> str:
@@ -104,9 +105,9 @@ def open_study(dataset: str | Path | JNDDataset,
     store = StudyStore(db_path or default_db_path(ds))
     missing = sorted(store.image_ids_in_use() - set(ds.ids))
     if missing:
-        raise ValueError(f"{store.path} has participants whose images are not in {ds.root}: "
-                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
-                         "(a different dataset? give a new study database with --db)")
+        raise JNDPlugValueError(f"{store.path} has participants whose images are not in {ds.root}: "
+                                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                                "(a different dataset? give a new study database with --db)")
     return ds, store
 
 

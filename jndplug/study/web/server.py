@@ -9,6 +9,7 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.study.web.app import StudySettings, _is_loopback, create_app
 
 
@@ -18,7 +19,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ValueError(f"cannot listen on {host!r}: {exc.strerror}") from None
+        raise JNDPlugValueError(f"cannot listen on {host!r}: {exc.strerror}") from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -28,13 +29,13 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ValueError(f"port {port} on {host} is already in use (is the study already running?); "
-                             "choose another with --port") from None
+            raise JNDPlugValueError(f"port {port} on {host} is already in use (is the study already running?); "
+                                    "choose another with --port") from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise ValueError(f"cannot listen on {host}: not an address of this machine (see --host)") from None
+            raise JNDPlugValueError(f"cannot listen on {host}: not an address of this machine (see --host)") from None
         if exc.errno == errno.EACCES:
-            raise ValueError(f"no permission to listen on port {port}; use a port above 1023") from None
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise JNDPlugValueError(f"no permission to listen on port {port}; use a port above 1023") from None
+        raise JNDPlugValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
 
 

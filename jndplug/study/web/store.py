@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.study.engine import ProtocolError, Session, Trial
 from jndplug.study.records import Judgement
 
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS judgements (
 """
 
 
-class RegistrationError(ValueError):
+class RegistrationError(JNDPlugValueError):
     """Registration data the study cannot accept (bad id, id taken, vision requirement)."""
 
 
@@ -114,9 +115,10 @@ class StudyStore:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('study_id', ?)", (secrets.token_hex(4),))
                 version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{self.path}: not a jndplug study database ({exc})") from None
+            raise JNDPlugValueError(f"{self.path}: not a jndplug study database ({exc})") from None
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{self.path}: study database schema {version}, this jndplug reads {SCHEMA_VERSION}")
+            raise JNDPlugValueError(f"{self.path}: study database schema {version}, this jndplug reads "
+                                    f"{SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _connect(self):
