@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib.util
 import json
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def write_logs(out: Path, history: list[dict]) -> None:
         w.writerows(history)
     with atomic_write(out / "log.json", "w") as f:
         json.dump(history, f, indent=1)
-    plot_curves(out / "curves.png", history)
+    if importlib.util.find_spec("matplotlib") is not None:  # the viz extra; log.csv holds the same numbers
+        plot_curves(out / "curves.png", history)
 
 
 def plot_curves(path: Path, history: list[dict]) -> None:

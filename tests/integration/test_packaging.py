@@ -51,3 +51,32 @@ def test_every_package_folder_is_installed():
     found |= {".".join(("jndplug", *p.parent.relative_to(ROOT).parts)) for p in (ROOT / "integrations").rglob("__init__.py")}
     assert listed == found, f"pyproject.toml [tool.setuptools] packages: missing {sorted(found - listed)}, " \
                             f"stale {sorted(listed - found)}"
+
+
+def test_import_and_jndtarget_need_neither_matplotlib_nor_scikit_image():
+    # a user who only trains with JNDTarget installs the core dependencies: the figures and the
+    # demo's photographs are the viz extra
+    code = ("import sys, torch\nimport jndplug\nt = jndplug.JNDTarget()\nt(torch.rand(1, 3, 32, 32))\n"
+            "print([m for m in ('matplotlib', 'skimage') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_core_dependencies_and_the_extras_that_name_the_optional_modules():
+    import re
+    import tomllib
+
+    from jndplug.errors import OPTIONAL_MODULES
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(requirements):
+        return {re.split(r"[<>=\[;]", r, maxsplit=1)[0].strip().lower() for r in requirements}
+
+    core = names(project["dependencies"])
+    for module, (dist, extra) in OPTIONAL_MODULES.items():
+        assert dist not in core, f"{dist} is a core dependency, yet optional ({module})"
+        assert dist in names(extras[extra]), f"the {extra} extra does not install {dist}"
+    assert "viz" in extras["all"][0]
