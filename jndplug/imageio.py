@@ -330,6 +330,15 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
         Image.fromarray(array).save(f, format=fmt)
 
 
+def to_8bit(array: np.ndarray) -> np.ndarray:
+    """An HxWx3 uint16 array as uint8, rounded (65535 maps to 255; 257 = 65535 / 255); uint8 as it is."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype != np.uint16:
+        raise TypeError(f"to_8bit takes uint8 or uint16 arrays, got {array.dtype}")
+    return np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+
+
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8/uint16 (or float in [0,1]) array to a float32 ``[3,H,W]`` tensor in [0,1]."""
     if not isinstance(array, np.ndarray):

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import atomic_write, list_images
 from jndplug.metrics import fmt
 
 RESULT = "result.json"
 
 
-class BenchError(ValueError):
+class BenchError(JNDPlugValueError):
     """A benchmark cannot start as asked; the message says what to change."""
 
 
@@ -54,8 +55,9 @@ def finished_run(run_dir: Path, settings: dict) -> dict | None:
     """A finished run's results if it ran with ``settings``, None if it has not finished; a run
     finished with other settings is refused, since mixing it in would compare unlike runs."""
     result = read_result(run_dir)
-    if result is not None and result["settings"] != settings:
-        raise BenchError(f"{run_dir} was run with other settings ({settings_diff(result['settings'], settings)}); "
+    if result is not None and result.get("settings") != settings:
+        raise BenchError(f"{run_dir} was run with other settings "
+                         f"({settings_diff(result.get('settings') or {}, settings)}); "
                          "use another --out or delete that folder")
     return result
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass, field
 import importlib.util
 import sys
 import time
@@ -48,6 +49,35 @@ FORMAT = "jndplug-bench-estimator/1"
 PARTS = ("speed", "accuracy", "overhead", "truth", "sur")
 TRUTH_METRICS = ("ssimulacra2", "flip", "cvvdp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Settings:
+    """One ``bench estimator`` run; the field names are the command's flags (their help says which part uses each)."""
+
+    parts: list[str] = field(default_factory=lambda: list(PARTS))
+    out: str = "bench-estimator"
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    archs: list[str] = field(default_factory=lambda: ["unet", "resjnd"])
+    weights: list[str] = field(default_factory=list)
+    sizes: list[str] = field(default_factory=lambda: ["512x512", "1920x1080"])
+    budget: float = 10.0
+    dtype: str = "float32"
+    data: list[str] = field(default_factory=list)
+    split: str | None = None
+    sur_values: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.95])
+    val_crop: int = 512
+    estimator: str = "default"
+    patch: int = 96
+    batch: int = 16
+    steps: int = 5
+    repeats: int = 3
+    images: str | None = None
+    limit: int | None = None
+    max_side: int | None = None
+    sur: float | None = None
+    strength: float = 1.0
+    metrics: list[str] = field(default_factory=lambda: list(TRUTH_METRICS))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"truth: visibility metrics of the JND images (default {' '.join(TRUTH_METRICS)})")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: Settings) -> dict:
     device = torch.device(args.device)
     run_truth = "truth" in args.parts and bool(args.images) and bool(args.weights)
     if run_truth:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,9 @@ from jndplug import directed
 from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import truth
 from jndplug.bench.common import BenchError, machine, resolve_estimator, spread, write_json, write_text
-from jndplug.imageio import array_to_tensor, list_images, read_image
+from jndplug.imageio import array_to_tensor, list_images, read_image, to_8bit
 from jndplug.metrics import METRICS, MetricsError, MetricSuite, fmt, match_files, mean_of
+from jndplug.pixels import bicubic_lq, bicubic_resize, centre_crop
 
 FORMAT = "jndplug-bench-screen/1"
 CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
@@ -50,6 +52,24 @@ OPTIONS = {
     "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
 }
 BOUNDS = ("estimator", "profile")
+
+
+@dataclass
+class Settings:
+    """One screen; the field names are the command's flags. Exactly one of ``outputs`` and ``bicubic``."""
+
+    gt: str
+    outputs: str | None = None
+    bicubic: int | None = None
+    transforms: list[str] = field(default_factory=lambda: ["jnd", "usm", "directed"])
+    estimator: str = "default"
+    metrics: list[str] = field(default_factory=lambda: list(CHEAP_METRICS))
+    crop_border: int | None = None
+    crop: int | None = None
+    max_images: int | None = None
+    out: str = "bench-screen"
+    overwrite: bool = False
+    metrics_device: str = "cpu"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,30 +167,13 @@ class Transforms:
         return result
 
 
-def _centre(a: np.ndarray, side: int | None) -> np.ndarray:
-    if not side:
-        return a
-    h, w = a.shape[:2]
-    ch, cw = min(side, h), min(side, w)
-    return a[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
-
-
-def _eight_bit(a: np.ndarray) -> np.ndarray:
-    return a if a.dtype == np.uint8 else np.round(a / 257.0).astype(np.uint8)
-
-
 def _bicubic(gt: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(GT mod-cropped to the scale, its MATLAB-style bicubic down-then-up copy), as ``bench sr`` makes them."""
-    from basicsr.utils.matlab_functions import imresize
-
-    h, w = (side // scale * scale for side in gt.shape[:2])
-    gt = gt[:h, :w]
-    lq = np.clip(np.round(imresize(gt.astype(np.float64) / 255.0, 1 / scale) * 255), 0, 255)
-    up = imresize(lq / 255.0, scale)
-    return gt, np.clip(np.round(up * 255), 0, 255).astype(np.uint8)
+    gt, lq = bicubic_lq(gt, scale)
+    return gt, bicubic_resize(lq, scale)
 
 
-def _pairs(args) -> list[tuple[str, Path | None, Path]]:
+def _pairs(args: Settings) -> list[tuple[str, Path | None, Path]]:
     gt = Path(args.gt)
     if not gt.is_dir():
         raise BenchError(f"--gt {gt}: not a folder")
@@ -189,7 +192,9 @@ def _pairs(args) -> list[tuple[str, Path | None, Path]]:
     return spread(pairs, args.max_images)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: Settings) -> dict:
+    if (args.outputs is None) == (args.bicubic is None):
+        raise BenchError("give one of --outputs (a restorer's outputs) and --bicubic SCALE")
     if args.bicubic is not None and args.bicubic < 2:
         raise BenchError(f"--bicubic {args.bicubic}: the scale must be an integer >= 2")
     if args.crop is not None and args.crop < 16:
@@ -205,8 +210,6 @@ def run(args: argparse.Namespace) -> dict:
                          for _, s in specs)
     estimator = resolve_estimator(args.estimator) if uses_estimator else None
     crop = args.crop_border if args.crop_border is not None else (args.bicubic or 0)
-    if args.bicubic is not None:
-        install_torchvision_shim()  # for BasicSR's MATLAB-style imresize
     pairs = _pairs(args)
     try:
         suite = MetricSuite(args.metrics, crop_border=crop, device=args.metrics_device)
@@ -219,15 +222,15 @@ def run(args: argparse.Namespace) -> dict:
     rows = {label: [] for label in labels}
     notes: dict[str, str] = {}
     for name, out_path, gt_path in tqdm(pairs, desc="screen", unit="img"):
-        gt = _eight_bit(read_image(gt_path))
+        gt = to_8bit(read_image(gt_path))
         if out_path is None:
-            gt, out = _bicubic(_centre(gt, args.crop), args.bicubic)
+            gt, out = _bicubic(centre_crop(gt, args.crop), args.bicubic)
         else:
-            out = _eight_bit(read_image(out_path))
+            out = to_8bit(read_image(out_path))
             if out.shape != gt.shape:
                 raise BenchError(f"{name}: the output is {out.shape[1]}x{out.shape[0]} but the ground truth is "
                                  f"{gt.shape[1]}x{gt.shape[0]}")
-            gt, out = _centre(gt, args.crop), _centre(out, args.crop)
+            gt, out = centre_crop(gt, args.crop), centre_crop(out, args.crop)
         base = out.astype(np.float64) / 255.0
         for label, y in transforms(out).items():
             try:

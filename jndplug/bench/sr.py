@@ -1,391 +1,456 @@
-"""``jndplug bench sr``: the same super-resolution training against the ground truth and against JND images.
+"""``jndplug bench sr``: converged super-resolution restorers fine-tuned per target, scored against the ground truth.
 
-For every architecture, target (``gt``, then ``jnd`` at each strength) and seed, BasicSR trains
-the network through ``jndplug.integrations.basicsr`` (the example option files with the sweep's
-data, iterations, patch and batch; the JND runs differ only in the ``jnd_target`` block), then the
-trained network upsamples every test image and ``jndplug.metrics`` scores it against the true
-ground truth. Layout of ``--out``::
+The question (docs/directed.md): once a restorer trained against the ground truth has converged,
+does fine-tuning it against a JND target make it look better to people, and at what fidelity cost?
+For every architecture this command
 
-    data/           prepared pairs: GT mod-cropped to the scale, LQ by MATLAB-style bicubic (BasicSR's)
-    runs/NAME/      option file, BasicSR's experiments/ (checkpoints, logs), outputs/SET/*.png, result.json
-    reference/bicubic/  the LQ upsampled by bicubic interpolation, scored the same way (context, not a run)
+1. pretrains one network against the ground truth (x4, L1), recording a validation PSNR-Y curve on
+   training photos held back from training (``pretrain_ARCH/curve.png``);
+2. fine-tunes that one checkpoint per target and seed, the same number of steps and the same
+   schedule for each: ``gt`` (the baseline's own continuation), ``usm`` (BasicSR's unsharp-masked
+   ground truth, Real-ESRGAN's ``gt_usm``), ``jnd`` (the seed paper's estimated JND image),
+   ``directed:gain=G`` (the perception-directed JND image) and ``tolerant`` (``JNDTolerantLoss``
+   against the ground truth with the estimator's map); the targets are the ``jndplug bench screen``
+   transforms applied to the ground-truth photos, rounded to 8 bits as ``jndplug precompute`` does;
+3. scores every fine-tune on the central crops of the test sets with ``jndplug.metrics``;
+4. runs ``jndplug bench screen`` on the pretrained network's own test outputs and reports how often
+   its predicted sign of each metric change agrees with the fine-tunes' measured one.
+
+Layout of ``--out``::
+
+    pretrain_ARCH/          checkpoint.pt (every validation), final.pt, curve.json, curve.png
+    runs/NAME/              outputs/SET/*.png, result.json (NAME: ARCH_TARGET_seedS)
+    screen_ARCH/            the screen on the pretrained network's outputs
+    targets_*.npz           the target images of the training photos (shared by every run)
     sr_results.json, sr_results.md, pd_plane.png, crops_ARCH.png
 
-Finished runs (``result.json``) are skipped on a rerun; an interrupted training resumes from its
-last BasicSR checkpoint.
+Resumable: pretraining continues from its last checkpoint, finished fine-tunes are skipped, and a
+fine-tune finished with other settings is refused. The defaults are the recipe of BENCHMARKS.md
+("Full-size EDSR-baseline and SRResNet") but for the longer pretraining and the targets.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib.util
+import dataclasses
+import hashlib
 import json
-import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from jndplug.basicsr_compat import install_torchvision_shim
-from jndplug.bench import figures
-from jndplug.bench.common import (BenchError, finished_run, image_sets, machine, mean_std, notes_lines, read_result,
-                                  resolve_estimator, settings_diff, signed, spread, summarize, write_json,
-                                  write_text)
-from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array, write_image
-from jndplug.metrics import METRICS, MetricSuite, add_suite_arguments, evaluate_folders, mean_of
+from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, summarize, write_json, write_text
+from jndplug.bench.recipe import (UNTRANSFORMED, add_targets, run_name, save_atomic, to_tensor, training_files,
+                                  transform_specs)
+from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
+from jndplug.losses import JNDTolerantLoss
+from jndplug.metrics import METRICS, MetricSuite, rgb_to_y
+from jndplug.pixels import bicubic_lq, centre_crop, psnr
 
-FORMAT = "jndplug-bench-sr/1"
-SCALE = 4  # the example option files are all x4
-ARCHS = {
-    "edsr": "train_EDSR_Mx4_baseline.yml",          # EDSR-baseline: 16 blocks, 64 features
-    "srresnet": "train_MSRResNet_x4_baseline.yml",  # BasicSR's MSRResNet
-    "swinir": "train_SwinIR_light_x4_baseline.yml",
-}
-PD_X, PD_Y = "niqe", "psnr_y"
+FORMAT = "jndplug-bench-sr/2"
+SCALE = 4
+ARCHS = ("edsr", "srresnet")
+PD = ("psnr_y", "stlpips")  # the perception-distortion plane: fidelity against a perceptual distance
+TARGETS = ["gt", "usm", "jnd", "directed:gain=0.5", "directed:gain=1", "directed:gain=2", "tolerant"]
+METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
+# what a fine-tune's result depends on: a finished run with other values is not mixed in
+RUN_KEYS = ("test_sets", "train_images", "val_images", "crop", "patch", "batch", "blocks", "features", "lr",
+            "pretrain_steps", "finetune_steps", "finetune_lr", "metrics")
+
+
+@dataclass
+class Settings:
+    """One ``bench sr`` run; the field names are the command's flags."""
+
+    train: str
+    test: str
+    out: str = "bench-sr"
+    test_sets: list[str] = field(default_factory=lambda: ["CSet5", "CSet14"])
+    archs: list[str] = field(default_factory=lambda: list(ARCHS))
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    estimator: str = "default"
+    train_images: int = 200
+    val_images: int = 10
+    val_side: int = 192
+    crop: int = 256
+    patch: int = 64
+    batch: int = 8
+    blocks: int = 16
+    features: int = 64
+    lr: float = 2e-4
+    pretrain_steps: int = 10000
+    val_every: int = 500
+    finetune_steps: int = 1000
+    finetune_lr: float = 5e-5
+    metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
+    pretrain_only: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", required=True, help="training ground truth (searched recursively)")
-    p.add_argument("--test", required=True, help="test folder: its sub-folders are the test sets")
-    p.add_argument("--test-sets", nargs="+", help="sub-folders of --test to use (default: all)")
-    p.add_argument("--out", default="bench-sr", help="results folder (rerun to resume)")
-    p.add_argument("--estimator", default="default", help="JND estimator: pretrained name or .safetensors path")
-    p.add_argument("--archs", nargs="+", default=["edsr", "srresnet"], choices=list(ARCHS))
-    p.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0, 1.5])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    # dest: the names under which earlier results recorded these settings
-    p.add_argument("--steps", dest="iters", type=int, default=20000, metavar="N", help="training iterations per run")
-    p.add_argument("--pretrain-steps", dest="pretrain_iters", type=int, default=0, metavar="N",
-                   help="first train each architecture and seed this long against the ground truth, then every "
-                        "target run fine-tunes that network for --steps (0: every run starts from scratch)")
-    p.add_argument("--patch", type=int, default=128, help="GT training patch side (a multiple of 4)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, help="learning rate (default: the architecture's BasicSR recipe)")
-    p.add_argument("--blocks", type=int, help="residual blocks of edsr/srresnet (default 16)")
-    p.add_argument("--features", type=int, help="feature channels of edsr/srresnet (default 64)")
-    p.add_argument("--train-images", type=int, help="use this many training images, spread over the sorted list")
-    p.add_argument("--crop", type=int, help="evaluate on the central CROPxCROP of each test image (GT pixels)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes per run")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="BasicSR training-state interval (resume)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="training device: cpu or cuda (default: cuda if available)")
-    p.add_argument("--crop-size", type=int, default=96, help="side of the side-by-side crops (GT pixels)")
-    p.add_argument("--crop-images", type=int, default=3, help="test images shown in the crop figures")
-    add_suite_arguments(p)
+    d = Settings("", "")
+    p.add_argument("--train", required=True, help="training photos (searched recursively)")
+    p.add_argument("--test", required=True, help="folder whose sub-folders are the test sets")
+    p.add_argument("--test-sets", nargs="+", default=d.test_sets)
+    p.add_argument("--out", default=d.out, help="results folder (rerun to resume)")
+    p.add_argument("--archs", nargs="+", default=d.archs, choices=ARCHS)
+    p.add_argument("--targets", nargs="+", default=d.targets,
+                   help="gt (required), tolerant, or screen transforms: usm, jnd, directed:gain=G ...")
+    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
+    p.add_argument("--estimator", default=d.estimator, help="JND estimator: pretrained name or .safetensors path")
+    p.add_argument("--train-images", type=int, default=d.train_images)
+    p.add_argument("--val-images", type=int, default=d.val_images,
+                   help="training photos held back for the pretraining curve")
+    p.add_argument("--val-side", type=int, default=d.val_side, help="central crop of the validation photos (GT px)")
+    p.add_argument("--crop", type=int, default=d.crop, help="central crop of the test images (GT pixels)")
+    p.add_argument("--patch", type=int, default=d.patch, help="GT patch side (LQ: a quarter)")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--blocks", type=int, default=d.blocks, help="residual blocks")
+    p.add_argument("--features", type=int, default=d.features, help="feature channels")
+    p.add_argument("--lr", type=float, default=d.lr, help="pretraining learning rate")
+    p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps)
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--finetune-steps", type=int, default=d.finetune_steps)
+    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
+    p.add_argument("--metrics", nargs="+", default=d.metrics, choices=list(METRICS), metavar="METRIC")
+    p.add_argument("--pretrain-only", action="store_true",
+                   help="stop after pretraining (a rerun without it fine-tunes from the same checkpoints)")
 
 
-def targets(strengths: list[float]) -> list[tuple[str, float]]:
-    return [("gt", 0.0)] + [(f"jnd{s:g}", s) for s in strengths]
+def build(arch: str, blocks: int, features: int) -> torch.nn.Module:
+    from jndplug.basicsr_compat import install_torchvision_shim
+
+    install_torchvision_shim()  # basicsr 1.4.2 imports a torchvision module that no longer exists
+    from basicsr.archs.edsr_arch import EDSR
+    from basicsr.archs.srresnet_arch import MSRResNet
+
+    if arch == "edsr":  # EDSR-baseline
+        return EDSR(3, 3, num_feat=features, num_block=blocks, upscale=SCALE, res_scale=1.0)
+    if arch == "srresnet":
+        return MSRResNet(3, 3, num_feat=features, num_block=blocks, upscale=SCALE)
+    raise BenchError(f"unknown arch {arch!r}: {' or '.join(ARCHS)}")
 
 
-def run(args: argparse.Namespace) -> dict:
-    if args.patch % SCALE or args.patch < 16:
-        raise BenchError(f"--patch {args.patch} must be a multiple of {SCALE} and at least 16")
-    if any(s <= 0 for s in args.strengths):
-        raise BenchError("--strengths must be > 0 (strength 0 is the ground-truth baseline, always run)")
-    if "swinir" in args.archs and (args.blocks or args.features):
-        raise BenchError("--blocks/--features apply to edsr and srresnet; SwinIR-light keeps its recipe")
-    estimator = resolve_estimator(args.estimator)
-    out = Path(args.out)
-    data = prepare_data(out / "data", args)
-    suite = MetricSuite(args.metrics, crop_border=SCALE, lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk,
-                        device=args.metrics_device)
-    settings = {k: getattr(args, k) for k in ("iters", "pretrain_iters", "patch", "batch", "lr", "blocks", "features",
-                                              "train_images", "crop", "device")}
-    settings["estimator"] = estimator
-    results = []
-    plan = [(a, t, s, seed) for a in args.archs for t, s in targets(args.strengths) for seed in args.seeds]
-    for i, (arch, target, strength, seed) in enumerate(plan, 1):
-        name = f"{arch}_{target}_seed{seed}"
-        run_dir = out / "runs" / name
-        result = finished_run(run_dir, settings)
-        if result is not None:
-            print(f"[{i}/{len(plan)}] {name}: done earlier, skipped", file=sys.stderr)
-        else:
-            init = None
-            if args.pretrain_iters:
-                pre = f"{arch}_pretrain_seed{seed}"
-                print(f"[{i}/{len(plan)}] {pre}: {args.pretrain_iters} iterations against the ground truth "
-                      "(shared by every target of this seed; skipped when done)", file=sys.stderr)
-                init = train(out / "runs" / pre, options(pre, arch, 0.0, seed, data, estimator, args,
-                                                         args.pretrain_iters, None), settings)
-            print(f"[{i}/{len(plan)}] {name}: training {args.iters} iterations", file=sys.stderr)
-            result = run_one(run_dir, name, arch, target, strength, seed, data, settings, suite, args, init)
-        results.append(result)
-    return report(out, results, args, suite, data, bicubic_reference(out / "reference" / "bicubic", data, suite))
+def load_training(s: Settings) -> dict:
+    """Training photos and their LQ; every k-th chosen photo is held back for the validation curve."""
+    train_files, val_files = training_files(s.train, s.train_images, s.val_images)
+    data = {"gt": [], "lq": [], "files": [str(f) for f in train_files], "val_files": [str(f) for f in val_files]}
+    for f in tqdm(train_files, desc="training photos", unit="img"):
+        gt, lq = bicubic_lq(to_8bit(read_image(f)), SCALE)
+        data["gt"].append(gt)
+        data["lq"].append(lq)
+    data["val"] = [bicubic_lq(centre_crop(to_8bit(read_image(f)), s.val_side, SCALE), SCALE) for f in val_files]
+    return data
 
 
-def bicubic_reference(ref_dir: Path, data: dict, suite: MetricSuite) -> dict:
-    """Scores of plain bicubic upsampling (BasicSR's MATLAB-style ``imresize``) on the test sets.
-
-    Not a target of the comparison: it shows whether the trained networks learned anything beyond
-    interpolation in the sweep's budget. Computed once per ``--out`` and metric set.
-    """
-    from basicsr.utils.matlab_functions import imresize
-
-    cached = read_result(ref_dir)
-    if cached is not None and cached.get("metrics") == suite.names:
-        return cached
-
-    def bicubic(lq_dir: Path, out_dir: Path) -> None:
-        for path in list_images(lq_dir):
-            up = imresize(read_image(path).astype(np.float64) / 255.0, SCALE)
-            write_image(out_dir / path.relative_to(lq_dir), np.clip(np.round(up * 255), 0, 255).astype(np.uint8))
-
-    sets, mean = score(bicubic, ref_dir / "outputs", data, suite)
-    result = {"format": FORMAT, "run": "bicubic", "metrics": suite.names, "mean": mean, "sets": sets}
-    write_json(ref_dir / "result.json", result)
-    return result
-
-
-def prepare_data(root: Path, args) -> dict:
-    """GT mod-cropped to the scale and its bicubic LQ, for training and for each test set (once)."""
-    install_torchvision_shim()
-    from basicsr.utils.matlab_functions import imresize
-
-    train_files = spread(list_images(args.train), args.train_images)
-    if not train_files:
-        raise BenchError(f"no training images under {args.train}")
-    sets = image_sets(args.test, args.test_sets)
-    spec = {"train": str(Path(args.train).resolve()), "train_images": args.train_images,
-            "test": {n: str(p.resolve()) for n, p in sets.items()}, "crop": args.crop, "scale": SCALE}
-    marker = root / "data.json"
-    if marker.is_file():
-        have = json.loads(marker.read_text())
-        have.pop("train_pairs", None)
-        if have != spec:
-            raise BenchError(f"{root} was prepared from other data ({settings_diff(have, spec)}); use another --out")
-        return {"root": root, "sets": list(sets)}
-
-    def pair(src: Path, gt_path: Path, lq_path: Path, training: bool) -> bool:
-        gt = read_image(src)
-        if gt.dtype != np.uint8:
-            gt = np.round(gt / 257.0).astype(np.uint8)
-        if args.crop and not training:
-            h, w = gt.shape[:2]
-            ch, cw = min(args.crop, h), min(args.crop, w)
-            gt = gt[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
-        h, w = (side // SCALE * SCALE for side in gt.shape[:2])
-        gt = gt[:h, :w]
-        if training and min(h, w) < args.patch:
-            return False  # too small to cut a training patch from
-        lq = np.clip(np.round(imresize(gt.astype(np.float64) / 255.0, 1 / SCALE) * 255), 0, 255).astype(np.uint8)
-        write_image(gt_path, gt)
-        write_image(lq_path, lq)
-        return True
-
-    skipped = 0
-    for i, src in enumerate(tqdm(train_files, desc="preparing training pairs", unit="img")):
-        name = f"{i:05d}_{src.stem}.png"
-        skipped += not pair(src, root / "train" / "GT" / name, root / "train" / f"LQx{SCALE}" / name, True)
-    if skipped == len(train_files):
-        raise BenchError(f"every training image is smaller than the {args.patch}px patch")
-    for set_name, folder in sets.items():
-        for src in list_images(folder):
-            rel = src.relative_to(folder).with_suffix(".png")
-            pair(src, root / "test" / set_name / "GT" / rel, root / "test" / set_name / f"LQx{SCALE}" / rel, False)
-    spec["train_pairs"] = len(train_files) - skipped
-    write_json(marker, spec)
-    return {"root": root, "sets": list(sets)}
-
-
-def options(name: str, arch: str, strength: float, seed: int, data: dict, estimator: str, args, iters: int,
-            init: Path | None) -> dict:
-    """The example option file of ``arch`` with the sweep's settings; JND runs add only the jnd_target block."""
-    import yaml  # BasicSR's dependency
-
-    spec = importlib.util.find_spec("jndplug.integrations.basicsr")
-    path = Path(list(spec.submodule_search_locations)[0]) / "options" / ARCHS[arch]
-    if not path.is_file():
-        raise BenchError(f"option file not found: {path}")
-    opt = yaml.safe_load(path.read_text())
-    opt["name"] = name
-    opt["manual_seed"] = seed
-    opt["num_gpu"] = 1 if args.device == "cuda" else 0
-    n_train = len(list_images(data["root"] / "train" / "GT"))
-    train = opt["datasets"]["train"]
-    train.update(dataroot_gt=str((data["root"] / "train" / "GT").resolve()),
-                 dataroot_lq=str((data["root"] / "train" / f"LQx{SCALE}").resolve()),
-                 gt_size=args.patch, batch_size_per_gpu=args.batch, num_worker_per_gpu=args.workers,
-                 # one epoch covers the whole run: no data-loader restarts on small training sets
-                 dataset_enlarge_ratio=max(1, -(-iters * args.batch // n_train)))
-    opt["datasets"] = {"train": train}
-    opt.pop("val", None)  # evaluation happens afterwards, on the test sets, with jndplug.metrics
-    net = opt["network_g"]
-    if args.blocks:
-        net["num_block"] = args.blocks
-    if args.features:
-        net["num_feat"] = args.features
-    if args.lr:
-        opt["train"]["optim_g"]["lr"] = args.lr
-    # the same schedule for every architecture: halve the learning rate for the last fifth
-    opt["train"]["scheduler"] = {"type": "MultiStepLR", "milestones": [max(1, int(0.8 * iters))], "gamma": 0.5}
-    opt["train"]["total_iter"] = iters
-    if init is not None:
-        opt["path"]["pretrain_network_g"] = str(init.resolve())
-    opt["logger"] = {"print_freq": max(1, iters // 20), "save_checkpoint_freq": min(args.checkpoint_every, iters),
-                     "use_tb_logger": False, "wandb": {"project": None, "resume_id": None}}
-    if strength > 0:
-        opt["jnd_target"] = {"enable": True, "estimator": estimator, "strength": strength, "mode": "online"}
-    return opt
-
-
-def train(run_dir: Path, opt: dict, settings: dict) -> Path:
-    """BasicSR training of ``opt`` in ``run_dir`` (a separate process; resumes); returns the final weights."""
-    import yaml
-
-    stamp = run_dir / "settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
-        # resuming (or reusing) a network trained under other settings would mix two experiments
-        raise BenchError(f"{run_dir} was trained with other settings ({settings_diff(json.loads(stamp.read_text()), settings)})"
-                         "; use another --out or delete that run")
-    write_json(stamp, settings)
-    opt_path = run_dir / "options.yml"
-    write_text(opt_path, yaml.safe_dump(opt, sort_keys=False))
-    weights = run_dir / "experiments" / opt["name"] / "models" / "net_g_latest.pth"
-    if not weights.is_file():
-        with open(run_dir / "train.log", "a") as log:
-            proc = subprocess.run([sys.executable, "-m", "jndplug.integrations.basicsr.train", "-opt", opt_path.name,
-                                   "--auto_resume"], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode != 0 or not weights.is_file():
-            tail = (run_dir / "train.log").read_text().strip().splitlines()[-15:]
-            raise BenchError(f"training {opt['name']} failed (exit {proc.returncode}); end of "
-                             f"{run_dir / 'train.log'}:\n" + "\n".join(tail))
-    return weights
-
-
-def run_one(run_dir: Path, name, arch, target, strength, seed, data, settings, suite, args, init) -> dict:
-    opt = options(name, arch, strength, seed, data, settings["estimator"], args, args.iters, init)
-    t0 = time.perf_counter()
-    weights = train(run_dir, opt, settings)
-    train_seconds = time.perf_counter() - t0
-    net = load_network(opt, weights, args.device)
-    t0 = time.perf_counter()
-    sets, mean = score(lambda lq_dir, out_dir: upscale(net, lq_dir, out_dir, args.device), run_dir / "outputs",
-                       data, suite)
-    result = {"format": FORMAT, "run": name, "arch": arch, "target": target, "strength": strength, "seed": seed,
-              "settings": settings, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
-              "mean": mean, "sets": sets, "machine": machine()}
-    write_json(run_dir / "result.json", result)
-    return result
-
-
-def score(upsample, outputs: Path, data: dict, suite: MetricSuite) -> tuple[dict, dict]:
-    """``upsample(lq_dir, out_dir)`` on every test set, scored against the ground truth.
-
-    Returns the per-set tables and the mean over all test images (not over sets).
-    """
-    sets, rows = {}, []
-    for set_name in data["sets"]:
-        upsample(data["root"] / "test" / set_name / f"LQx{SCALE}", outputs / set_name)
-        table = evaluate_folders(outputs / set_name, data["root"] / "test" / set_name / "GT", suite=suite)
-        sets[set_name] = table
-        rows += [{**r, "file": f"{set_name}/{r['file']}"} for r in table["images"]]
-    return sets, mean_of(rows, suite.names)
-
-
-def load_network(opt: dict, weights: Path, device: str):
-    from basicsr.archs import build_network
-
-    net = build_network(copy.deepcopy(opt["network_g"]))
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict(state.get("params", state))
-    return net.to(device).eval()
+def batch(data: dict, target: str, rng: np.random.Generator, s: Settings):
+    """A batch of LQ/target/map patches: random image, position, flip and rotation."""
+    p, lp = s.patch, s.patch // SCALE
+    xs, ys, ms = [], [], []
+    for _ in range(s.batch):
+        i = int(rng.integers(len(data["lq"])))
+        lq = data["lq"][i]
+        top, left = int(rng.integers(lq.shape[0] - lp + 1)), int(rng.integers(lq.shape[1] - lp + 1))
+        src = data["gt"][i] if target in UNTRANSFORMED else data["targets"][target][i]
+        x = lq[top:top + lp, left:left + lp]
+        y = src[top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p]
+        m = (data["map"][i] if "map" in data else np.zeros(src.shape[:2], np.float16))[
+            top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p, None]
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        for j, a in enumerate((x, y, m)):
+            a = np.rot90(a, k)
+            a = a[:, ::-1] if flip else a
+            (xs, ys, ms)[j].append(np.ascontiguousarray(a))
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.from_numpy(np.stack(ys)).permute(0, 3, 1, 2).float() / 255.0
+    m = torch.from_numpy(np.stack(ms).astype(np.float32)).permute(0, 3, 1, 2)
+    return x, y, m
 
 
 @torch.no_grad()
-def upscale(net, lq_dir: Path, out_dir: Path, device: str) -> None:
-    for path in list_images(lq_dir):
-        x = array_to_tensor(read_image(path))[None].to(device)
-        write_image(out_dir / path.relative_to(lq_dir).with_suffix(".png"), tensor_to_array(net(x)[0].cpu()))
+def upscale(net, lq: np.ndarray) -> np.ndarray:
+    return tensor_to_array(net(to_tensor(lq)[None]).clamp(0, 1)[0])
 
 
-def report(out: Path, results: list[dict], args, suite: MetricSuite, data: dict, bicubic: dict) -> dict:
-    """Mean and spread over seeds per (architecture, target), seed-paired differences to the baseline."""
-    names = suite.names
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in results:
-        groups.setdefault((r["arch"], r["target"]), []).append(r)
-    summary = []
-    for (arch, target), runs in groups.items():
-        base = {r["seed"]: r for r in groups.get((arch, "gt"), [])}
-        entry = {"arch": arch, "target": target, "strength": runs[0]["strength"], "seeds": [r["seed"] for r in runs],
-                 "metrics": {m: summarize([r["mean"][m] for r in runs]) for m in names},
-                 "train_seconds": summarize([r["train_seconds"] for r in runs])}
-        if target != "gt":
-            entry["delta_vs_gt"] = {m: summarize([r["mean"][m] - base[r["seed"]]["mean"][m] for r in runs
-                                                  if r["seed"] in base and r["mean"][m] is not None
-                                                  and base[r["seed"]]["mean"][m] is not None]) for m in names}
-            entry["seeds_improved"] = {m: sum(_better(r["mean"][m], base[r["seed"]]["mean"][m], m) for r in runs
-                                              if r["seed"] in base) for m in names}
-        summary.append(entry)
-    tables = [t for r in results for t in r["sets"].values()]
-    table = {"format": FORMAT, "settings": {k: v for k, v in vars(args).items() if k != "func"},
-             "test_sets": data["sets"], "notes": notes_lines(suite.skipped, tables), "summary": summary,
-             "bicubic": bicubic["mean"],
-             "runs": [{k: r[k] for k in ("run", "arch", "target", "strength", "seed", "train_seconds", "mean")}
-                      for r in results], "machine": machine()}
-    write_json(out / "sr_results.json", table)
-    write_text(out / "sr_results.md", markdown(table, names))
-    points = [{"group": r["arch"], "target": r["target"], **r["mean"]} for r in results]
-    points.append({"group": "bicubic", "target": "bicubic", **bicubic["mean"]})
-    if PD_X in names and PD_Y in names:
-        figures.perception_distortion(points, out / "pd_plane.png", PD_X, PD_Y)
-    crop_figures(out, results, data, args)
-    print(markdown(table, names))
+def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR-Y with BasicSR's conventions and a border of the scale."""
+    crop = (slice(SCALE, -SCALE), slice(SCALE, -SCALE))
+    return psnr(rgb_to_y(a)[crop], rgb_to_y(b)[crop], peak=255.0)
+
+
+def validate(net, data) -> float:
+    net.eval()
+    value = float(np.mean([psnr_y(upscale(net, lq), gt) for gt, lq in data["val"]]))
+    net.train()
+    return value
+
+
+def pretrain(arch: str, data: dict, s: Settings) -> Path:
+    """One network per architecture against the ground truth; checkpoint at every validation."""
+    folder = Path(s.out) / f"pretrain_{arch}"
+    final = folder / "final.pt"
+    if final.is_file():
+        return final
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = build(arch, s.blocks, s.features)
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.9, 0.99))
+    # halve twice near the end, as BasicSR's multistep recipes do
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.7 * s.pretrain_steps), int(0.9 * s.pretrain_steps)], 0.5)
+    state = {"step": 0, "curve": []}
+    ckpt = folder / "checkpoint.pt"
+    if ckpt.is_file():
+        c = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(c["net"])
+        opt.load_state_dict(c["opt"])
+        sched.load_state_dict(c["sched"])
+        state = c["state"]
+    t0 = time.perf_counter()
+    bar = tqdm(total=s.pretrain_steps, initial=state["step"], desc=f"pretrain {arch}", unit="step")
+    while state["step"] < s.pretrain_steps:
+        x, y, _ = batch(data, "gt", np.random.default_rng((0, state["step"])), s)
+        loss = F.l1_loss(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        state["step"] += 1
+        bar.update(1)
+        if state["step"] % s.val_every == 0 or state["step"] == s.pretrain_steps:
+            state["curve"].append({"step": state["step"], "val_psnr_y": validate(net, data),
+                                   "seconds": time.perf_counter() - t0})
+            bar.set_postfix(val=f"{state['curve'][-1]['val_psnr_y']:.3f}")
+            save_atomic(ckpt, {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                               "state": state})
+    bar.close()
+    write_json(folder / "curve.json", state["curve"])
+    plot_curve(folder / "curve.png", arch, state["curve"])
+    save_atomic(final, net.state_dict())
+    return final
+
+
+def plot_curve(path: Path, arch: str, curve: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([c["step"] for c in curve], [c["val_psnr_y"] for c in curve], "o-", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation PSNR-Y (dB)")
+    ax.set_title(f"{arch} x4 pretraining against the ground truth")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: list, suite, s: Settings,
+             settings: dict) -> dict:
+    run = Path(s.out) / "runs" / run_name(arch, target=target, seed=seed)
+    done = finished_run(run, settings)
+    if done is not None:
+        return done
+    torch.manual_seed(seed)
+    net = build(arch, s.blocks, s.features)
+    net.load_state_dict(torch.load(init, weights_only=True))
+    opt = torch.optim.Adam(net.parameters(), lr=s.finetune_lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.finetune_steps)], 0.5)
+    tolerant = JNDTolerantLoss(None, kind="l1") if target == "tolerant" else None
+    t0 = time.perf_counter()
+    for step in tqdm(range(s.finetune_steps), desc=run.name, unit="step", leave=False):
+        # seed and step fix the batch: every target of one seed sees the same patches in the same order
+        x, y, m = batch(data, target, np.random.default_rng((1000 + seed, step)), s)
+        pred = net(x)
+        loss = tolerant(pred, y, jnd_map=m) if tolerant is not None else F.l1_loss(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    train_seconds = time.perf_counter() - t0
+    net.eval()
+    rows = []
+    for name, gt, lq in tests:
+        out = upscale(net, lq)
+        write_image(run / "outputs" / f"{name}.png", out)
+        values, _ = suite(out, gt)
+        rows.append({"file": name, **values})
+    result = {"format": FORMAT, "arch": arch, "target": target, "seed": seed, "settings": settings,
+              "train_seconds": train_seconds, "steps": s.finetune_steps,
+              "mean": {m: float(np.mean([r[m] for r in rows if r.get(m) is not None])) for m in suite.names},
+              "per_image": rows}
+    write_json(run / "result.json", result)
+    return result
+
+
+def load_tests(s: Settings) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    tests = []
+    for name in s.test_sets:
+        for f in sorted(list_images(Path(s.test) / name)):
+            gt, lq = bicubic_lq(centre_crop(to_8bit(read_image(f)), s.crop, SCALE), SCALE)
+            tests.append((f"{name}/{f.stem}", gt, lq))
+    if not tests:
+        raise BenchError(f"no test images under {s.test} {' '.join(s.test_sets)}")
+    return tests
+
+
+def screen(arch: str, init: Path, tests: list, transforms: list[str], s: Settings) -> dict:
+    """``jndplug bench screen`` on the pretrained network's test outputs."""
+    from jndplug.bench import screen as screen_bench
+
+    folder = Path(s.out) / f"screen_{arch}"
+    if (folder / "screen.json").is_file():
+        return json.loads((folder / "screen.json").read_text())
+    net = build(arch, s.blocks, s.features)
+    net.load_state_dict(torch.load(init, weights_only=True))
+    net.eval()
+    for name, gt, lq in tests:
+        write_image(folder / "gt" / f"{name}.png", gt)
+        write_image(folder / "outputs" / f"{name}.png", upscale(net, lq))
+    return screen_bench.run(screen_bench.Settings(gt=str(folder / "gt"), outputs=str(folder / "outputs"),
+                                                  out=str(folder), estimator=s.estimator, crop_border=SCALE,
+                                                  metrics=list(s.metrics), transforms=transforms))
+
+
+def run(s: Settings) -> dict:
+    """Pretrain, fine-tune per target and seed, screen and report; returns the report."""
+    if s.patch % SCALE:
+        raise BenchError(f"--patch {s.patch} must be a multiple of {SCALE}")
+    specs = transform_specs(s.targets)
+    transforms = [t for t in s.targets if t not in UNTRANSFORMED]
+    # checked before anything starts: a missing estimator must not surface after hours of pretraining
+    estimator = None if s.pretrain_only else resolve_estimator(s.estimator)
+    out = Path(s.out)
+    data = load_training(s)
+    tests = load_tests(s)
+    out.mkdir(parents=True, exist_ok=True)
+    inits = {arch: pretrain(arch, data, s) for arch in s.archs}
+    if s.pretrain_only:
+        return {}
+    add_targets(data, specs, estimator, out)
+    settings = {k: getattr(s, k) for k in RUN_KEYS}
+    settings["estimator_sha256"] = hashlib.sha256(Path(estimator).read_bytes()).hexdigest()
+    suite = MetricSuite(s.metrics, crop_border=SCALE)
+    results, screens, curves = [], {}, {}
+    for arch, init in inits.items():
+        curves[arch] = json.loads((init.parent / "curve.json").read_text())
+        screens[arch] = screen(arch, init, tests, transforms, s)
+        for seed in s.seeds:
+            for target in s.targets:
+                results.append(finetune(arch, target, seed, init, data, tests, suite, s, settings))
+        crops(out / f"crops_{arch}.png", arch, tests, s)
+    rep = report(results, screens, curves, suite.names, tests, s)
+    if set(PD) <= set(suite.names):
+        pd_plane(out / "pd_plane.png", results, s)
+    else:
+        print(f"no pd_plane.png: it needs the metrics {' and '.join(PD)}", file=sys.stderr)
+    result = {"format": FORMAT, "settings": dataclasses.asdict(s), "machine": machine(), "curves": curves,
+              **rep, "estimator": estimator, "estimator_sha256": settings["estimator_sha256"],
+              "train_files": data["files"], "val_files": data["val_files"]}
+    write_json(out / "sr_results.json", result)
+    write_text(out / "sr_results.md", rep["markdown"])
+    print(rep["markdown"])
+    return result
+
+
+def report(results: list[dict], screens: dict, curves: dict, names: list[str], tests, s: Settings) -> dict:
+    lines = [f"Converged x4 restorers fine-tuned per target ({s.finetune_steps} steps each, seeds "
+             f"{' '.join(map(str, s.seeds))}); test: central {s.crop}px crops of {' + '.join(s.test_sets)} "
+             f"({len(tests)} images), scored against the true ground truth.\n"]
+    table = {}
+    for arch in s.archs:
+        curve = [c["val_psnr_y"] for c in curves[arch]]
+        tail = curve[-1] - curve[max(0, int(0.8 * len(curve)) - 1)]
+        lines.append(f"### {arch}\n\nPretraining: {curves[arch][-1]['step']} steps, validation PSNR-Y "
+                     f"{curve[-1]:.3f} dB; change over the last fifth of the curve {tail:+.3f} dB.\n")
+        table[arch] = arch_table([r for r in results if r["arch"] == arch], names, s.targets, lines)
+        if screens.get(arch) is not None:
+            table[arch]["screen_agreement"] = screen_agreement(screens[arch], table[arch], names, s.targets)
+            agreement = table[arch]["screen_agreement"]
+            lines.append(f"\nScreen on the pretrained network's outputs: predicted sign agrees with the fine-tunes' "
+                         f"mean change in {agreement['agree']} of {agreement['total']} (target, metric) cases.\n")
+    return {"table": table, "markdown": "\n".join(lines) + "\n"}
+
+
+def arch_table(rs: list[dict], names: list[str], targets: list[str], lines: list[str]) -> dict:
+    """Mean over seeds and seed-paired change against ``gt`` per target and metric (rows into ``lines``)."""
+    base = {r["seed"]: r["mean"] for r in rs if r["target"] == "gt"}
+    lines += ["| target | " + " | ".join(names) + " | better than gt on every seed |", "|" + "---|" * (len(names) + 2)]
+    table = {}
+    for target in targets:
+        sub = [r for r in rs if r["target"] == target]
+        cells, wins, entry = [], [], {}
+        for m in names:
+            value = summarize([r["mean"][m] for r in sub])
+            delta = summarize([r["mean"][m] - base[r["seed"]][m] for r in sub])
+            entry[m] = {"value": value, "delta": delta}
+            cells.append(f"{value['mean']:.4f} ({delta['mean']:+.4f})" if target != "gt" else f"{value['mean']:.4f}")
+            sign = 1 if METRICS[m].higher_is_better else -1
+            if target != "gt" and all(sign * (r["mean"][m] - base[r["seed"]][m]) > 0 for r in sub):
+                wins.append(m)
+        table[target] = entry
+        lines.append(f"| {target} | " + " | ".join(cells) + f" | {', '.join(wins) if target != 'gt' else ''} |")
     return table
 
 
-def _better(value, base, metric) -> bool:
-    if value is None or base is None:
-        return False
-    return value > base if METRICS[metric].higher_is_better else value < base
-
-
-def markdown(table: dict, names: list[str]) -> str:
-    arrows = {m: "↑" if METRICS[m].higher_is_better else "↓" for m in names}
-    head = "| arch | target | runs | " + " | ".join(f"{METRICS[m].label} {arrows[m]}" for m in names) + " |"
-    sep = "|" + "---|" * (len(names) + 3)
-    lines = ["Mean ± sample standard deviation over seeds of each run's mean over all test images "
-             f"({', '.join(table['test_sets'])}); fidelity and perceptual metrics against the true ground truth.", "",
-             head, sep]
-    for e in table["summary"]:
-        lines.append(f"| {e['arch']} | {e['target']} | {len(e['seeds'])} | "
-                     + " | ".join(mean_std(e["metrics"][m], m) for m in names) + " |")
-    if table.get("bicubic"):
-        lines.append("| bicubic (reference, no training) | – | – | "
-                     + " | ".join(mean_std(summarize([table["bicubic"][m]]), m) for m in names) + " |")
-    lines += ["", "JND target minus ground-truth target, paired by seed (mean ± std), and on how many seeds the JND "
-                  "run scored better.", "", head, sep]
-    for e in table["summary"]:
-        if e["target"] == "gt":
+def screen_agreement(scr: dict, table: dict, names: list[str], targets: list[str]) -> dict:
+    """How often the screen's predicted sign of each (target, metric) change matches the fine-tunes' mean."""
+    agree, total, detail = 0, 0, []
+    for target in targets:
+        pred = next((e for e in scr["summary"] if e["transform"] == target), None)
+        if target in UNTRANSFORMED or pred is None:
             continue
-        n = len(e["seeds"])
-        lines.append(f"| {e['arch']} | {e['target']} | {n} | "
-                     + " | ".join(f"{signed(e['delta_vs_gt'][m], m)} ({e['seeds_improved'][m]}/{n} better)"
-                                  for m in names) + " |")
-    if table["notes"]:
-        lines += [""] + table["notes"]
-    return "\n".join(lines) + "\n"
+        for m in names:
+            p, f = pred["delta"].get(m), table[target][m]["delta"]["mean"]
+            if p is None or f is None:
+                continue
+            total += 1
+            agree += int(np.sign(p) == np.sign(f))
+            detail.append(f"{target} {m}: screen {p:+.4f}, fine-tune {f:+.4f}")
+    return {"agree": agree, "total": total, "detail": detail}
 
 
-def crop_figures(out: Path, results: list[dict], data: dict, args) -> None:
-    """GT beside every target's output for the first seed, on the same region of a few test images."""
-    seed = min(r["seed"] for r in results)
-    gts = [(s, p) for s in data["sets"] for p in list_images(data["root"] / "test" / s / "GT")]
-    chosen = spread(gts, args.crop_images)
-    for arch in dict.fromkeys(r["arch"] for r in results):
-        runs = [r for r in results if r["arch"] == arch and r["seed"] == seed]
-        rows = []
-        for set_name, gt_path in chosen:
-            rel = gt_path.relative_to(data["root"] / "test" / set_name / "GT")
-            panels = [("GT", read_image(gt_path))]
-            for r in runs:
-                panels.append((f"{r['target']} (seed {seed})",
-                               read_image(out / "runs" / r["run"] / "outputs" / set_name / rel)))
-            rows.append((f"{set_name}/{rel.stem}", panels))
-        figures.crops(rows, args.crop_size, out / f"crops_{arch}.png")
+def pd_plane(path: Path, results: list[dict], s: Settings) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(s.archs), figsize=(5.5 * len(s.archs), 4), squeeze=False)
+    for ax, arch in zip(axes[0], s.archs):
+        for target in s.targets:
+            sub = [r for r in results if r["arch"] == arch and r["target"] == target]
+            xs, ys = [r["mean"][PD[0]] for r in sub], [r["mean"][PD[1]] for r in sub]
+            ax.scatter(xs, ys, s=14, alpha=0.5)
+            ax.scatter([np.mean(xs)], [np.mean(ys)], s=60, marker="x", color=ax.collections[-1].get_facecolor()[0],
+                       label=target)
+        ax.set_xlabel("PSNR-Y (dB), higher is better")
+        ax.set_ylabel("ST-LPIPS, lower is better")
+        ax.set_title(f"{arch}: seeds (dots) and means (crosses)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def crops(path: Path, arch: str, tests: list, s: Settings, side: int = 64) -> None:
+    """GT and every target's seed-0 output, the same centre crop of the first few test images, at 3x."""
+    from PIL import Image
+
+    rows = []
+    for name, gt, _ in tests[:3]:
+        tiles = [gt]
+        for target in s.targets:
+            run = Path(s.out) / "runs" / run_name(arch, target=target, seed=s.seeds[0])
+            tiles.append(read_image(run / "outputs" / f"{name}.png"))
+        rows.append(np.concatenate([centre_crop(t, side) for t in tiles], 1))
+    grid = np.concatenate(rows, 0)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)

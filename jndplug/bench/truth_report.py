@@ -11,33 +11,37 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import jndplug
 from jndplug.bench import truth as measures
 from jndplug.bench.common import RESULT, BenchError, finished_run, notes_lines, spread, write_json
-from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array
+from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array, to_8bit
 from jndplug.metrics import fmt, mean_of, psnr
 
+if TYPE_CHECKING:
+    from jndplug.bench.estimator import Settings
 
-def truth_images(args) -> list[tuple[str, Path]]:
+
+def truth_images(s: Settings) -> list[tuple[str, Path]]:
     """(name relative to --images, path) of the chosen photos, with the truth options checked."""
-    if args.limit is not None and args.limit <= 0:
-        raise BenchError(f"--limit {args.limit} must be > 0")
-    if args.max_side is not None and args.max_side < 16:
-        raise BenchError(f"--max-side {args.max_side} must be >= 16 (JNDTarget's smallest image side)")
-    if args.sur is not None and not 0 < args.sur <= 1:
-        raise BenchError(f"--sur {args.sur} must be in (0, 1]")
-    if not (math.isfinite(args.strength) and args.strength >= 0):
-        raise BenchError(f"--strength {args.strength} must be a finite number >= 0")
-    root = Path(args.images)
+    if s.limit is not None and s.limit <= 0:
+        raise BenchError(f"--limit {s.limit} must be > 0")
+    if s.max_side is not None and s.max_side < 16:
+        raise BenchError(f"--max-side {s.max_side} must be >= 16 (JNDTarget's smallest image side)")
+    if s.sur is not None and not 0 < s.sur <= 1:
+        raise BenchError(f"--sur {s.sur} must be in (0, 1]")
+    if not (math.isfinite(s.strength) and s.strength >= 0):
+        raise BenchError(f"--strength {s.strength} must be a finite number >= 0")
+    root = Path(s.images)
     if not root.exists():
         raise BenchError(f"--images {root}: no such folder")
     files = list_images(root)
     if not files:
         raise BenchError(f"--images {root}: no image files found (searched recursively)")
-    files = spread(files, args.limit)
+    files = spread(files, s.limit)
     return [(p.relative_to(root).as_posix() if root.is_dir() else p.name, p) for p in files]
 
 
@@ -45,9 +49,7 @@ def load_photo(path: Path, max_side: int | None) -> np.ndarray:
     """An 8-bit HxWx3 photo, downscaled to ``max_side`` if larger: what a user would feed and write."""
     from PIL import Image
 
-    img = read_image(path)
-    if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)
+    img = to_8bit(read_image(path))
     h, w = img.shape[:2]
     if max_side and max(h, w) > max_side:
         scale = max_side / max(h, w)
@@ -90,7 +92,8 @@ def _labels(specs: list[str]) -> list[str]:
     return labels
 
 
-def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], args, device, out: Path) -> list[dict]:
+def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], s: Settings, device,
+          out: Path) -> list[dict]:
     from tqdm import tqdm
 
     from jndplug.metrics import MetricSuite
@@ -101,22 +104,22 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], a
     for label, spec, path in zip(_labels(specs), specs, paths):
         model = jndplug.load_estimator(path)
         conditioned = model.accepts_sur
-        sur = args.sur if conditioned else None
+        sur = s.sur if conditioned else None
         settings = {"fingerprint": estimator_fingerprint(model),
-                    "images": str(Path(args.images).resolve()), "files": [n for n, _ in images],
-                    "max_side": args.max_side, "sur": sur, "strength": args.strength, "metrics": list(args.metrics)}
+                    "images": str(Path(s.images).resolve()), "files": [n for n, _ in images],
+                    "max_side": s.max_side, "sur": sur, "strength": s.strength, "metrics": list(s.metrics)}
         run_dir = out / "truth" / label
         done = finished_run(run_dir, settings)
         if done is not None:
             print(f"truth {label}: done earlier, skipped", file=sys.stderr)
             rows.append(done)
             continue
-        suite = suite or MetricSuite(args.metrics, device=device)
-        target = jndplug.JNDTarget(model, strength=args.strength, sur=sur, device=device, kind="jnd")
+        suite = suite or MetricSuite(s.metrics, device=device)
+        target = jndplug.JNDTarget(model, strength=s.strength, sur=sur, device=device, kind="jnd")
         per_image, notes = [], {}
         for name, file in tqdm(images, desc=f"truth {label}", unit="img"):
             try:
-                values, why = image_truth(target, load_photo(file, args.max_side), suite)
+                values, why = image_truth(target, load_photo(file, s.max_side), suite)
             except ValueError as exc:
                 raise BenchError(f"{file}: {exc}") from None
             per_image.append({"file": name, **values})
@@ -128,7 +131,7 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], a
         bands = list(zip(*[r["band_ratios"] for r in per_image]))
         summary["band_ratios"] = [None if any(v is None for v in b) else float(np.mean(b)) for b in bands]
         row = {"label": label, "weights": spec, "file": str(path), "arch": model.arch_name, "settings": settings,
-               "sur_effective": (args.sur if args.sur is not None else model.default_sur) if conditioned else None,
+               "sur_effective": (s.sur if s.sur is not None else model.default_sur) if conditioned else None,
                "images": len(per_image), "summary": summary, "skipped": dict(suite.skipped), "notes": notes,
                "per_image": per_image}
         write_json(run_dir / RESULT, row)

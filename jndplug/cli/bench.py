@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 
 import jndplug.bench
-from jndplug.cli import add_command, add_renamed_flag
+from jndplug.cli import add_command
 
 KINDS = {
-    "sr": ("jndplug.bench.sr", "super-resolution (BasicSR): ground-truth target vs JND targets"),
-    "codec": ("jndplug.bench.codec", "learned compression (CompressAI): baseline vs JND target, RD curves, BD-rate"),
+    "sr": ("jndplug.bench.sr", "super-resolution: converged restorers fine-tuned per target (ground truth, JND "
+                               "images, USM ...), perception-distortion plane"),
+    "codec": ("jndplug.bench.codec", "learned compression: a codec trained to a working RD point, fine-tuned per "
+                                     "target, real bitstreams, BD-rates"),
     "estimator": ("jndplug.bench.estimator", "estimator speed and accuracy, online overhead of JNDTarget, "
                   "truth report of its JND images"),
     "screen": ("jndplug.bench.screen", "zero-training screen: a target transform applied to a restorer's outputs "
                "predicts whether fine-tuning on it helps"),
 }
-# earlier spellings, refused with the new one (jndplug.cli.add_renamed_flag)
-RENAMED = {"sr": {"--iters": "--steps", "--pretrain-iters": "--pretrain-steps"}, "screen": {"--max-side": "--crop"}}
+
+
+def settings_of(mod, args: argparse.Namespace):
+    """The module's ``Settings`` from the parsed flags: each field is the flag of its name."""
+    return mod.Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(mod.Settings)})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +34,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         k = kinds.add_parser(name, help=summary, description=mod.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(k)
-        for old, new in RENAMED.get(name, {}).items():
-            add_renamed_flag(k, old, new)
-        # BenchError is a ValueError: `jndplug` prints it as one line, without a traceback
-        k.set_defaults(func=lambda args, mod=mod: mod.run(args) and 0)
+        # BenchError is a JNDPlugValueError: `jndplug` prints it as one line, without a traceback
+        k.set_defaults(func=lambda args, mod=mod: mod.run(settings_of(mod, args)) and 0)

@@ -1,12 +1,11 @@
-"""Miniature runs of `jndplug bench sr|codec|estimator`, and the pieces their reports rest on."""
+"""Miniature runs of `jndplug bench estimator`, and the pieces the bench reports rest on (bench sr and codec:
+test_converged_sr.py, test_converged_codec.py)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import jndplug
@@ -15,121 +14,6 @@ from jndplug.bench.codec import bd_rate
 from jndplug.bench.figures import detail_window
 from jndplug.training.datasets import read_source
 from jndplug.training.loop import ImageCache, default_measure, resolve_config, validate
-
-# tiny networks and a few iterations: these check the plumbing and the reports, not the claim
-SR_FLAGS = ["--archs", "edsr", "--strengths", "1.0", "--seeds", "0", "--steps", "2", "--pretrain-steps", "1",
-            "--patch", "32", "--batch", "2",
-            "--blocks", "1", "--features", "8", "--workers", "0", "--metrics", "psnr", "psnr_y", "ssim_y", "niqe",
-            "stlpips", "--crop-images", "2", "--crop-size", "32"]
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench-data")
-    for i in range(4):
-        (root / "train" / "a").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_image(96, 104, seed=i)).save(root / "train" / "a" / f"{i}.png")
-    for s in ("SetA", "SetB"):
-        (root / "test" / s).mkdir(parents=True)
-        for i in range(2):  # 114 px: mod-cropped to 112, NIQE still has its 96 px block after the 4 px border
-            Image.fromarray(make_image(114, 120, seed=10 + i)).save(root / "test" / s / f"img{i}.png")
-    (root / "kodak").mkdir()
-    for i in range(2):
-        Image.fromarray(make_image(96, 128, seed=20 + i)).save(root / "kodak" / f"k{i}.png")
-    return root
-
-
-def test_sr_miniature_run_and_resume(folders, estimator_file, tmp_path, run_cli):
-    out = tmp_path / "sr"
-    args = ["bench", "sr", "--train", folders / "train", "--test", folders / "test", "--out", out,
-            "--estimator", estimator_file, *SR_FLAGS]
-    res = run_cli(*args)
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads((out / "sr_results.json").read_text())
-    assert report["test_sets"] == ["SetA", "SetB"]
-    assert [(e["arch"], e["target"]) for e in report["summary"]] == [("edsr", "gt"), ("edsr", "jnd1")]
-    jnd = report["summary"][1]
-    assert set(jnd["delta_vs_gt"]) == {"psnr", "psnr_y", "ssim_y", "niqe", "stlpips"}
-    runs = {r["target"]: r for r in report["runs"]}
-    paired = runs["jnd1"]["mean"]["psnr"] - runs["gt"]["mean"]["psnr"]
-    assert jnd["delta_vs_gt"]["psnr"]["mean"] == pytest.approx(paired)
-    md = (out / "sr_results.md").read_text()
-    assert "| edsr | jnd1 | 1 |" in md and "better)" in md
-    # bicubic upsampling scored the same way, as context
-    assert "| bicubic (reference, no training) |" in md and report["bicubic"]["psnr"] > 10
-    assert Image.open(out / "reference" / "bicubic" / "outputs" / "SetA" / "img0.png").size == (120, 112)
-    for fig in ("pd_plane.png", "crops_edsr.png"):
-        assert Image.open(out / fig).size[0] > 100
-
-    # the two runs differ only in the name and the jnd_target block; both fine-tune the same pretrained network
-    base = yaml.safe_load((out / "runs" / "edsr_gt_seed0" / "options.yml").read_text())
-    adapted = yaml.safe_load((out / "runs" / "edsr_jnd1_seed0" / "options.yml").read_text())
-    block = adapted.pop("jnd_target")
-    assert block["strength"] == 1.0 and block["estimator"] == str(estimator_file.resolve())
-    assert "jnd_target" not in base
-    assert base["path"]["pretrain_network_g"].endswith("edsr_pretrain_seed0/experiments/edsr_pretrain_seed0/models/"
-                                                      "net_g_latest.pth")
-    assert {k: v for k, v in base.items() if k != "name"} == {k: v for k, v in adapted.items() if k != "name"}
-
-    # outputs have the mod-cropped ground truth's size; metrics are against the true ground truth
-    out_img = Image.open(out / "runs" / "edsr_jnd1_seed0" / "outputs" / "SetA" / "img0.png")
-    assert out_img.size == Image.open(out / "data" / "test" / "SetA" / "GT" / "img0.png").size == (120, 112)
-
-    stamp = os.stat(out / "runs" / "edsr_gt_seed0" / "result.json").st_mtime_ns
-    res = run_cli(*args)
-    assert res.returncode == 0 and res.stderr.count("done earlier, skipped") == 2
-    assert os.stat(out / "runs" / "edsr_gt_seed0" / "result.json").st_mtime_ns == stamp
-
-    res = run_cli(*[a if a != "2" else "3" for a in args])  # other --steps (and batch): refuses to mix results
-    assert res.returncode == 1 and "other settings" in res.stderr
-    assert "iters: 2 there, 3 now" in res.stderr
-
-
-def test_codec_refuses_two_starting_points(folders, estimator_file, tmp_path, run_cli):
-    res = run_cli("bench", "codec", "--train", folders / "train", "--eval", folders / "kodak", "--out", tmp_path / "c",
-                  "--estimator", estimator_file, "--pretrain-steps", "5", "--init-dir", tmp_path)
-    assert res.returncode == 1 and "--pretrain-steps and --init-dir" in res.stderr
-
-
-def test_bench_needs_an_existing_estimator(folders, tmp_path, run_cli):
-    for kind, test in (("sr", "--test"), ("codec", "--eval")):
-        res = run_cli("bench", kind, "--train", folders / "train", test, folders / "test", "--out", tmp_path / kind,
-                      "--estimator", tmp_path / "missing.safetensors")
-        assert res.returncode == 1
-        assert "--estimator" in res.stderr and "not found" in res.stderr
-        assert not (tmp_path / kind).exists()  # nothing started
-
-
-def test_codec_miniature_run(folders, estimator_file, tmp_path, run_cli):
-    out = tmp_path / "codec"
-    res = run_cli("bench", "codec", "--train", folders / "train", "--eval", folders / "kodak", "--out", out,
-                  "--estimator", estimator_file, "--models", "bmshj2018-factorized", "--qualities", "1", "2",
-                  "--pretrain-steps", "1", "--steps", "1", "--patch", "64", "--batch", "2", "--workers", "0",
-                  "--metrics", "psnr", "ssimulacra2", "flip")
-    assert res.returncode == 0, res.stderr[-3000:]
-    # baseline and JND run of a quality fine-tune the same pre-trained codec
-    for q in (1, 2):
-        pre = out / "runs" / f"bmshj2018-factorized_q{q}_pretrain_seed0" / "train" / "model.pth.tar"
-        assert pre.is_file()
-        for target in ("gt", "jnd1"):
-            run = json.loads((out / "runs" / f"bmshj2018-factorized_q{q}_{target}_seed0" / "result.json").read_text())
-            assert run["init"] == str(pre)
-    report = json.loads((out / "codec_results.json").read_text())
-    assert sorted((e["quality"], e["target"]) for e in report["summary"]) == [(1, "gt"), (1, "jnd1"), (2, "gt"),
-                                                                              (2, "jnd1")]
-    run = json.loads((out / "runs" / "bmshj2018-factorized_q2_jnd1_seed0" / "result.json").read_text())
-    # bpp from the real bitstreams: bytes written by the entropy coder over the pixels of each image
-    images = run["bitstreams"]["images"]
-    assert run["bpp"] == pytest.approx(np.mean([8 * im["bytes"] / (im["height"] * im["width"]) for im in images]))
-    assert run["bitstreams"]["jnd"]["strength"] == 1.0 and run["lmbda"] == 0.0035
-    # PSNR of the decoded PNGs (jndplug.metrics) agrees with the coder's own, against the originals
-    assert run["mean"]["psnr"] == pytest.approx(run["bitstreams"]["mean"]["psnr"], abs=1e-6)
-    assert [row["target"] for row in report["bd_rate"]] == ["jnd1"]
-    assert set(report["bd_rate"][0]["bd_rate_percent"]) == {"psnr", "ssimulacra2", "flip"}
-    for fig in ("rd.png", "crops_bmshj2018-factorized.png"):
-        assert Image.open(out / fig).size[0] > 100
-    assert "BD-rate" in (out / "codec_results.md").read_text()
-
 
 def test_bd_rate_on_known_curves():
     base = [(0.2, 30.0), (0.4, 33.0), (0.8, 36.0)]

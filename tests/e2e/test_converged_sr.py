@@ -1,17 +1,17 @@
-"""The converged-restorer benchmark script, end to end on tiny images (a few steps, one block)."""
+"""``jndplug bench sr`` (converged restorers fine-tuned per target), end to end on tiny images."""
 
 import json
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
+import pytest
 from conftest import make_image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import converged_sr  # noqa: E402
+from jndplug.bench import sr
+from jndplug.bench.common import BenchError
+from jndplug.cli import build_parser
 
 
 def _folder(root: Path, n: int, seed: int, size=(64, 96)) -> None:
@@ -20,22 +20,27 @@ def _folder(root: Path, n: int, seed: int, size=(64, 96)) -> None:
         Image.fromarray(make_image(*size, seed + i)).save(root / f"im{i}.png")
 
 
-def test_pretrain_finetune_screen_and_report(tmp_path):
+FLAGS = ["--test-sets", "S", "--archs", "edsr", "--seeds", "0", "1", "--train-images", "4", "--val-images", "1",
+         "--val-side", "32", "--crop", "48", "--patch", "16", "--batch", "2", "--blocks", "1", "--features", "8",
+         "--pretrain-steps", "4", "--val-every", "2", "--finetune-steps", "2",
+         "--targets", "gt", "jnd", "directed:gain=1", "tolerant", "--metrics", "psnr_y", "stlpips"]
+
+
+def test_pretrain_finetune_screen_and_report(tmp_path, estimator_file, run_cli):
     _folder(tmp_path / "train" / "a", 5, 0)
     _folder(tmp_path / "test" / "S", 2, 50)
     out = tmp_path / "out"
-    argv = ["--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "--test-sets", "S",
-            "--out", str(out), "--archs", "edsr", "--seeds", "0", "1", "--train-images", "4", "--val-images", "1",
-            "--val-side", "32", "--crop", "48", "--patch", "16", "--batch", "2", "--blocks", "1", "--features", "8",
-            "--pretrain-steps", "4", "--val-every", "2", "--finetune-steps", "2",
-            "--targets", "gt", "jnd", "directed:gain=1", "tolerant", "--metrics", "psnr_y", "stlpips"]
-    assert converged_sr.main(argv + ["--pretrain-only"]) == 0
+    argv = ["bench", "sr", "--train", tmp_path / "train", "--test", tmp_path / "test", "--out", out,
+            "--estimator", estimator_file, *FLAGS]
+    res = run_cli(*argv, "--pretrain-only")
+    assert res.returncode == 0, res.stderr[-3000:]
     curve = json.loads((out / "pretrain_edsr" / "curve.json").read_text())
     assert [c["step"] for c in curve] == [2, 4] and (out / "pretrain_edsr" / "curve.png").is_file()
     assert not (out / "runs").exists()
-    assert converged_sr.main(argv) == 0
+    res = run_cli(*argv)
+    assert res.returncode == 0, res.stderr[-3000:]
     assert len(list(out.glob("targets_*.npz"))) == 1  # shared by later runs and processes
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "sr_results.json").read_text())
     table = report["table"]["edsr"]
     assert set(table) == {"gt", "jnd", "directed:gain=1", "tolerant", "screen_agreement"}
     # seed-paired deltas: the ground-truth run against itself is exactly zero
@@ -43,21 +48,36 @@ def test_pretrain_finetune_screen_and_report(tmp_path):
     assert table["jnd"]["psnr_y"]["value"]["n"] == 2
     # the held-back photo never appears among the training photos
     assert not set(report["val_files"]) & set(report["train_files"])
-    assert report["table"]["edsr"]["screen_agreement"]["total"] == 4  # two transforms x two metrics
-    for f in ("report.md", "pd_plane.png", "crops_edsr.png", "screen_edsr/screen.json"):
+    assert table["screen_agreement"]["total"] == 4  # two transforms x two metrics
+    assert report["settings"]["finetune_steps"] == 2
+    for f in ("sr_results.md", "pd_plane.png", "crops_edsr.png", "screen_edsr/screen.json"):
         assert (out / f).is_file(), f
     # a rerun resumes: nothing is retrained, results are read back unchanged
-    mtime = (out / "runs" / "edsr_jnd_seed0" / "result.json").stat().st_mtime
-    assert converged_sr.main(argv) == 0
-    assert (out / "runs" / "edsr_jnd_seed0" / "result.json").stat().st_mtime == mtime
+    stamp = os.stat(out / "runs" / "edsr_jnd_seed0" / "result.json").st_mtime_ns
+    assert run_cli(*argv).returncode == 0
+    assert os.stat(out / "runs" / "edsr_jnd_seed0" / "result.json").st_mtime_ns == stamp
     outputs = np.asarray(Image.open(out / "runs" / "edsr_gt_seed0" / "outputs" / "S" / "im0.png"))
     assert outputs.shape == (48, 48, 3)
+    # a finished fine-tune made with other settings is refused, naming the difference, not mixed in
+    other = list(argv)
+    other[other.index("--finetune-steps") + 1] = "3"
+    res = run_cli(*other)
+    assert res.returncode == 1 and "other settings" in res.stderr and "finetune_steps: 2 there, 3 now" in res.stderr
 
 
-def test_bad_target_spec_fails_before_training(tmp_path):
-    with pytest.raises(Exception, match="unknown transform"):
-        converged_sr.main(["--train", str(tmp_path), "--test", str(tmp_path), "--out", str(tmp_path / "o"),
-                           "--targets", "gt", "blur"])
-    with pytest.raises(SystemExit, match="must include gt"):
-        converged_sr.main(["--train", str(tmp_path), "--test", str(tmp_path), "--out", str(tmp_path / "o"),
-                           "--targets", "jnd"])
+def test_settings_are_the_flags_and_callable_from_python(tmp_path):
+    args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--finetune-steps", "7"])
+    from jndplug.cli.bench import settings_of
+
+    settings = settings_of(sr, args)
+    assert settings == sr.Settings(train="t", test="s", finetune_steps=7)
+    # the full recipe is the default; the two published runs differ only by flags
+    assert (settings.blocks, settings.features, settings.pretrain_steps) == (16, 64, 10000)
+
+
+def test_bad_targets_fail_before_training(tmp_path):
+    with pytest.raises(BenchError, match="unknown transform"):
+        sr.run(sr.Settings(train=str(tmp_path), test=str(tmp_path), out=str(tmp_path / "o"), targets=["gt", "blur"]))
+    with pytest.raises(BenchError, match="must include gt"):
+        sr.run(sr.Settings(train=str(tmp_path), test=str(tmp_path), out=str(tmp_path / "o"), targets=["jnd"]))
+    assert not (tmp_path / "o").exists()
