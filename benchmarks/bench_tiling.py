@@ -14,7 +14,7 @@ from PIL import Image
 from skimage.data import astronaut
 
 import jndplug
-import jndplug.target as tgt
+import jndplug.tiling as tiling
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     args = p.parse_args()
     x = jndplug.to_tensor(Image.fromarray(astronaut()).resize(tuple(args.size), Image.BICUBIC))[None]
     model = jndplug.load_estimator(args.estimator)
-    tile = tuple(args.tile) if args.tile else tgt.AUTO_TILE
+    tile = tuple(args.tile) if args.tile else tiling.AUTO_TILE
     t0 = time.perf_counter()
     whole = jndplug.JNDTarget(model, tile=False, kind="jnd")(x)
     t1 = time.perf_counter()

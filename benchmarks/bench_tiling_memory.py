@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import jndplug
-import jndplug.target as tgt
+import jndplug.tiling as tiling
 
 
 class StandIn(nn.Module):
@@ -33,7 +33,7 @@ class StandIn(nn.Module):
 
 def main() -> None:
     n = int(sys.argv[1])
-    target = jndplug.JNDTarget(StandIn(), tile=tgt.AUTO_TILE, kind="jnd")
+    target = jndplug.JNDTarget(StandIn(), tile=tiling.AUTO_TILE, kind="jnd")
     array = np.random.default_rng(0).integers(0, 256, (n, n, 3), dtype=np.uint8)
     out = jndplug.to_array(target(jndplug.to_tensor(array)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -21,17 +21,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import check_image_tensor
 from jndplug.pixels import luma
+from jndplug.spec import DEFAULT_GAIN  # noqa: F401  (the target settings own the default gain)
 
 # Blur of the high-pass, in output pixels. For x4 SR the low-resolution Nyquist frequency is 1/8
 # cycles/px; the high-pass 1 - exp(-2 pi^2 sigma^2 f^2) passes 71% at 1/8 and 99% at 1/4 with
 # sigma 2, 26% and 71% with sigma 1. On the screen of bicubic x4 outputs (BENCHMARKS.md,
 # "Zero-training screen") sigma 2 gained 0.05 dB PSNR-Y over sigma 1 at four times the NIQE cost.
 SIGMA = 1.0
-# A trade-off read off the same screen: gain 2 added 0.03 dB PSNR-Y over gain 1 for 0.24 more NIQE.
-# Not yet validated by a fine-tune.
-DEFAULT_GAIN = 1.0
 _BISECTION_STEPS = 60
 
 
@@ -63,13 +62,13 @@ def directed_distortion(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sig
     gives ``d = 0``.
     """
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
+        raise JNDPlugValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
     if jnd_map.shape != (x.shape[0], 1, *x.shape[-2:]):
-        raise ValueError(f"jnd_map must be [B,1,H,W] = {(x.shape[0], 1, *x.shape[-2:])}, got {tuple(jnd_map.shape)}")
+        raise JNDPlugValueError(f"jnd_map must be [B,1,H,W] = {(x.shape[0], 1, *x.shape[-2:])}, got {tuple(jnd_map.shape)}")
     if not (math.isfinite(gain) and gain >= 0):
-        raise ValueError(f"gain must be a finite number >= 0, got {gain}")
+        raise JNDPlugValueError(f"gain must be a finite number >= 0, got {gain}")
     if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
+        raise JNDPlugValueError(f"sigma must be a finite number > 0, got {sigma}")
     x = x.to(torch.float32)
     if gain == 0:  # exactly: the bisection below would leave a rounding-sized offset
         return torch.zeros_like(x[:, :1])

@@ -8,6 +8,8 @@ import os
 import torch
 import torch.nn as nn
 
+from jndplug.errors import JNDPlugValueError
+
 KINDS = ("l1", "l2")
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -15,16 +17,13 @@ REDUCTIONS = ("mean", "sum", "none")
 def jnd_provider(source):
     """Something with ``jnd_map(x)`` from a provider, a name or path, or an estimator module.
 
-    Accepts: any object with a ``jnd_map`` method (``JNDTarget``, ``JNDProfile``); a JND profile
-    ``.safetensors`` file; a pretrained estimator name or estimator weights file; an estimator
-    ``nn.Module`` (wrapped in a ``JNDTarget``).
+    Accepts: any object with a ``jnd_map`` method (``JNDTarget``, whose map is its estimator's JND
+    magnitude whatever its kind; ``JNDProfile``); a JND profile ``.safetensors`` file; a pretrained
+    estimator name or estimator weights file; an estimator ``nn.Module`` (wrapped in a ``JNDTarget``).
     """
     from jndplug.models.jnd_profile import is_profile_file, load_profile
     from jndplug.target import JNDTarget
 
-    if isinstance(source, JNDTarget) and source.kind != "jnd":
-        raise ValueError(f"a JNDTarget of kind={source.kind!r} maps the size of its own change, not the estimator's "
-                         "tolerance; pass JNDTarget(..., kind='jnd') or the estimator's name or path")
     if hasattr(source, "jnd_map"):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -59,11 +58,11 @@ class JNDTolerantLoss(nn.Module):
                  loss_weight: float = 1.0):
         super().__init__()
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+            raise JNDPlugValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+            raise JNDPlugValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         if not scale >= 0:
-            raise ValueError(f"scale must be >= 0, got {scale}")
+            raise JNDPlugValueError(f"scale must be >= 0, got {scale}")
         self.kind, self.scale, self.reduction, self.loss_weight = kind, float(scale), reduction, float(loss_weight)
         # Kept outside the module tree on purpose: the JND source is frozen, follows the input's
         # device by itself, and its weights do not belong in the loss's state dict.
@@ -74,17 +73,17 @@ class JNDTolerantLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, gt: torch.Tensor, jnd_map: torch.Tensor | None = None) -> torch.Tensor:
         if pred.shape != gt.shape:
-            raise ValueError(f"pred and gt shapes differ: {tuple(pred.shape)} vs {tuple(gt.shape)}")
+            raise JNDPlugValueError(f"pred and gt shapes differ: {tuple(pred.shape)} vs {tuple(gt.shape)}")
         if jnd_map is None:
             if self.jnd is None:
-                raise ValueError("no JND map: construct JNDTolerantLoss with jnd=... or pass jnd_map=")
+                raise JNDPlugValueError("no JND map: construct JNDTolerantLoss with jnd=... or pass jnd_map=")
             with torch.no_grad():
                 jnd_map = self.jnd.jnd_map(gt.detach())
         jnd_map = jnd_map.detach().to(device=pred.device, dtype=pred.dtype)
         try:
             band = torch.broadcast_to(self.scale * jnd_map, pred.shape)
         except RuntimeError:
-            raise ValueError(f"jnd_map of shape {tuple(jnd_map.shape)} does not broadcast to "
+            raise JNDPlugValueError(f"jnd_map of shape {tuple(jnd_map.shape)} does not broadcast to "
                              f"{tuple(pred.shape)}; give [B,1,H,W] or the prediction's shape") from None
         excess = torch.relu((pred - gt).abs() - band)
         err = excess if self.kind == "l1" else excess.pow(2)

@@ -21,7 +21,7 @@ from timm.models._efficientnet_blocks import SqueezeExcite  # mobilenetv3's bloc
 
 from jndplug.errors import load_torch_file
 from jndplug.models.registry import register_estimator
-from jndplug.models.base import Estimator
+from jndplug.models.base import Estimator, GlobalPooling
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,9 +66,9 @@ class UNetJND(Estimator):
         encoder_weights: optional local file with pretrained weights for the backbone (timm
             checkpoint, ``.safetensors`` or ``.pth``). Never downloaded, never stored in config.
         squeeze_excite: keep the backbone's squeeze-excitation blocks. They pool over the whole
-            input, so on a tile they see the tile's mean rather than the image's; ``JNDTarget``
-            tiles such a network by first measuring the image's means tile by tile (extra
-            passes, see ``_SqueezeExcite``). ``False`` replaces them by the identity: tiled
+            input, so on a tile they see the tile's mean rather than the image's; tiled
+            inference (:mod:`jndplug.tiling`) first measures the image's means tile by tile
+            (extra passes, see ``GlobalPooling``). ``False`` replaces them by the identity: tiled
             inference is then one pass, exact up to the tiles' halo.
         zero_mean: remove each image's per-channel mean from the predicted residual, so the JND
             image never carries a global colour cast (people comparing two images see one even
@@ -159,7 +159,7 @@ class UNetJND(Estimator):
 
     def forward(self, x: torch.Tensor, sur: torch.Tensor | float | None = None, center: bool = True) -> torch.Tensor:
         """JND image of ``x``. ``center=False`` skips the zero-mean step (for tiles, which
-        ``JNDTarget`` centres together once they are assembled)."""
+        :func:`jndplug.tiling.tiled_forward` centres together once they are assembled)."""
         if sur is not None and self.film is None:
             raise ValueError("this unet was not trained with satisfied-user-ratio conditioning; call it without sur")
         feats = self.encoder((x - self.mean) / self.std)
@@ -188,27 +188,16 @@ class UNetJND(Estimator):
         return x + r
 
 
-class _SqueezeExcite(nn.Module):
+class _SqueezeExcite(GlobalPooling):
     """timm's squeeze-excitation (same parameters under the same names, same result) with its
-    global mean open to tiled inference.
-
-    The gate depends on the mean of the whole input, which a tile does not have. ``JNDTarget``
-    finds these modules by their ``global_mean`` and ``observer`` attributes: it sets
-    ``observer`` to see each tile's input (to sum it over the part of the image the tile stands
-    for) and ``global_mean`` (``[B,C,1,1]``) to the image's mean, used instead of the input's own.
-    """
+    global mean open to tiled inference (:class:`~jndplug.models.base.GlobalPooling`)."""
 
     def __init__(self, se: SqueezeExcite):
         super().__init__()
         self.conv_reduce, self.act1, self.conv_expand, self.gate = se.conv_reduce, se.act1, se.conv_expand, se.gate
-        self.global_mean: torch.Tensor | None = None
-        self.observer = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observer is not None:
-            self.observer(x)
-        m = x.mean((2, 3), keepdim=True) if self.global_mean is None else self.global_mean.to(x.dtype)
-        return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(m))))
+        return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(self.pooled(x)))))
 
 
 def _load_encoder_weights(encoder: nn.Module, path) -> None:

@@ -77,9 +77,8 @@ def test_estimator_and_profile_providers(tmp_path):
     from_module = JNDTolerantLoss(Brighter())(pred, gt)
     assert from_module.item() == pytest.approx(2 / 255, abs=1e-6)
     assert JNDTolerantLoss(JNDTarget(Brighter(), kind="jnd"))(pred, gt).item() == pytest.approx(from_module.item())
-    # the directed target's map is the size of its sharpening, not the estimator's tolerance: refused
-    with pytest.raises(ValueError, match="kind='jnd'"):
-        JNDTolerantLoss(JNDTarget(Brighter()))
+    # a target's map is its estimator's JND magnitude whatever the kind: the directed target's too
+    assert JNDTolerantLoss(JNDTarget(Brighter()))(pred, gt).item() == pytest.approx(from_module.item())
     # a profile, as an object or as a file, gives the same loss; the loss holds no weights of its own
     profile = JNDProfile()
     path = save_profile(profile, tmp_path / "p.safetensors")

@@ -1,14 +1,8 @@
-"""JNDTarget behaviour and input validation, on a randomly initialised estimator (and, for
-tiling, on the shipped one)."""
-
-import subprocess
-import sys
-import textwrap
+"""JNDTarget behaviour and input validation, on a randomly initialised estimator (tiling: test_tiling.py)."""
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import jndplug
@@ -55,7 +49,7 @@ def test_strength_scales_the_distortion(unet, batch):
     half = JNDTarget(unet, kind="jnd", strength=0.5)(batch)
     inside = (jnd > 0.01) & (jnd < 0.99)  # away from the clamp
     assert torch.allclose((half - batch)[inside], 0.5 * (jnd - batch)[inside], atol=1e-5)
-    with pytest.raises(ValueError, match="strength must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="strength: must be a finite number >= 0"):
         JNDTarget(unet, strength=-0.1)
 
 
@@ -65,7 +59,7 @@ def test_sur_only_for_conditioned_estimators(unet, batch):
     cond = jndplug.create_estimator("unet", sur_conditioning=True)
     out = JNDTarget(cond, sur=0.9)(batch)
     assert out.shape == batch.shape
-    with pytest.raises(ValueError, match=r"sur must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"sur: must be in \(0, 1\]"):
         JNDTarget(cond, sur=1.5)
 
 
@@ -75,124 +69,60 @@ def test_any_size_from_16(target, hw):
     assert target(x).shape == x.shape
 
 
-def test_tiled_matches_untiled(unet):
-    # the random unet keeps squeeze-excitation: its image-wide means are measured tile by tile
-    x = jndplug.to_tensor(make_image(300, 420, 7))[None]
-    whole = JNDTarget(unet, tile=False)(x)
-    tiled = JNDTarget(unet, tile=(160, 64))(x)
-    assert (tiled - whole).abs().max() <= 1 / 255
-
-
-@pytest.mark.parametrize("zero_mean", [False, True])
-def test_tiled_keeps_dtype_strength_and_batch(zero_mean):
-    torch.manual_seed(1)
-    model = jndplug.create_estimator("unet", zero_mean=zero_mean).eval()
-    x = torch.stack([jndplug.to_tensor(make_image(200, 260, s)) for s in (3, 4)]).to(torch.bfloat16)
-    whole = JNDTarget(model, strength=0.5, tile=False)(x)
-    tiled = JNDTarget(model, strength=0.5, tile=(96, 32))(x)
-    assert tiled.dtype == torch.bfloat16 and tiled.shape == x.shape
-    assert (tiled.float() - whole.float()).abs().max() <= 2 / 255  # bfloat16 steps are 1/256 near 1
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    """skimage's astronaut at 1100x900, the size the tiling defect was reported on."""
-    from skimage.data import astronaut
-
-    return jndplug.to_tensor(Image.fromarray(astronaut()).resize((1100, 900), Image.BICUBIC))[None]
-
-
-@pytest.fixture(scope="module")
-def shipped_whole(astronaut):
-    return JNDTarget("default", tile=False)(astronaut)
-
-
-def test_tiled_matches_untiled_with_the_shipped_weights(astronaut, shipped_whole):
-    # whatever "default" is when the test runs: with squeeze-excitation (the image-wide means
-    # are measured first) or without
-    tiled = JNDTarget("default", tile=(512, 128))(astronaut)
-    assert (tiled - shipped_whole).abs().max() <= 1 / 255
-
-
-def test_automatic_tiles_suit_a_model_without_global_pooling(astronaut, shipped_whole):
-    import jndplug.target as tgt
-
-    torch.manual_seed(0)
-    model = jndplug.create_estimator("unet", squeeze_excite=False, zero_mean=True).eval()
-    # a random network's context reaches further than a trained one's; scale its residual to the
-    # shipped model's on this image, so that the comparison is at a realistic size
-    with torch.no_grad():
-        rms = lambda r: r.pow(2).mean().sqrt()  # noqa: E731
-        k = rms(shipped_whole - astronaut) / rms(model(astronaut) - astronaut)
-        model.head[-1].weight.mul_(k)
-        model.head[-1].bias.mul_(k)
-    whole = JNDTarget(model, tile=False)(astronaut)
-    # tiles smaller than the image, with the automatic tiles' overlap (and so their halo)
-    tiled = JNDTarget(model, tile=(2 * tgt.AUTO_TILE[1] + 32, tgt.AUTO_TILE[1]))(astronaut)
-    assert (tiled - whole).abs().max() <= 1 / 255
-
-
-@pytest.mark.parametrize("h,w", [(40, 70), (17, 50), (16, 40)])
-def test_tiles_are_padded_as_the_whole_image(h, w):
-    from jndplug.target import _TileGrid, _pad_mode
-
-    x = torch.rand(1, 3, h, w)
-    grid = _TileGrid((h, w), 32, 8, 32)
-    padded = F.pad(x, (0, (-w) % 32, 0, (-h) % 32), mode=_pad_mode(h, w, 32))
-    for ty, y0 in enumerate(grid.ys):
-        for tx, x0 in enumerate(grid.xs):
-            assert torch.equal(grid.crop(x, ty, tx), padded[..., y0:y0 + 32, x0:x0 + 32])
-
-
-def test_automatic_tiling_above_threshold(unet, monkeypatch):
-    import jndplug.target as tgt
-
-    monkeypatch.setattr(tgt, "AUTO_TILE_PIXELS", 100 * 100)
-    monkeypatch.setattr(tgt, "AUTO_TILE", (64, 32))
-    calls = []
-    t = JNDTarget(unet)
-    original = t._run
-    monkeypatch.setattr(t, "_run", lambda x, **kw: calls.append(x.shape[-2:]) or original(x, **kw))
-    t(torch.rand(1, 3, 128, 160))
-    assert len(calls) > 1 and all(max(s) <= 64 for s in calls)
-
-
-_PEAK_MEMORY = textwrap.dedent("""
-    import resource, sys, torch, torch.nn as nn
-    from jndplug import JNDTarget
-
-    class Tiny(nn.Module):  # cheap, so that the measurement is about the buffers around it
-        size_divisor = 32
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, padding=1)
-        def forward(self, x):
-            return x + 0.01 * self.conv(x)
-
-    target = JNDTarget(Tiny(), strength=0.7, tile=(256, 32))
-    target(torch.rand(1, 3, 600, 600))  # everything loaded and warmed up
-    x = torch.rand(1, 3, 3000, 3000)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = target(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print((peak - base) / x.nbytes)
-""")
-
-
-def test_tiled_inference_keeps_no_full_size_temporaries():
-    # beyond the output itself, only tile-sized and strip-sized buffers (here a strip is about a
-    # tenth of the image): peak memory above the input stays under 1.5 image sizes
-    run = subprocess.run([sys.executable, "-c", _PEAK_MEMORY], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert float(run.stdout) < 1.5
-
-
 def test_jnd_map(target, batch):
     m = target.jnd_map(batch)
     assert m.shape == (2, 1, *batch.shape[-2:])
-    expected = (target(batch) - batch).pow(2).mean(1, keepdim=True).sqrt()
+    seed_paper = JNDTarget(target.model, kind="jnd")
+    expected = (seed_paper(batch) - batch).pow(2).mean(1, keepdim=True).sqrt()
     assert torch.allclose(m, expected, atol=1e-6)
     assert target.jnd_map(batch[0]).shape == (1, *batch.shape[-2:])
+
+
+@pytest.mark.parametrize("kind,gain", [("directed", None), ("directed", 0.0), ("jnd", None)])
+def test_jnd_map_is_the_estimators_jnd_whatever_the_kind(unet, batch, kind, gain):
+    # the estimator's own JND image, times strength: the bound, not the size of the target's change
+    seed_paper = JNDTarget(unet, kind="jnd", strength=0.6)
+    want = (seed_paper(batch) - batch).pow(2).mean(1, keepdim=True).sqrt()
+    got = JNDTarget(unet, kind=kind, gain=gain, strength=0.6).jnd_map(batch)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_distortion_is_the_change_the_target_makes(unet, batch):
+    for target in (JNDTarget(unet), JNDTarget(unet, kind="jnd")):
+        d = target.distortion(batch)
+        assert d.shape == batch.shape and d.dtype == batch.dtype
+        assert torch.equal(d, target(batch) - batch)
+    directed = JNDTarget(unet)
+    # the directed change is luma sharpening within the bound, smaller than the bound at its largest
+    assert bool((directed.distortion(batch).abs().amax(1, keepdim=True) <= directed.jnd_map(batch) + 1e-6).all())
+    assert torch.equal(JNDTarget(unet, gain=0.0).distortion(batch), torch.zeros_like(batch))
+
+
+def test_settings_come_from_one_spec(unet, estimator_file):
+    from jndplug.spec import TargetSpec
+
+    spec = TargetSpec(estimator=str(estimator_file), strength=0.5, kind="jnd")
+    t = JNDTarget.from_spec(spec, tile=False)
+    assert t.spec is spec and (t.strength, t.kind, t.gain, t.sur, t.tile) == (0.5, "jnd", None, None, False)
+    assert JNDTarget(spec=spec).spec == spec
+    assert JNDTarget(estimator_file, strength=0.5, kind="jnd").spec == spec
+    assert JNDTarget(unet).spec.gain == 1.0  # resolved: the default gain of the directed kind
+    with pytest.raises(TypeError, match="either as spec= or as keyword arguments"):
+        JNDTarget(unet, spec=spec)
+
+
+def test_repr_and_effective_sur_show_the_settings_in_effect(unet, estimator_file):
+    t = JNDTarget(estimator_file)
+    assert t.effective_sur is None and t.sur is None  # not SUR-conditioned
+    assert repr(t).startswith(f"JNDTarget(estimator={str(estimator_file)!r}, kind='directed', strength=1, gain=1, "
+                              "sur=None,")
+    assert "kind='jnd', strength=0.5, sur=None" in repr(JNDTarget(unet, kind="jnd", strength=0.5))
+    assert "estimator='UNetJND'" in repr(JNDTarget(unet))
+    torch.manual_seed(0)
+    cond = jndplug.create_estimator("unet", sur_conditioning=True, default_sur=0.75)
+    unset, set_ = JNDTarget(cond), JNDTarget(cond, sur=0.9)
+    assert (unset.sur, unset.effective_sur, set_.effective_sur) == (None, 0.75, 0.9)
+    assert "sur=0.75" in repr(unset) and "sur=0.9" in repr(set_)
 
 
 @pytest.mark.parametrize("bad,err,match", [
@@ -234,7 +164,7 @@ def test_value_check_can_be_skipped(unet):
 
 
 def test_bad_constructor_arguments(unet):
-    with pytest.raises(TypeError, match="estimator must be"):
+    with pytest.raises(ValueError, match="estimator: must be a pretrained name"):
         JNDTarget(42)
     with pytest.raises(ValueError, match="tile=\\(size, overlap\\)"):
         JNDTarget(unet, tile=(64, 40))
