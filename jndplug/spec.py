@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,11 +143,12 @@ class TargetSpec:
 
     def flags(self, prefix: str = "") -> str:
         """The command-line flags that rebuild this spec, every setting spelled out (so a command's
-        own defaults cannot differ from what was meant)."""
+        own defaults cannot differ from what was meant), quoted for a POSIX shell."""
         parts = []
         for name, value in self.to_mapping().items():
             if value is not None:
-                parts.append(f"--{prefix}{name} {value:g}" if isinstance(value, float) else f"--{prefix}{name} {value}")
+                parts.append(f"--{prefix}{name} {value:g}" if isinstance(value, float)
+                             else f"--{prefix}{name} {shlex.quote(str(value))}")
         return " ".join(parts)
 
     # -- manifests and comparisons ---------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""TargetSpec: the one description of a JND target's settings (validation, YAML, flags, manifest)."""
+
+import argparse
+import math
+import shlex
+
+import pytest
+
+from jndplug.errors import JNDPlugValueError
+from jndplug.spec import DEFAULT_GAIN, DEFAULT_KIND, KINDS, TargetSpec, TargetSpecError
+
+
+def test_defaults_resolve_once():
+    spec = TargetSpec()
+    assert (spec.estimator, spec.strength, spec.sur, spec.kind, spec.gain) == ("default", 1.0, None, DEFAULT_KIND,
+                                                                               DEFAULT_GAIN)
+    assert DEFAULT_KIND in KINDS and TargetSpec(kind="jnd").gain is None
+    assert TargetSpec(strength=1, sur=1).sur == 1.0 and isinstance(TargetSpec(strength=1).strength, float)
+    with pytest.raises(Exception):
+        spec.strength = 2.0  # frozen
+
+
+@pytest.mark.parametrize("values,key", [
+    ({"strength": -0.1}, "strength"), ({"strength": math.inf}, "strength"), ({"strength": "strong"}, "strength"),
+    ({"strength": True}, "strength"), ({"sur": 0.0}, "sur"), ({"sur": 1.5}, "sur"), ({"kind": "sharp"}, "kind"),
+    ({"gain": -1.0}, "gain"), ({"gain": math.nan}, "gain"), ({"kind": "jnd", "gain": 1.0}, "gain"),
+    ({"estimator": 42}, "estimator"),
+])
+def test_bad_settings_name_their_key(values, key):
+    with pytest.raises(TargetSpecError) as err:
+        TargetSpec(**values)
+    assert err.value.key == key and str(err.value).startswith(f"{key}: ")
+    assert isinstance(err.value, JNDPlugValueError) and isinstance(err.value, ValueError)
+
+
+def test_from_mapping_names_the_yaml_key():
+    assert TargetSpec.from_mapping(None) == TargetSpec()
+    assert TargetSpec.from_mapping({"strength": 0.5, "kind": "jnd"}) == TargetSpec(strength=0.5, kind="jnd")
+    for block, key in [({"strenght": 0.5}, "jnd_target.strenght"), ({"gain": "two"}, "jnd_target.gain"),
+                       ({"sur": True}, "jnd_target.sur"), ({"estimator": 3}, "jnd_target.estimator"),
+                       ({"strength": -1}, "jnd_target.strength"), ({"kind": "jnd", "gain": 2}, "jnd_target.gain")]:
+        with pytest.raises(TargetSpecError) as err:
+            TargetSpec.from_mapping(block, where="jnd_target.")
+        assert err.value.key == key and str(err.value).startswith(f"{key}: "), block
+
+
+def _parser(prefix=""):
+    p = argparse.ArgumentParser(exit_on_error=False)
+    TargetSpec.add_arguments(p, prefix)
+    return p
+
+
+@pytest.mark.parametrize("prefix", ["", "jnd-"])
+def test_from_args_names_the_flag(prefix):
+    args = _parser(prefix).parse_args([f"--{prefix}kind", "jnd", f"--{prefix}strength", "0.5"])
+    assert TargetSpec.from_args(args, prefix) == TargetSpec(kind="jnd", strength=0.5)
+    assert TargetSpec.given_arguments(args, prefix) == [f"--{prefix}strength", f"--{prefix}kind"]
+    assert TargetSpec.from_args(_parser(prefix).parse_args([]), prefix) == TargetSpec()
+    for argv, flag in [([f"--{prefix}strength", "-1"], f"--{prefix}strength"),
+                       ([f"--{prefix}kind", "jnd", f"--{prefix}gain", "1"], f"--{prefix}gain"),
+                       ([f"--{prefix}sur", "2"], f"--{prefix}sur")]:
+        with pytest.raises(TargetSpecError) as err:
+            TargetSpec.from_args(_parser(prefix).parse_args(argv), prefix)
+        assert err.value.key == flag and str(err.value).startswith(f"{flag}: ")
+
+
+@pytest.mark.parametrize("spec", [TargetSpec(), TargetSpec(estimator="my weights/a.safetensors", strength=0.25,
+                                                                         sur=0.9, kind="jnd"),
+                                  TargetSpec(kind="directed", gain=2.5, strength=0)])
+@pytest.mark.parametrize("prefix", ["", "jnd-"])
+def test_flags_rebuild_an_equal_spec(spec, prefix):
+    flags = spec.flags(prefix)
+    args = _parser(prefix).parse_args(shlex.split(flags))
+    assert TargetSpec.from_args(args, prefix) == spec
+    assert f"--{prefix}kind {spec.kind}" in flags  # spelled out: a command's own default cannot differ
+
+
+def test_manifest_round_trip():
+    for spec in (TargetSpec(strength=0.5, sur=0.8), TargetSpec(kind="jnd"), TargetSpec(gain=0.0)):
+        settings = {"estimator_fingerprint": "f" * 64, "arch": "unet", **spec.manifest_settings()}
+        back = TargetSpec.from_manifest(settings)
+        assert back.differences(spec, compare_estimator=False) == []
+        assert back.estimator == "unet" and "estimator" not in spec.manifest_settings()
+    # a manifest written before kind and gain existed was made with the estimated JND image
+    old = TargetSpec.from_manifest({"arch": "unet", "strength": 1.0, "sur": None})
+    assert old.kind == "jnd" and old.gain is None
+
+
+def test_differences_list_each_differing_setting():
+    a, b = TargetSpec(strength=1.0), TargetSpec(estimator="x.safetensors", strength=0.5, kind="jnd")
+    assert a.differences(a) == []
+    assert a.differences(b) == [("estimator", "default", "x.safetensors"), ("strength", 1.0, 0.5),
+                                ("kind", "directed", "jnd"), ("gain", 1.0, None)]
+    assert [name for name, *_ in a.differences(b, compare_estimator=False)] == ["strength", "kind", "gain"]
+
+
+def test_describe_names_kind_gain_and_sur():
+    assert TargetSpec().describe() == "directed JND image (gain 1), estimator default, strength 1, SUR estimator default"
+    assert TargetSpec(kind="jnd", sur=0.9).describe() == "estimated JND image, estimator default, strength 1, SUR 0.9"
