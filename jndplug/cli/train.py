@@ -22,7 +22,7 @@ or JSON) overrides the defaults in ``jndplug.training.config.DEFAULTS``; ``--set
 the same from the command line. A rerun with the same ``--out`` resumes from its checkpoint.
 Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m jndplug train ...``.
 
-The run folder receives ``config.json``, ``split.json``, ``log.csv``/``log.json``, ``curves.png``,
+The run folder receives ``config.json``, ``split.json``, ``log.csv``/``log.json``, ``curves.png`` (viz extra),
 ``checkpoint.pt``, ``best.safetensors`` and, at the end, ``metrics.json``.
 """
 
