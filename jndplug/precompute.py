@@ -4,15 +4,17 @@
 ground-truth folder in any paired dataset). Bookkeeping lives in hidden files inside ``DST``
 (dataset loaders such as BasicSR's skip hidden files):
 
-- ``.jndplug-precompute.json``: the settings (estimator fingerprint, strength, sur; kind and gain
-  for directed JND images), written first;
+- ``.jndplug-precompute.json``: the settings (estimator fingerprint and architecture, and the
+  target's :meth:`~jndplug.spec.TargetSpec.manifest_settings`), written first;
 - ``.jndplug-precompute/rank<R>.jsonl``: one line per finished file with the content hash of its
   input and the settings key, appended only after the output file has been renamed into place.
 
 A rerun skips files whose input hash and settings key match a log line and whose output exists,
-and redoes everything else; so an interrupted run resumes and edited inputs are redone. It also
-deletes the temporary files a killed run left (see ``sweep_stale_temps``). Under
-``torchrun`` (``RANK``/``WORLD_SIZE`` set) rank R takes every WORLD_SIZE-th file.
+and redoes everything else; so an interrupted run resumes and edited inputs are redone. A rerun
+with other settings into a folder that holds images made with the old ones is refused unless
+``overwrite=True`` (``--overwrite``): it would replace them. It also deletes the temporary files a
+killed run left (see ``sweep_stale_temps``). Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) rank R
+takes every WORLD_SIZE-th file.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, check_output_path, list_images,
                              read_image, sweep_stale_temps, tensor_to_array, write_image)
+from jndplug.spec import TargetSpec
 from jndplug.target import JNDTarget
 from jndplug.weights import estimator_fingerprint
 
@@ -48,17 +52,26 @@ class PrecomputeReport:
 
 
 def settings_of(target: JNDTarget) -> dict:
-    """What determines the output of a JNDTarget, as recorded in the manifest."""
-    settings = {
-        "estimator_fingerprint": estimator_fingerprint(target.model),
-        "arch": target.arch_name,
-        "strength": target.strength,
-        "sur": target.sur,
-    }
-    if target.kind != "jnd":
-        # only then: folders made before directed images existed keep their settings key
-        settings.update(kind=target.kind, gain=target.gain)
-    return settings
+    """What determines the output of a JNDTarget, as recorded in the manifest: the estimator's
+    identity (its fingerprint; the architecture for people reading it) and the target's settings."""
+    return {"estimator_fingerprint": estimator_fingerprint(target.model), "arch": target.arch_name,
+            **target.spec.manifest_settings()}
+
+
+def settings_differences(have: dict, want: dict) -> list[str]:
+    """How manifest settings ``have`` (a folder's) differ from ``want`` (this run's), one line each."""
+    out = []
+    if have.get("estimator_fingerprint") != want.get("estimator_fingerprint"):
+        out.append(f"estimator: folder {have.get('arch')} (fingerprint {str(have.get('estimator_fingerprint'))[:12]}), "
+                   f"this run {want.get('arch')} (fingerprint {str(want.get('estimator_fingerprint'))[:12]})")
+    before, now = TargetSpec.from_manifest(have), TargetSpec.from_manifest(want)
+    out += [f"{name}: folder {_show(a)}, this run {_show(b)}"
+            for name, a, b in before.differences(now, compare_estimator=False)]
+    return out
+
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def settings_key(settings: dict) -> str:
@@ -81,23 +94,45 @@ def shard(files: list, rank: int | None = None, world_size: int | None = None) -
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world size {world_size}")
+        raise JNDPlugValueError(f"rank {rank} is outside world size {world_size}")
     return files[rank::world_size]
 
 
-def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget, *,
-               rank: int | None = None, world_size: int | None = None, progress: bool = True,
-               ) -> PrecomputeReport:
+def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget | TargetSpec, *,
+               overwrite: bool = False, device: str | torch.device | None = None,
+               tile: tuple[int, int] | None | bool = None, rank: int | None = None,
+               world_size: int | None = None, progress: bool = True) -> PrecomputeReport:
+    """Write the JND image of every image under ``src`` to the same relative path under ``dst``.
+
+    ``target``: a :class:`JNDTarget`, or a :class:`TargetSpec` made into one on ``device`` with
+    ``tile`` (both only for a spec). ``overwrite``: replace images that ``dst`` holds from a run with
+    other settings (without it, such a run is refused). ``rank``/``world_size``: this process's share
+    (default: torchrun's ``RANK``/``WORLD_SIZE``).
+    """
     src, dst = Path(src), Path(dst)
+    if src.is_file():
+        raise JNDPlugValueError(f"{src} is a file: precompute takes a folder; for one file use "
+                                f"`jndplug infer {src} --out OUT`")
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
     check_output_path(src, dst)
+    if isinstance(target, TargetSpec):
+        target = JNDTarget.from_spec(target, device=device, tile=tile)
+    elif device is not None or tile is not None:
+        raise TypeError("device and tile are for a TargetSpec; a JNDTarget has its own")
     settings = settings_of(target)
     key = settings_key(settings)
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     manifest_path = dst / MANIFEST
-    if rank == 0 or not manifest_path.exists():
-        previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    changed = previous is not None and previous.get("settings") != settings
+    differ = settings_differences(previous.get("settings", {}), settings) if changed else []
+    if differ and not overwrite and _read_logs(dst):
+        raise JNDPlugValueError(
+            f"{dst} holds JND images made with other settings ({'; '.join(differ)}); "
+            "add --overwrite (overwrite=True) to replace them, or write to another --out")
+    if rank == 0 or previous is None:
         if previous is None or previous.get("settings") != settings:
             # a new setting does not invalidate the logs: each line carries its own settings key
             # the weights file name is for people reading the manifest; the fingerprint is what counts
@@ -119,7 +154,9 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     log_path = dst / LOG_DIR / f"rank{rank}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
-        for path in tqdm(files, desc=f"precompute (rank {rank})", unit="img", disable=not progress):
+        # a rank is worth naming only when there are several
+        desc = f"precompute (rank {rank}/{world})" if world > 1 else "precompute"
+        for path in tqdm(files, desc=desc, unit="img", disable=not progress):
             rel = path.relative_to(src).as_posix()
             out = dst / rel
             data = path.read_bytes()

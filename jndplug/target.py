@@ -116,6 +116,21 @@ class JNDTarget:
         """The estimator as it was given: a pretrained name, a path, or a module's class name."""
         return str(self.spec.to_mapping()["estimator"])
 
+    def describe(self) -> str:
+        """One line for logs: what the target makes, with the estimator by the name it was given
+        (and its architecture) and the SUR in effect."""
+        what = f"directed JND image (gain {self.gain:g})" if self.kind == "directed" else "estimated JND image"
+        name = self.estimator_name
+        if self.arch_name != name:
+            name = f"{name} ({self.arch_name})"
+        if self.effective_sur is None:
+            sur = "none (the estimator is not SUR-conditioned)"
+        elif self.sur is None:
+            sur = f"{self.effective_sur:g} (the estimator's default)"
+        else:
+            sur = f"{self.sur:g}"
+        return f"{what}, estimator {name}, strength {self.strength:g}, SUR {sur}"
+
     def __repr__(self) -> str:
         gain = f", gain={self.gain:g}" if self.kind == "directed" else ""
         return (f"JNDTarget(estimator={self.estimator_name!r}, kind={self.kind!r}, strength={self.strength:g}{gain}, "

@@ -41,26 +41,30 @@ def heatmap_array(jnd_map: torch.Tensor, vmax: float | None = None) -> np.ndarra
 
 def save_comparison(path: str | os.PathLike, original: torch.Tensor, jnd: torch.Tensor,
                     jnd_map: torch.Tensor, title: str = "") -> None:
-    """Original | JND image | amplified difference | JND map, plus a 1:1 crop of the busiest region."""
+    """Original | JND image | their difference x10 | JND map, plus a 1:1 crop of the busiest region.
+
+    ``jnd_map`` is drawn as the JND bound (``JNDTarget.jnd_map``: the estimator's JND magnitude, the
+    most the image may change unnoticed); the difference panel is the change the JND image makes.
+    """
     plt = _pyplot()
     o, j = original.detach().float().cpu(), jnd.detach().float().cpu()
     diff = ((j - o) * 10 + 0.5).clamp(0, 1)  # x10 so sub-threshold changes can be seen
     m = jnd_map.detach().float().cpu().reshape(o.shape[-2:])
     h, w = o.shape[-2:]
     c = min(128, h, w)
-    # crop where the predicted distortion is strongest, so the figure shows what changed
+    # crop where the bound is largest: where the JND image may change the most
     pooled = torch.nn.functional.avg_pool2d(m[None, None], c, stride=max(1, c // 4))[0, 0]
     iy, ix = divmod(int(pooled.argmax()), pooled.shape[1])
     y0, x0 = min(iy * max(1, c // 4), h - c), min(ix * max(1, c // 4), w - c)
     panels = [
-        (o, "original"), (j, "JND image"), (diff, "difference x10"), (None, "JND map (RMS)"),
+        (o, "original"), (j, "JND image"), (diff, "difference x10"), (None, "JND bound (estimator's JND map)"),
         (o[:, y0:y0 + c, x0:x0 + c], "original, 1:1 crop"), (j[:, y0:y0 + c, x0:x0 + c], "JND, 1:1 crop"),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8 * h / max(w, 1) + 1.2))
     for ax, (img, label) in zip(axes.flat, panels):
         if img is None:
             shown = ax.imshow(m.numpy() * 255, cmap="inferno")
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="RMS difference (/255)")
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="RMS over channels (/255)")
         else:
             ax.imshow(tensor_to_array(img))
         ax.set_title(label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -12,104 +13,132 @@ import numpy as np
 import torch
 
 from jndplug.cli import DEVICE_HELP, add_command, add_out_argument
-from jndplug.imageio import (ImageReadError, array_to_tensor, check_output_path, list_images, read_image,
-                             tensor_to_array, write_image)
+from jndplug.errors import JNDPlugValueError
+from jndplug.imageio import (IMAGE_EXTENSIONS, ImageReadError, array_to_tensor, check_output_path, list_images,
+                             read_image, tensor_to_array, write_image)
+from jndplug.spec import TargetSpec
+
+MAP_HELP = ("a heat map of the JND bound: the estimator's JND magnitude (RMS over channels, times --strength), "
+            "the most the image may change unnoticed; the target's own change (the difference panel of "
+            "--compare) stays within it")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "infer", description="Write the JND image of each input, at the input's bit depth.")
     p.add_argument("input", help="an image file or a folder (searched recursively)")
-    add_out_argument(p, "output file (for a file input) or folder")
-    _estimator_args(p)
-    p.add_argument("--map", action="store_true", help="also write <name>_jndmap.png, a heat map of the JND magnitude")
-    p.add_argument("--compare", action="store_true", help="also write <name>_compare.png, a side-by-side figure")
+    add_out_argument(p, "output image file (for a file input) or folder (a folder input, or a path ending in /)")
+    _target_args(p)
+    p.add_argument("--map", action="store_true", help=f"also write <name>_jndmap.png, {MAP_HELP}")
+    p.add_argument("--compare", action="store_true", help="also write <name>_compare.png: original, JND image, "
+                                                          "their difference x10 and the JND bound")
     p.set_defaults(func=_infer)
 
     p = add_command(sub, "precompute", description="Mirror SRC into --out DST with every image replaced by its JND "
                                                    "image. Resumable; under torchrun each rank takes its share.")
     p.add_argument("src", metavar="SRC", help="folder of images (searched recursively)")
     add_out_argument(p, "folder to write the JND images to, mirroring SRC (a rerun resumes it)", metavar="DST")
-    _estimator_args(p)
+    _target_args(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the images DST holds from a run with other settings (without it, such a rerun "
+                        "is refused)")
     p.set_defaults(func=_precompute)
 
     p = add_command(sub, "demo", description="Run the default estimator on scikit-image's sample photographs.")
     p.add_argument("--out", default="jndplug-demo", help="output folder (default ./jndplug-demo)")
-    _estimator_args(p)
+    _target_args(p)
     p.set_defaults(func=_demo)
 
 
-def _estimator_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--estimator", default="default", help="pretrained name or .safetensors path (default: default)")
-    p.add_argument("--strength", type=float, default=1.0, help="scale of the predicted distortion (default 1.0)")
-    p.add_argument("--sur", type=float, default=None, help="target satisfied-user ratio (SUR-conditioned estimators)")
-    p.add_argument("--kind", choices=("jnd", "directed"), default="directed",
-                   help="directed (default): the perception-directed JND image, a zero-mean luma sharpening "
-                        "bounded by the JND map (docs/directed.md); jnd: the estimated JND image")
-    p.add_argument("--gain", type=float, default=None, help="sharpening gain of --kind directed (default "
-                                                            "jndplug.directed.DEFAULT_GAIN)")
+def _target_args(p: argparse.ArgumentParser) -> None:
+    TargetSpec.add_arguments(p)  # --estimator, --strength, --sur, --kind, --gain
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--tile", type=int, nargs=2, metavar=("SIZE", "OVERLAP"), default=None,
                    help="process in tiles to bound memory (default: automatic for very large images)")
 
 
+def _device(args: argparse.Namespace) -> str:
+    if args.device is not None:
+        return args.device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+
+
+def _tile(args: argparse.Namespace) -> tuple[int, int] | None:
+    return tuple(args.tile) if args.tile else None
+
+
 def _target(args: argparse.Namespace):
     from jndplug.target import JNDTarget
 
-    device = args.device
-    if device is None:
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        else:
-            device = "cpu"
-    if args.gain is not None and args.kind != "directed":
-        raise ValueError("--gain applies to --kind directed only")
-    return JNDTarget(args.estimator, strength=args.strength, sur=args.sur, device=device, tile=args.tile,
-                     kind=args.kind, gain=args.gain)
+    return JNDTarget.from_spec(TargetSpec.from_args(args), device=_device(args), tile=_tile(args))
 
 
-def _infer(args: argparse.Namespace) -> int:
-    from jndplug.viz import heatmap_array, save_comparison
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Warnings as one ``warning: ...`` line each (no source line), the known harmless ones silenced."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
 
-    src, dst = Path(args.input), Path(args.out)
-    if not src.exists():
-        raise FileNotFoundError(f"input not found: {src}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        # torch on a read-only decoded array it copies anyway; nothing is written through it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        warnings.showwarning = show
+        yield
+
+
+def _pairs(src: Path, out: str) -> list[tuple[Path, Path]]:
+    """(input, output) for each image of ``src`` (a file or a folder) and ``--out``."""
+    dst = Path(out)
     if src.is_dir():
         check_output_path(src, dst, inside_ok=True)
         # an output folder inside the input: what an earlier run wrote there is not an input
         inside = dst.resolve()
         pairs = [(p, dst / p.relative_to(src)) for p in list_images(src) if inside not in p.resolve().parents]
         if not pairs:
-            raise ValueError(f"no images found under {src}")
-    else:
-        if dst.is_dir():
-            dst = dst / src.name
-        check_output_path(src, dst)
-        pairs = [(src, dst)]
+            raise JNDPlugValueError(f"no images found under {src}")
+        return pairs
+    if dst.is_dir() or out.endswith(("/", os.sep)):
+        dst = dst / src.name  # into a folder, made if need be
+    elif dst.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise JNDPlugValueError(f"--out {out}: give an image file name ({', '.join(IMAGE_EXTENSIONS)}) for the JND "
+                                f"image of {src.name}, or a folder ending in / to write {src.name} into")
+    check_output_path(src, dst)
+    return [(src, dst)]
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from jndplug.viz import heatmap_array, save_comparison
+
+    src = Path(args.input)
+    if not src.exists():
+        raise FileNotFoundError(f"input not found: {src}")
+    pairs = _pairs(src, args.out)
     target = _target(args)
     failed = 0
-    for inp, out in pairs:
-        try:
-            array = read_image(inp)
-            if array.dtype == np.uint16 and out.suffix.lower() not in (".png", ".tif", ".tiff"):
-                out = out.with_suffix(".png")  # 16-bit results are written as PNG (or TIFF)
-            stem = out.with_suffix("")
-            extra = {"map": Path(f"{stem}_jndmap.png"), "compare": Path(f"{stem}_compare.png")}
-            for path in [out] + [extra[k] for k in extra if getattr(args, k)]:
-                check_output_path(inp, path)  # e.g. `infer a_jndmap.png --out a.png --map`
-            x = array_to_tensor(array)
-            jnd = target(x)
-        except (ImageReadError, ValueError) as exc:
-            print(f"skipped {inp}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        write_image(out, tensor_to_array(jnd, array.dtype))
-        if args.map or args.compare:
-            m = (jnd - x).pow(2).mean(0, keepdim=True).sqrt()
-            if args.map:
-                write_image(extra["map"], heatmap_array(m))
-            if args.compare:
-                save_comparison(extra["compare"], x, jnd, m, title=inp.name)
-        print(f"wrote {out}")
+    with _warnings_as_lines():
+        for inp, out in pairs:
+            try:
+                array = read_image(inp)
+                if array.dtype == np.uint16 and out.suffix.lower() not in (".png", ".tif", ".tiff"):
+                    out = out.with_suffix(".png")  # 16-bit results are written as PNG (or TIFF)
+                stem = out.with_suffix("")
+                extra = {"map": Path(f"{stem}_jndmap.png"), "compare": Path(f"{stem}_compare.png")}
+                for path in [out] + [extra[k] for k in extra if getattr(args, k)]:
+                    check_output_path(inp, path)  # e.g. `infer a_jndmap.png --out a.png --map`
+                x = array_to_tensor(array)
+                jnd = target(x)
+            except (ImageReadError, ValueError) as exc:
+                print(f"skipped {inp}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            write_image(out, tensor_to_array(jnd, array.dtype))
+            if args.map or args.compare:
+                bound = target.jnd_map(x)
+                if args.map:
+                    write_image(extra["map"], heatmap_array(bound))
+                if args.compare:
+                    save_comparison(extra["compare"], x, jnd, bound, title=inp.name)
+            print(f"wrote {out}" + (f" and its JND bound map {extra['map']}" if args.map else ""))
     return 1 if failed else 0
 
 
@@ -117,7 +146,9 @@ def _precompute(args: argparse.Namespace) -> int:
     from jndplug.precompute import precompute, torch_threads_for_rank
 
     torch_threads_for_rank()
-    report = precompute(args.src, args.out, _target(args))
+    with _warnings_as_lines():
+        report = precompute(args.src, args.out, TargetSpec.from_args(args), overwrite=args.overwrite,
+                            device=_device(args), tile=_tile(args))
     print(f"{len(report.written)} written, {len(report.skipped)} already done, {len(report.failed)} failed "
           f"-> {args.out}")
     for rel, why in report.failed.items():
@@ -136,23 +167,26 @@ def _demo(args: argparse.Namespace) -> int:
 
     target = _target(args)
     out = Path(args.out)
-    mean_rms = []
+    means = []
     for i, name in enumerate(DEMO_IMAGES):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             array = getattr(skimage.data, name)()
         x = array_to_tensor(np.ascontiguousarray(array[..., :3]))
         jnd = target(x)
-        m = (jnd - x).pow(2).mean(0, keepdim=True).sqrt()
-        mean_rms.append(float(m.mean()) * 255)
+        bound = target.jnd_map(x)
+        change = target.distortion(x).pow(2).mean(0, keepdim=True).sqrt()
+        means.append((float(bound.mean()) * 255, float(change.mean()) * 255))
         write_image(out / f"{name}.png", tensor_to_array(x))
         write_image(out / f"{name}_jnd.png", tensor_to_array(jnd))
-        write_image(out / f"{name}_jndmap.png", heatmap_array(m))
+        write_image(out / f"{name}_jndmap.png", heatmap_array(bound))
         if i == 0:
-            save_comparison(out / "comparison.png", x, jnd, m,
-                            title=f"{name}: estimator {args.estimator} ({target.arch_name}), strength {args.strength}")
-    print(f"JND images, maps and a comparison figure are in {out.resolve()}/")
-    for name, rms in zip(DEMO_IMAGES, mean_rms):
-        print(f"  {name}: mean JND magnitude {rms:.2f}/255 -> {out / (name + '_jnd.png')}")
+            save_comparison(out / "comparison.png", x, jnd, bound, title=f"{name}: {target.describe()}")
+    print(f"JND images ({target.describe()}), JND bound maps and a comparison figure are in {out.resolve()}/")
+    print("  <name>_jndmap.png draws the JND bound (the estimator's JND magnitude), not the change the JND image "
+          "makes")
+    for name, (bound, change) in zip(DEMO_IMAGES, means):
+        print(f"  {name}: mean JND bound {bound:.2f}/255, mean change {change:.2f}/255 -> "
+              f"{out / (name + '_jnd.png')}")
     print(f"  comparison figure: {out / 'comparison.png'}")
     return 0

@@ -83,7 +83,11 @@ def test_precompute_resume_and_change_detection(tmp_path, image_folder, unet):
     # an edited input and a new setting are redone
     Image.fromarray(make_image(40, 56, 99)).save(image_folder / "a.png")
     assert precompute(image_folder, dst, target, progress=False).written == ["a.png"]
-    stronger = precompute(image_folder, dst, jndplug.JNDTarget(unet, strength=2.0), progress=False)
+    # other settings would replace the folder's images: refused, until asked for
+    with pytest.raises(ValueError, match=r"strength: folder 1, this run 2\); add --overwrite"):
+        precompute(image_folder, dst, jndplug.JNDTarget(unet, strength=2.0), progress=False)
+    assert read_manifest(dst)["settings"]["strength"] == 1.0
+    stronger = precompute(image_folder, dst, jndplug.JNDTarget(unet, strength=2.0), progress=False, overwrite=True)
     assert len(stronger.written) == 3
     assert read_manifest(dst)["settings"]["strength"] == 2.0
 
@@ -184,3 +188,78 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         os.umask(old)
     # not mkstemp's private 0600: a shared weights file or dataset must be readable by others
     assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
+
+
+def test_precompute_rerun_with_other_settings_is_refused_and_overwrite_replaces(tmp_path, image_folder,
+                                                                              estimator_file, run_cli):
+    dst = tmp_path / "dst"
+    assert run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file).returncode == 0
+    before = {p: p.read_bytes() for p in dst.rglob("*.png")}
+    r = run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file, "--strength", "0.5",
+                "--kind", "jnd")
+    assert r.returncode == 1
+    message = r.stderr.strip()
+    assert message.startswith(f"jndplug precompute: error: {dst} holds JND images made with other settings")
+    assert "strength: folder 1, this run 0.5" in message and "kind: folder directed, this run jnd" in message
+    assert "--overwrite" in message and "another --out" in message and "Traceback" not in r.stderr
+    assert {p: p.read_bytes() for p in dst.rglob("*.png")} == before  # nothing rewritten
+    r = run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file, "--strength", "0.5",
+                "--kind", "jnd", "--overwrite")
+    assert r.returncode == 0 and "3 written" in r.stdout
+    assert read_manifest(dst)["settings"]["strength"] == 0.5
+
+
+def test_precompute_library_takes_a_spec(tmp_path, image_folder, estimator_file):
+    from jndplug.spec import TargetSpec
+
+    spec = TargetSpec(estimator=str(estimator_file), strength=0.5, kind="jnd")
+    report = precompute(image_folder, tmp_path / "dst", spec, device="cpu", progress=False)
+    assert len(report.written) == 3
+    assert TargetSpec.from_manifest(read_manifest(tmp_path / "dst")["settings"]).differences(
+        spec, compare_estimator=False) == []
+    with pytest.raises(TypeError, match="device and tile are for a TargetSpec"):
+        precompute(image_folder, tmp_path / "d2", jndplug.JNDTarget(estimator_file), device="cpu")
+
+
+def test_precompute_of_a_file_points_to_infer(tmp_path, image_folder, estimator_file, run_cli):
+    r = run_cli("precompute", image_folder / "a.png", "--out", tmp_path / "d", "--estimator", estimator_file)
+    assert r.returncode == 1
+    assert "precompute takes a folder; for one file use `jndplug infer" in r.stderr
+    assert "not found" not in r.stderr and not (tmp_path / "d").exists()
+
+
+def test_precompute_progress_names_the_rank_only_under_torchrun(tmp_path, image_folder, unet, capsys):
+    precompute(image_folder, tmp_path / "one", jndplug.JNDTarget(unet), progress=True)
+    err = capsys.readouterr().err
+    assert "precompute:" in err and "rank" not in err
+    precompute(image_folder, tmp_path / "two", jndplug.JNDTarget(unet), progress=True, rank=1, world_size=2)
+    assert "precompute (rank 1/2)" in capsys.readouterr().err
+
+
+def test_infer_into_a_folder_given_with_a_slash(tmp_path, image_folder, estimator_file, run_cli):
+    out = tmp_path / "inf2"
+    r = run_cli("infer", image_folder / "a.png", "--out", f"{out}/", "--estimator", estimator_file)
+    assert r.returncode == 0, r.stderr
+    assert read_image(out / "a.png").shape == read_image(image_folder / "a.png").shape
+    r = run_cli("infer", image_folder / "a.png", "--out", tmp_path / "noext", "--estimator", estimator_file)
+    assert r.returncode == 1 and "--out" in r.stderr and "image file name (.png" in r.stderr
+    assert "a folder ending in /" in r.stderr and not (tmp_path / "noext").exists()
+
+
+def test_infer_map_draws_the_jnd_bound(tmp_path, image_folder, estimator_file, run_cli):
+    from jndplug.viz import heatmap_array
+
+    r = run_cli("infer", image_folder / "a.png", "--out", tmp_path / "one.png", "--estimator", estimator_file, "--map")
+    assert r.returncode == 0, r.stderr
+    assert "JND bound map" in r.stdout
+    x = jndplug.to_tensor(read_image(image_folder / "a.png"))
+    bound = jndplug.JNDTarget(estimator_file).jnd_map(x)
+    assert np.array_equal(read_image(tmp_path / "one_jndmap.png"), heatmap_array(bound))
+    assert "JND bound" in run_cli("infer", "--help").stdout
+
+
+def test_infer_warnings_are_one_line_each(tmp_path, estimator_file, run_cli):
+    Image.fromarray(make_image(40, 40)[..., 0]).save(tmp_path / "gray.png")
+    r = run_cli("infer", tmp_path / "gray.png", "--out", tmp_path / "o.png", "--estimator", estimator_file)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"warning: {tmp_path / 'gray.png'}: grayscale (L) converted to RGB"
