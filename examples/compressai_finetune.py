@@ -19,7 +19,7 @@ import jndplug
 from jndplug.imageio import array_to_tensor, list_images, read_image
 from jndplug.integrations.compressai import build_model, default_lambda, load_weights, read_checkpoint, state_dict_of
 from jndplug.integrations.compressai.evaluate import evaluate_image
-from jndplug.integrations.compressai.train import make_optimizers, train_step
+from jndplug.integrations.compressai.steps import make_optimizers, train_step
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--train", required=True, help="folder of training photographs")
@@ -28,7 +28,7 @@ parser.add_argument("--estimator", default="default", help="JND estimator: pretr
 parser.add_argument("--checkpoint", help="CompressAI weights to start from (the zoo cannot download here)")
 parser.add_argument("--steps", type=int, default=200)
 parser.add_argument("--batch", type=int, default=8)
-parser.add_argument("--crop", type=int, default=256)
+parser.add_argument("--patch", type=int, default=256, help="training crop side")
 parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 args = parser.parse_args()
 
@@ -63,7 +63,7 @@ def random_crops(n: int, size: int) -> torch.Tensor:
 
 model.train()
 for step in range(args.steps):
-    x = random_crops(args.batch, args.crop)
+    x = random_crops(args.batch, args.patch)
     jnd = target(x)  # <- the one change: the reconstruction is compared with the JND image of x
     losses = train_step(model, criterion, optimizers, x, jnd, clip_max_norm=1.0)
     if step % 20 == 0 or step == args.steps - 1:

@@ -13,6 +13,8 @@ from compressai.registry import MODELS
 from compressai.zoo import load_state_dict as rename_zoo_keys
 from compressai.zoo.image import cfgs as ZOO_CONFIGS
 
+from jndplug.errors import JNDPlugValueError
+
 # Lagrange multipliers of CompressAI's MSE-optimised zoo models, per quality (its documentation,
 # "Training" table); the rate-distortion loss is lmbda * 255^2 * MSE + bpp.
 MSE_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800}
@@ -34,7 +36,7 @@ ZOO_UNREACHABLE = (
 )
 
 
-class CodecError(ValueError):
+class CodecError(JNDPlugValueError):
     """Bad input for the CompressAI integration (unknown model, quality, checkpoint, image...)."""
 
 

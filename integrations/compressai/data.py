@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Sampler
 
 from jndplug.imageio import array_to_tensor, list_images, read_image
 from jndplug.precompute import read_manifest, settings_of
+from jndplug.spec import TargetSpec
 from jndplug.target import JNDTarget
 
 from jndplug.integrations.compressai.codec import CodecError
@@ -20,6 +21,9 @@ def split_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     """Training and test images: ``root/train`` and ``root/test`` when ``root/train`` exists (the
     layout of CompressAI's ImageFolder), otherwise every image under ``root`` and no test set."""
     root = Path(root)
+    if root.is_file():
+        raise CodecError(f"--dataset {root} is a file; it must be a folder of training images (or a folder with "
+                         "train/ and test/ sub-folders): put the image in a folder and give that")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
     if (root / "train").is_dir():
@@ -44,25 +48,31 @@ def check_sizes(files: list[Path], patch: int) -> None:
             small.append(f"{path} ({h}x{w})")
     if small:
         raise CodecError(f"{len(small)} image(s) smaller than the {patch}x{patch} training crop "
-                         f"(--patch-size): {', '.join(small[:5])}{', ...' if len(small) > 5 else ''}")
+                         f"(--patch): {', '.join(small[:5])}{', ...' if len(small) > 5 else ''}")
 
 
 def check_offline(root: Path, jnd_root: Path, files: list[Path], target: JNDTarget) -> None:
-    """Refuse a precomputed folder made with other settings or missing some of the images."""
+    """Refuse a precomputed folder made with other settings or missing some of the images; the error
+    gives the ``jndplug precompute`` command that makes a matching one."""
     manifest = read_manifest(jnd_root)
-    expected = settings_of(target)
-    differ = [k for k in sorted(set(expected) | set(manifest["settings"]))
-              if manifest["settings"].get(k) != expected.get(k)]
-    if differ:
-        detail = ", ".join(f"{k}: folder {manifest['settings'].get(k)!r} vs configured {expected.get(k)!r}"
-                           for k in differ)
-        raise CodecError(f"{jnd_root} was precomputed with other JND settings ({detail}); rerun "
-                         f"`jndplug precompute {root} --out {jnd_root}` with the same estimator and strength")
+    have, spec = manifest["settings"], target.spec
+    details = [f"{name} {theirs!r} there, {mine!r} configured"
+               for name, mine, theirs in spec.differences(TargetSpec.from_manifest(have), compare_estimator=False)]
+    # the fingerprint (architecture, config, weights) identifies the estimator; its file name may differ
+    if have.get("estimator_fingerprint") != settings_of(target)["estimator_fingerprint"]:
+        details.insert(0, f"estimator {manifest.get('weights_file') or have.get('arch')!r} there, "
+                          f"{spec.to_mapping()['estimator']!r} configured (another estimator)")
+    command = f"jndplug precompute {root} --out NEW_DIR {spec.flags()}"
+    if details:
+        raise CodecError(f"{jnd_root} was precomputed with other JND settings ({'; '.join(details)}); configured: "
+                         f"{spec.describe()}. Make a folder with these settings: `{command}`, then give "
+                         "--jnd-offline-dir NEW_DIR")
     missing = [rel for rel in (p.relative_to(root).as_posix() for p in files)
                if rel not in manifest["files"] or not (jnd_root / rel).is_file()]
     if missing:
         raise CodecError(f"{len(missing)} image(s) have no JND image in {jnd_root} ({', '.join(missing[:5])}"
-                         f"{', ...' if len(missing) > 5 else ''}); run `jndplug precompute {root} --out {jnd_root}`")
+                         f"{', ...' if len(missing) > 5 else ''}); complete it with "
+                         f"`jndplug precompute {root} --out {jnd_root} {spec.flags()}`")
 
 
 class CropDataset(Dataset):

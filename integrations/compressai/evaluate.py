@@ -1,4 +1,5 @@
-"""``python -m jndplug.integrations.compressai.evaluate DIR --checkpoint FILE --out OUT``: real entropy coding.
+"""Real entropy coding of a trained codec: ``evaluate(EvalSettings(dataset, checkpoint, out))``, or
+``python -m jndplug.integrations.compressai.evaluate DIR --checkpoint FILE --out OUT`` (``cli.py``).
 
 Every image under DIR is padded (centred, with zeros, as CompressAI's ``eval_model`` does) to a
 multiple of the model's downsampling factor, entropy-coded with ``model.compress`` after
@@ -15,12 +16,12 @@ reconstructions.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import struct
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,67 +33,56 @@ from tqdm import tqdm
 
 from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, list_images, read_image, tensor_to_array,
                              write_image)
-from jndplug.pixels import MS_SSIM_MIN_SIDE
+from jndplug.pixels import MS_SSIM_MIN_SIDE, psnr
 from jndplug.viz import save_figure
 
-from jndplug.integrations.compressai.codec import (MODEL_NAMES, ZOO_UNREACHABLE, CodecError, downsampling_factor,
-                                                   load_codec)
+from jndplug.integrations.compressai.codec import CodecError, downsampling_factor, load_codec
 
 FORMAT = "jndplug-compressai-eval/1"
 BITSTREAM_MAGIC = b"JNDPLUG-CAI1"
-# pytorch_msssim's five scales with an 11-pixel window need the smaller side above 160 pixels
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jndplug.integrations.compressai.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", help="folder of images (searched recursively) or one image file")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint of the train command or a CompressAI .pth.tar")
-    p.add_argument("--model", help=f"needed for CompressAI's own files: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--quality", type=int, help="needed for CompressAI's own files")
-    p.add_argument("--pretrained", action="store_true", help="refused: the zoo download is not reachable")
-    p.add_argument("--out", required=True, help="folder for the JSON results and the RD plot")
-    p.add_argument("--label", help="curve name in the RD plot (default: MODEL-jnd / MODEL-original / MODEL)")
-    p.add_argument("--device", default="cpu", help="entropy coding itself always runs on the CPU")
-    p.add_argument("--save-bitstreams", action="store_true", help="write OUT/bitstreams/LABEL-qQ/*.jndc")
-    p.add_argument("--save-reconstructions", action="store_true", help="write OUT/reconstructions/LABEL-qQ/*.png")
-    return p
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to evaluate: ``dataset`` (a folder, searched recursively, or one image file), the
+    ``checkpoint`` (``model``/``quality`` needed only for CompressAI's own files), the ``out`` folder,
+    the curve ``label`` in the RD plot (default MODEL-jnd / MODEL-original / MODEL)."""
+
+    dataset: str
+    checkpoint: str
+    out: str
+    model: str | None = None
+    quality: int | None = None
+    label: str | None = None
+    device: str = "cpu"  # of the network; entropy coding itself always runs on the CPU
+    save_bitstreams: bool = False
+    save_reconstructions: bool = False
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except (CodecError, FileNotFoundError, ImageReadError) as exc:
-        sys.exit(f"error: {exc}")
-
-
-def evaluate(args: argparse.Namespace) -> Path:
-    """Evaluate as the command line says; returns the path of the result JSON."""
-    if args.pretrained:
-        raise CodecError(ZOO_UNREACHABLE)
-    model, name, quality, checkpoint = load_codec(args.checkpoint, args.model, args.quality)
-    model.to(args.device)
-    label = args.label or _default_label(name, checkpoint)
-    root = Path(args.dataset)
+def evaluate(s: EvalSettings) -> Path:
+    """Code every image, write the result JSON and redraw the RD plot; returns the path of the JSON."""
+    model, name, quality, checkpoint = load_codec(s.checkpoint, s.model, s.quality)
+    model.to(s.device)
+    label = s.label or _default_label(name, checkpoint)
+    root = Path(s.dataset)
     files = list_images(root)
     if not files:
         raise CodecError(f"no images found under {root}")
-    out = Path(args.out)
+    out = Path(s.out)
     run = f"{label}-q{quality}"
     records = []
     for path in tqdm(files, desc=f"{name} q{quality}", unit="img"):
         rel = path.relative_to(root) if root.is_dir() else Path(path.name)
         record, bitstream, reconstruction = evaluate_image(model, read_image(path), str(rel))
         records.append(record)
-        if args.save_bitstreams:
+        if s.save_bitstreams:
             with atomic_write(out / "bitstreams" / run / rel.with_suffix(".jndc")) as f:
                 f.write(bitstream)
-        if args.save_reconstructions:
+        if s.save_reconstructions:
             write_image(out / "reconstructions" / run / rel.with_suffix(".png"), reconstruction)
     result = {"format": FORMAT, "label": label, "model": name, "quality": quality,
-              "lmbda": checkpoint.get("lmbda"), "jnd": checkpoint.get("jnd"), "checkpoint": str(args.checkpoint),
-              "dataset": str(root), "device": str(args.device), "mean": _means(records), "images": records}
+              "lmbda": checkpoint.get("lmbda"), "jnd": checkpoint.get("jnd"), "checkpoint": str(s.checkpoint),
+              "dataset": str(root), "device": str(s.device), "mean": _means(records), "images": records}
     json_path = out / f"{run}.json"
     with atomic_write(json_path, "w") as f:
         json.dump(result, f, indent=1)
@@ -143,8 +133,7 @@ def decode(model, strings, latent_shape, h: int, w: int) -> torch.Tensor:
 def metrics(original: torch.Tensor, reconstruction: torch.Tensor) -> dict:
     """Distortion of ``reconstruction`` against ``original`` ([3,H,W] in [0,1])."""
     a, b = original[None].double(), reconstruction[None].double()
-    mse = float((a - b).pow(2).mean())
-    result = {"psnr": 10 * math.log10(1 / mse) if mse > 0 else math.inf, "ms_ssim": None, "ms_ssim_db": None}
+    result = {"psnr": psnr(a, b), "ms_ssim": None, "ms_ssim_db": None}
     if min(a.shape[-2:]) >= MS_SSIM_MIN_SIDE:
         value = float(ms_ssim(a.float(), b.float(), data_range=1.0))
         result.update(ms_ssim=value, ms_ssim_db=-10 * math.log10(1 - value) if value < 1 else math.inf)
@@ -223,4 +212,6 @@ def _default_label(name: str, checkpoint: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from jndplug.integrations.compressai.cli import evaluate_main
+
+    evaluate_main()

@@ -121,6 +121,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build(channels) -> torch.nn.Module:
     try:
+        import jndplug.integrations.compressai  # noqa: F401  (imports compressai without its import-time warning)
         from compressai.registry import MODELS
     except ImportError as exc:
         raise BenchError(f"the codec benchmark needs CompressAI: pip install 'jndplug[compressai]' ({exc})") from None

@@ -23,11 +23,12 @@ from jndplug.cli import build_parser as cli_parser  # noqa: E402
 from jndplug.imageio import array_to_tensor, read_image, tensor_to_array  # noqa: E402
 from jndplug.integrations.compressai import (CodecError, build_model, load_codec, load_weights,  # noqa: E402
                                             state_dict_of)
-from jndplug.integrations.compressai.evaluate import (build_parser as eval_parser, decode, encode,  # noqa: E402
-                                                      evaluate, metrics, unpack_bitstream)
-from jndplug.integrations.compressai.train import (build_parser as train_parser, make_optimizers,  # noqa: E402
-                                                   train, train_step)
+from jndplug.integrations.compressai.cli import evaluate_settings, train_settings  # noqa: E402
+from jndplug.integrations.compressai.evaluate import decode, encode, evaluate, metrics, unpack_bitstream  # noqa: E402
+from jndplug.integrations.compressai.steps import make_optimizers, train_step  # noqa: E402
+from jndplug.integrations.compressai.train import TrainSettings, train  # noqa: E402
 from jndplug.precompute import precompute, settings_of  # noqa: E402
+from jndplug.spec import TargetSpec, TargetSpecError  # noqa: E402
 
 
 PATCH = 32  # training crops: the smallest multiple of bmshj2018-factorized's downsampling factor, x2
@@ -50,11 +51,10 @@ def data(tmp_path_factory):
 
 
 def _train(tmp, data, *extra, steps=2):
-    args = train_parser().parse_args(
-        ["--model", "bmshj2018-factorized", "--quality", "1", "--dataset", str(data), "--patch-size", str(PATCH),
-         "--batch-size", "2", "--test-batch-size", "2", "--num-workers", "0", "--device", "cpu",
-         "--max-steps", str(steps), "--save-dir", str(tmp), *map(str, extra)])
-    return train(args)
+    return train(train_settings(
+        ["--model", "bmshj2018-factorized", "--quality", "1", "--dataset", str(data), "--patch", str(PATCH),
+         "--batch", "2", "--test-batch", "2", "--workers", "0", "--device", "cpu",
+         "--max-steps", str(steps), "--out", str(tmp), *map(str, extra)]))
 
 
 class _Spy:
@@ -137,14 +137,22 @@ def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, da
         assert torch.equal(y, jnd[:, top:top + PATCH, left:left + PATCH])
         assert not torch.equal(y, x)
 
-    # a folder precomputed with another strength is refused, naming the difference
-    with pytest.raises(CodecError, match="strength: folder 1.0 vs configured 0.5") as err:
+    # a folder precomputed with other settings is refused, naming only the differing values and the
+    # configured ones, and the precompute command that makes a matching folder
+    with pytest.raises(CodecError, match=r"\(strength 1\.0 there, 0\.5 configured\); configured: estimated JND "
+                                         r"image, estimator .*strength 0\.5") as err:
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
                "--jnd-kind", "jnd", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
-    # the command it gives to redo the folder is one the command line takes
-    command = str(err.value).split("rerun `jndplug ")[1].split("`")[0]
+    command = str(err.value).split("`jndplug ")[1].split("`")[0]
     args = cli_parser("precompute").parse_args(shlex.split(command))
-    assert (args.src, args.out) == (str(data), str(jnd_dir))
+    assert (args.src, args.out) == (str(data), "NEW_DIR")
+    assert TargetSpec.from_args(args) == TargetSpec(str(estimator_file), strength=0.5, kind="jnd")
+    # the default kind on a folder made with kind jnd: the kind is named, not the configured None
+    with pytest.raises(CodecError, match=r"\(kind 'jnd' there, 'directed' configured; gain None there, 1\.0 "
+                                         r"configured\)") as err:
+        _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file,
+               "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
+    assert "--kind directed --gain 1" in str(err.value)
     (jnd_dir / "train" / "img1.png").unlink()
     with pytest.raises(CodecError, match="no JND image .*train/img1.png"):
         _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
@@ -166,7 +174,7 @@ def test_resume_continues_exactly(tmp_path, data):
     assert (json.loads((tmp_path / "split" / "history.json").read_text())
             == json.loads((tmp_path / "straight" / "history.json").read_text()))
 
-    with pytest.raises(CodecError, match=r"other settings \(lmbda: 0.0018 vs now 0.01\)"):
+    with pytest.raises(CodecError, match=r"other settings \(lmbda: 0.0018 there, 0.01 now\)"):
         _train(tmp_path / "split", data, "--resume", "--lmbda", "0.01", steps=5)
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         _train(tmp_path / "nothing", data, "--resume")
@@ -219,9 +227,9 @@ def eval_images(tmp_path_factory):
 def test_evaluate_reports_real_bitstreams(tmp_path, online_run, eval_images):
     save_dir, _ = online_run
     out = tmp_path / "results"
-    args = eval_parser().parse_args([str(eval_images), "--checkpoint", str(save_dir / "model.pth.tar"),
-                                     "--out", str(out), "--save-bitstreams", "--save-reconstructions"])
-    result = json.loads(evaluate(args).read_text())
+    settings = evaluate_settings([str(eval_images), "--checkpoint", str(save_dir / "model.pth.tar"),
+                                  "--out", str(out), "--save-bitstreams", "--save-reconstructions"])
+    result = json.loads(evaluate(settings).read_text())
     assert result["label"] == "bmshj2018-factorized-jnd" and result["quality"] == 1
     records = {r["file"]: r for r in result["images"]}
     assert set(records) == {"big.png", "sub/odd.png"}
@@ -249,8 +257,8 @@ def test_evaluate_reports_real_bitstreams(tmp_path, online_run, eval_images):
     assert result["mean"]["ms_ssim"] is None  # undefined when one image is too small for it
 
     # a second curve in the same folder: the RD plot is redrawn from both results
-    evaluate(eval_parser().parse_args([str(eval_images / "big.png"), "--checkpoint", str(save_dir / "model.pth.tar"),
-                                       "--out", str(out), "--label", "again"]))
+    evaluate(evaluate_settings([str(eval_images / "big.png"), "--checkpoint", str(save_dir / "model.pth.tar"),
+                                "--out", str(out), "--label", "again"]))
     assert sorted(p.name for p in out.glob("*.json")) == ["again-q1.json", "bmshj2018-factorized-jnd-q1.json"]
     with Image.open(out / "rd.png") as im:
         assert im.format == "PNG" and im.width > 300
@@ -266,11 +274,11 @@ def test_bad_input_is_explained(tmp_path, data, online_run, estimator_file):
         _train(tmp_path, data, "--model", "cheng2020-anchor", "--quality", "7")
     with pytest.raises(CodecError, match="zoo.*not reachable.*--checkpoint FILE"):
         _train(tmp_path, data, "--pretrained")
-    with pytest.raises(CodecError, match="--patch-size 40 must be a multiple of 16"):
-        _train(tmp_path, data, "--patch-size", "40")
+    with pytest.raises(CodecError, match="--patch 40 must be a multiple of 16"):
+        _train(tmp_path, data, "--patch", "40")
     with pytest.raises(CodecError, match=r"smaller than the 96x96 training crop.*img0.png \(80x96\)"):
-        _train(tmp_path, data, "--patch-size", "96")
-    with pytest.raises(CodecError, match="strength must be a finite number >= 0"):
+        _train(tmp_path, data, "--patch", "96")
+    with pytest.raises(TargetSpecError, match="--jnd-strength: must be a finite number >= 0"):
         _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "-1")
     with pytest.raises(CodecError, match="needs --jnd-offline-dir"):
         _train(tmp_path, data, "--jnd-target", "--jnd-mode", "offline")
@@ -298,16 +306,17 @@ def test_bad_input_is_explained(tmp_path, data, online_run, estimator_file):
     # an image smaller than the downsampling factor, in evaluation
     _save(tmp_path / "tiny" / "tiny.png", make_image(12, 40, seed=50))
     with pytest.raises(CodecError, match="tiny.png is 12x40, smaller than 16x16"):
-        evaluate(eval_parser().parse_args([str(tmp_path / "tiny"), "--checkpoint", str(save_dir / "model.pth.tar"),
-                                           "--out", str(tmp_path / "o")]))
+        evaluate(evaluate_settings([str(tmp_path / "tiny"), "--checkpoint", str(save_dir / "model.pth.tar"),
+                                    "--out", str(tmp_path / "o")]))
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--jnd-strength", "0.5"], "--jnd-strength without --jnd-target would be ignored"),
-    (["--jnd-estimator", "x.safetensors", "--jnd-sur", "0.9"], "--jnd-sur, --jnd-estimator without --jnd-target"),
+    (["--jnd-estimator", "x.safetensors", "--jnd-sur", "0.9"], "--jnd-estimator, --jnd-sur without --jnd-target"),
     (["--jnd-mode", "offline"], "--jnd-mode without --jnd-target"),
-    (["--jnd-tolerant", "--jnd-strength", "0.5"], "--jnd-strength only apply to --jnd-target"),
-    (["--jnd-target", "--jnd-tolerance-scale", "2"], "--jnd-tolerance-scale only applies to --jnd-tolerant"),
+    (["--jnd-tolerant", "--jnd-strength", "0.5"], "--jnd-strength applies to --jnd-target only"),
+    (["--jnd-tolerant", "--jnd-strength", "0.5", "--jnd-kind", "jnd"], "--jnd-strength, --jnd-kind apply to --jnd-target only"),
+    (["--jnd-target", "--jnd-tolerance-scale", "2"], "--jnd-tolerance-scale applies to --jnd-tolerant only"),
 ])
 def test_jnd_flags_that_would_be_ignored_are_refused(tmp_path, data, extra, message):
     with pytest.raises(CodecError, match=re.escape(message)):
@@ -330,7 +339,7 @@ def test_max_steps_mid_epoch_writes_history_and_a_summary(tmp_path, data, capsys
 def test_command_line_errors_are_one_line(tmp_path, data):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([PYTHON, "-m", "jndplug.integrations.compressai.train", "--model", "cheng2020-anchor",
-                           "--quality", "8", "--dataset", str(data), "--save-dir", str(tmp_path)],
+                           "--quality", "8", "--dataset", str(data), "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -342,7 +351,7 @@ def test_example_runs(tmp_path, data, estimator_file):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     example = Path(__file__).resolve().parents[2] / "examples" / "compressai_finetune.py"
     proc = subprocess.run([PYTHON, str(example), "--train", str(data / "train"), "--eval", str(tmp_path / "eval"),
-                           "--estimator", str(estimator_file), "--steps", "1", "--batch", "1", "--crop", "64",
+                           "--estimator", str(estimator_file), "--steps", "1", "--batch", "1", "--patch", "64",
                            "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "step 0: loss" in proc.stdout and "e.png:" in proc.stdout and "bpp, PSNR" in proc.stdout
@@ -368,3 +377,58 @@ def test_jnd_tolerant_distortion(tmp_path, data, estimator_file):
     assert (tmp_path / "tol" / "checkpoint.pth.tar").is_file()
     with pytest.raises(CodecError, match="alternatives"):
         _train(tmp_path / "both", data, "--jnd-tolerant", "--jnd-target", "--jnd-estimator", estimator_file)
+
+
+def test_header_logs_the_resolved_target(tmp_path, data, estimator_file, capsys):
+    _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, steps=1)
+    err = capsys.readouterr().err
+    spec = TargetSpec(str(estimator_file))
+    # the kind, the effective gain and the SUR, as the spec resolves them; never "gain default"
+    assert f"target: {spec.describe()}, computed online" in err
+    assert "directed JND image (gain 1)" in err and "SUR " in err and "gain default" not in err
+
+
+def test_a_rerun_into_a_previous_run_needs_resume_or_overwrite(tmp_path, data):
+    _train(tmp_path, data, steps=1)
+    before = (tmp_path / "checkpoint.pth.tar").read_bytes()
+    with pytest.raises(CodecError, match=r"holds a previous run \(checkpoint.pth.tar, history.json\): add --resume "
+                                         r"to continue it, choose another --out, or add --overwrite"):
+        _train(tmp_path, data, steps=1)
+    assert (tmp_path / "checkpoint.pth.tar").read_bytes() == before  # nothing replaced
+    _train(tmp_path, data, "--overwrite", steps=1)
+
+
+def test_offline_dir_and_mode_go_together(tmp_path, data, estimator_file):
+    with pytest.raises(CodecError, match=r"--jnd-offline-dir .* is read only in offline mode: add --jnd-mode offline"):
+        _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-offline-dir", tmp_path)
+    with pytest.raises(CodecError, match="--jnd-mode offline needs --jnd-offline-dir"):
+        _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-mode", "offline")
+
+
+def test_dataset_that_is_a_file_is_named_as_such(tmp_path, data):
+    with pytest.raises(CodecError, match="img0.png is a file; it must be a folder"):
+        _train(tmp_path, data / "train" / "img0.png")
+
+
+def test_resume_mismatch_names_only_the_differing_keys(tmp_path, data, estimator_file):
+    _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, steps=1)
+    with pytest.raises(CodecError, match=r"other settings \(jnd\.strength: 1\.0 there, 0\.5 now\)") as err:
+        _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
+               "--resume", steps=2)
+    assert "fingerprint" not in str(err.value) and "{" not in str(err.value)
+
+
+def test_training_is_callable_from_python(tmp_path, data, estimator_file):
+    spec = TargetSpec(str(estimator_file), kind="jnd")
+    out = train(TrainSettings("bmshj2018-factorized", 1, str(data), out=str(tmp_path), jnd=spec, patch=PATCH,
+                              batch=2, test_batch=2, workers=0, device="cpu", max_steps=1))
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["jnd"]["kind"] == "jnd" and ckpt["settings"]["jnd"]["kind"] == "jnd"
+
+
+def test_help_ends_without_a_warning():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([PYTHON, "-m", "jndplug.integrations.compressai.train", "--help"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "--jnd-kind" in proc.stdout and "--jnd-gain" in proc.stdout
+    assert proc.stderr == ""
