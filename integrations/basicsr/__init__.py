@@ -5,7 +5,8 @@ Importing this module (first, before ``basicsr`` or a BasicSR-based package such
 
 1. makes ``basicsr==1.4.2`` importable with current torchvision (see :mod:`jndplug.basicsr_compat`);
 2. hooks three names in ``basicsr.train``, which ``train_pipeline`` looks up at call time:
-   ``parse_options`` (the ``jnd_target`` block is checked at start-up),
+   ``parse_options`` (the ``jnd_target`` block is checked at start-up, a block BasicSR would ignore
+   is flagged, and the VGG weights of a perceptual loss are fetched or named),
    ``build_model`` (in online mode the model's ``optimize_parameters`` is wrapped by
    :func:`wrap_model`) and ``load_resume_state`` (resuming also works on CPU).
 
@@ -17,6 +18,7 @@ See docs/basicsr.md.
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 
@@ -30,8 +32,8 @@ from basicsr.utils import get_root_logger  # noqa: E402
 
 from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
 
-from jndplug.integrations.basicsr.options import (JNDOptionError, check_options, describe_target,  # noqa: E402
-                                                  make_target)
+from jndplug.integrations.basicsr.options import (JNDOptionError, check_options, check_vgg_weights,  # noqa: E402
+                                                  make_target, misplaced_blocks, misplaced_message)
 from jndplug.losses import JNDTolerantLoss  # noqa: E402
 from jndplug.target import JNDTarget  # noqa: E402
 
@@ -40,6 +42,10 @@ from jndplug.target import JNDTarget  # noqa: E402
 LOSS_REGISTRY.register(JNDTolerantLoss)
 
 __all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
+
+# What start-up does with a block BasicSR would ignore (`jnd_targets:`, `train: {jnd_target: ...}`):
+# "warn" in anyone's train.py, "error" in jndplug's launcher (python -m jndplug.integrations.basicsr.train).
+on_misplaced_block = "warn"
 
 # Model attributes holding training targets: `gt`, and the unsharp-masked copy that Real-ESRGAN
 # style models compute in feed_data and use for their pixel, perceptual and GAN losses.
@@ -76,7 +82,7 @@ def wrap_model(model, target: JNDTarget, report_steps: int = 10):
                     get_root_logger().info(
                         f"jndplug: JND targets over the first {report_steps} steps: mean PSNR "
                         f"{torch.stack(psnrs).mean().item():.2f} dB against the ground truth "
-                        f"({describe_target(target)})")
+                        f"({target.describe()})")
             setattr(model, name, jnd)
         try:
             return upstream(*args, **kwargs)
@@ -98,9 +104,17 @@ def _parse_options(upstream):
     @functools.wraps(upstream)
     def parse_options(root_path, is_train=True):
         opt, args = upstream(root_path, is_train)
+        misplaced = misplaced_blocks(opt)
+        if misplaced:
+            if on_misplaced_block == "error":
+                raise JNDOptionError(misplaced[0], misplaced_message(misplaced))
+            # BasicSR's logger is not set up yet (setting it up here would lose its log file)
+            print(f"jndplug: WARNING: {misplaced[0]}: {misplaced_message(misplaced)}", file=sys.stderr, flush=True)
+        if is_train:
+            check_vgg_weights(opt)
         cfg = check_options(opt)
         if cfg is not None:
-            opt["jnd_target"] = cfg  # defaults filled in, and logged by BasicSR with the other options
+            opt["jnd_target"] = cfg  # resolved values, logged by BasicSR with the other options
         return opt, args
 
     return parse_options
@@ -114,14 +128,12 @@ def _build_model(upstream):
         if not (cfg and cfg["enable"]):
             return model
         logger = get_root_logger()
-        # device=None: the estimator follows self.gt, i.e. this rank's GPU ('cuda:N') under torchrun
         target = make_target(cfg)
         if cfg["mode"] == "offline":
             logger.info(f"jndplug: offline JND targets, read from {opt['datasets']['train']['dataroot_gt']} "
-                        f"({describe_target(target, cfg['estimator'])})")
+                        f"({target.describe()})")
             return model
-        logger.info(f"jndplug: online JND targets for {type(model).__name__}: "
-                    f"{describe_target(target, cfg['estimator'])}")
+        logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target.describe()}")
         return wrap_model(model, target)
 
     return build_model

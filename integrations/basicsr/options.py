@@ -1,34 +1,33 @@
 """The ``jnd_target`` block of a BasicSR option file, checked when the options are parsed.
 
-Every problem is a :class:`JNDOptionError` whose message starts with the offending key, raised
-before BasicSR creates the experiment folder, datasets or networks.
+The block holds the adapter's own keys (``enable``, ``mode``, ``source_gt``) and a
+:class:`jndplug.spec.TargetSpec` (``estimator``, ``strength``, ``sur``, ``kind``, ``gain``), which
+validates its settings itself. Every problem is a :class:`JNDOptionError` whose message starts
+with the offending key, raised before BasicSR creates the experiment folder, datasets or networks.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import list_images
 from jndplug.precompute import MANIFEST, read_manifest, settings_of
-from jndplug.target import KINDS, JNDTarget
-from jndplug.weights import load_estimator
+from jndplug.spec import TargetSpec, TargetSpecError
+from jndplug.target import JNDTarget
 
-DEFAULTS = {
+# the adapter's keys; the target's settings are TargetSpec's fields
+ADAPTER_DEFAULTS = {
     "enable": True,        # the block's presence switches JND targets on; `enable: false` turns them off
-    "estimator": "default",
-    "strength": 1.0,
-    "sur": None,
     "mode": "online",
     "source_gt": None,     # offline only: the original GT folder given to `jndplug precompute SRC --out DST`
-    "kind": "directed",    # directed: the perception-directed JND image (docs/directed.md); jnd: the estimated one
-    "gain": None,          # directed only: its sharpening gain (default jndplug.directed.DEFAULT_GAIN)
 }
 MODES = ("online", "offline")
+BLOCK = "jnd_target"
 
 
-class JNDOptionError(ValueError):
+class JNDOptionError(JNDPlugValueError):
     """A bad ``jnd_target`` block, or options that do not fit it; ``key`` names the option."""
 
     def __init__(self, key: str, message: str):
@@ -39,48 +38,34 @@ class JNDOptionError(ValueError):
 def check_options(opt: dict) -> dict | None:
     """Validate ``opt['jnd_target']`` against the rest of the options.
 
-    Returns the block with defaults filled in, or ``None`` when there is none; an empty block
-    (``jnd_target:`` alone, which YAML reads as null) is present, so enabled with the defaults. When enabled, this
-    loads the estimator (so a missing file or a ``sur`` it cannot honour stops here) and checks
-    the datasets: validation must read the true ground truth, and in offline mode
-    ``datasets.train.dataroot_gt`` must be a complete precompute output made with these settings.
+    Returns the block with every setting resolved (defaults filled in, the directed image's gain
+    included), or ``None`` when there is none; an empty block (``jnd_target:`` alone, which YAML
+    reads as null) is present, so enabled with the defaults. When enabled, this loads the estimator
+    (so a missing file or a ``sur`` it cannot honour stops here) and checks the datasets: validation
+    must read the true ground truth, and in offline mode ``datasets.train.dataroot_gt`` must be a
+    complete precompute output made with these settings.
     """
-    if "jnd_target" not in opt:
+    if BLOCK not in opt:
         return None
-    block = opt["jnd_target"]
+    block = opt[BLOCK]
     if block is None:  # `jnd_target:` with nothing under it: the documented "presence switches it on"
         block = {}
     if not isinstance(block, dict):
-        raise JNDOptionError("jnd_target", f"must be a mapping such as {{enable: true, estimator: default}}, "
-                                           f"got {block!r}")
-    unknown = sorted(set(block) - set(DEFAULTS))
+        raise JNDOptionError(BLOCK, f"must be a mapping such as {{enable: true, estimator: default}}, got {block!r}")
+    known = [*ADAPTER_DEFAULTS, *TargetSpec.names()]
+    unknown = sorted(set(block) - set(known))
     if unknown:
-        raise JNDOptionError(f"jnd_target.{unknown[0]}", f"unknown key; known keys: {', '.join(DEFAULTS)}")
-    cfg = {**DEFAULTS, **block}
+        raise JNDOptionError(f"{BLOCK}.{unknown[0]}", f"unknown key; known keys: {', '.join(known)}")
+    cfg = {**ADAPTER_DEFAULTS, **{k: v for k, v in block.items() if k in ADAPTER_DEFAULTS}}
     if not isinstance(cfg["enable"], bool):
-        raise JNDOptionError("jnd_target.enable", f"must be true or false, got {cfg['enable']!r}")
+        raise JNDOptionError(f"{BLOCK}.enable", f"must be true or false, got {cfg['enable']!r}")
     if cfg["mode"] not in MODES:
-        raise JNDOptionError("jnd_target.mode", f"must be online or offline, got {cfg['mode']!r}")
-    cfg["strength"] = _number(cfg["strength"], "jnd_target.strength")
-    if not math.isfinite(cfg["strength"]) or cfg["strength"] < 0:
-        raise JNDOptionError("jnd_target.strength", f"must be a finite number >= 0, got {cfg['strength']}")
-    if cfg["sur"] is not None:
-        cfg["sur"] = _number(cfg["sur"], "jnd_target.sur")
-        if not 0.0 < cfg["sur"] <= 1.0:
-            raise JNDOptionError("jnd_target.sur", f"must be in (0, 1] or null, got {cfg['sur']}")
-    if not isinstance(cfg["estimator"], str):
-        raise JNDOptionError("jnd_target.estimator", f"must be a pretrained name or a .safetensors path, "
-                                                     f"got {cfg['estimator']!r}")
-    if cfg["kind"] not in KINDS:
-        raise JNDOptionError("jnd_target.kind", f"must be {' or '.join(KINDS)}, got {cfg['kind']!r}")
-    if cfg["gain"] is not None:
-        if cfg["kind"] != "directed":
-            raise JNDOptionError("jnd_target.gain", "is only used with kind: directed")
-        cfg["gain"] = _number(cfg["gain"], "jnd_target.gain")
-        if not math.isfinite(cfg["gain"]) or cfg["gain"] < 0:
-            raise JNDOptionError("jnd_target.gain", f"must be a finite number >= 0, got {cfg['gain']}")
+        raise JNDOptionError(f"{BLOCK}.mode", f"must be online or offline, got {cfg['mode']!r}")
     if cfg["source_gt"] is not None and cfg["mode"] != "offline":
-        raise JNDOptionError("jnd_target.source_gt", "is only used with mode: offline")
+        raise JNDOptionError(f"{BLOCK}.source_gt", "is only used with mode: offline")
+    spec = spec_of(block)
+    # resolved values, so that BasicSR's dump of the options shows what is trained on
+    cfg.update({k: v for k, v in spec.to_mapping().items() if not (k == "gain" and v is None)})
     if not cfg["enable"]:
         return cfg
 
@@ -101,37 +86,26 @@ def check_options(opt: dict) -> dict | None:
     return cfg
 
 
-def make_target(cfg: dict) -> JNDTarget:
-    """The JNDTarget described by a checked block; estimator errors name ``jnd_target.estimator``."""
+def spec_of(block: dict) -> TargetSpec:
+    """The :class:`TargetSpec` of a ``jnd_target`` block (its adapter keys left out)."""
     try:
-        model = load_estimator(cfg["estimator"])
+        return TargetSpec.from_mapping({k: v for k, v in block.items() if k not in ADAPTER_DEFAULTS},
+                                       where=f"{BLOCK}.")
+    except TargetSpecError as exc:
+        raise JNDOptionError(exc.key, str(exc)[len(exc.key) + 2:]) from None
+
+
+def make_target(cfg: dict) -> JNDTarget:
+    """The JNDTarget of a checked block; estimator errors name ``jnd_target.estimator``."""
+    spec = spec_of(cfg)
+    try:
+        # device=None: the estimator follows self.gt, i.e. this rank's GPU ('cuda:N') under torchrun
+        return JNDTarget.from_spec(spec)
+    except TargetSpecError as exc:  # the one setting an estimator can refuse: a sur it was not trained for
+        raise JNDOptionError(f"{BLOCK}.{exc.key}", f"estimator {spec.estimator!r} was not trained with SUR "
+                                                   "conditioning; use sur: null") from None
     except (FileNotFoundError, ValueError) as exc:
-        raise JNDOptionError("jnd_target.estimator", str(exc)) from None
-    if cfg["sur"] is not None and not model.accepts_sur:
-        raise JNDOptionError("jnd_target.sur", f"estimator {cfg['estimator']!r} was not trained with SUR "
-                                               "conditioning; use sur: null")
-    return JNDTarget(model, strength=cfg["strength"], sur=cfg["sur"], kind=cfg["kind"], gain=cfg["gain"])
-
-
-def describe_target(target: JNDTarget, estimator: str | None = None) -> str:
-    """The settings a JND target really uses, for the training log: the estimator by the name it
-    was given (``default``, a file) and its architecture, the strength, and the SUR in effect,
-    the estimator's own default when ``sur`` is unset."""
-    model, arch = target.model, target.arch_name
-    name = f"{estimator} ({arch})" if estimator is not None and str(estimator) != arch else arch
-    if not target.accepts_sur:
-        sur = "none (the estimator is not SUR-conditioned)"
-    elif target.sur is not None:
-        sur = f"{target.sur:g}"
-    else:
-        sur = f"{float(getattr(model, 'default_sur', float('nan'))):g} (the estimator's default; jnd_target.sur sets it)"
-    return f"estimator {name}, strength {target.strength:g}, SUR {sur}"
-
-
-def _number(value, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise JNDOptionError(key, f"must be a number, got {value!r}")
-    return float(value)
+        raise JNDOptionError(f"{BLOCK}.estimator", str(exc)) from None
 
 
 def _check_online(train: dict) -> None:
@@ -152,24 +126,22 @@ def _check_online(train: dict) -> None:
 def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
     src = cfg["source_gt"]
     if src is None:
-        raise JNDOptionError("jnd_target.source_gt", "mode: offline needs the original GT folder (SRC of "
-                                                     "`jndplug precompute SRC --out DST`) to check that DST is "
-                                                     "complete")
+        raise JNDOptionError(f"{BLOCK}.source_gt", "mode: offline needs the original GT folder (SRC of "
+                                                   "`jndplug precompute SRC --out DST`) to check that DST is "
+                                                   "complete")
     if not os.path.isdir(src):
-        raise JNDOptionError("jnd_target.source_gt", f"not a folder: {src}")
+        raise JNDOptionError(f"{BLOCK}.source_gt", f"not a folder: {src}")
     if not train.get("dataroot_lq"):
         # e.g. RealESRGANDataset: its inputs are degraded from the GT, which offline mode would replace
         raise JNDOptionError("datasets.train.dataroot_lq",
                              "offline mode needs a paired dataset; a dataset that synthesises its inputs from "
                              "the ground truth would degrade the JND image instead. Use mode: online")
     dst = train.get("dataroot_gt")
-    sur = f" --sur {cfg['sur']}" if cfg["sur"] is not None else ""
-    # the kind is always spelled out: precompute's default may differ from the one this folder needs
-    sur += f" --kind {cfg['kind']}" + (f" --gain {cfg['gain']}" if cfg["gain"] is not None else "")
+    spec = spec_of(cfg)
 
-    def redo(folder):
-        return f"run `jndplug precompute {src} --out {folder} --estimator {cfg['estimator']} " \
-               f"--strength {cfg['strength']}{sur}`"
+    def redo(folder, overwrite=False):
+        # every setting spelled out: precompute's defaults may differ from what this block needs
+        return f"run `jndplug precompute {src} --out {folder} {spec.flags()}{' --overwrite' if overwrite else ''}`"
 
     if not dst or Path(dst).resolve() == Path(src).resolve():
         raise JNDOptionError("datasets.train.dataroot_gt",
@@ -184,18 +156,14 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
     details = []
     # the fingerprint (architecture, config, weights) identifies the estimator; its file name may differ
     if have.get("estimator_fingerprint") != want["estimator_fingerprint"]:
-        configured = Path(str(cfg["estimator"])).name
-        details.append(f"jnd_target.estimator is {_describe(configured, want)} but the folder was made with "
+        configured = Path(str(spec.estimator)).name
+        details.append(f"{BLOCK}.estimator is {_describe(configured, want)} but the folder was made with "
                        f"{_describe(manifest.get('weights_file'), have)}")
-    for name in ("strength", "sur", "kind", "gain"):
-        # a manifest without kind/gain was made with the estimated JND image
-        default = "jnd" if name == "kind" else None
-        if have.get(name, default) != want.get(name, default):
-            details.append(f"jnd_target.{name} is {want.get(name, default)!r} but the folder was made with "
-                           f"{have.get(name, default)!r}")
+    for name, made, configured in TargetSpec.from_manifest(have).differences(spec, compare_estimator=False):
+        details.append(f"{BLOCK}.{name} is {configured!r} but the folder was made with {made!r}")
     if details:
         raise JNDOptionError("datasets.train.dataroot_gt",
-                             f"{dst} was made with other settings: {'; '.join(details)}; {redo(dst)}")
+                             f"{dst} was made with other settings: {'; '.join(details)}; {redo(dst, overwrite=True)}")
     missing = []
     for path in list_images(src):
         rel = path.relative_to(src).as_posix()
@@ -206,9 +174,86 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
         raise JNDOptionError("datasets.train.dataroot_gt",
                              f"{dst} lacks the JND image of {len(missing)} file(s) of jnd_target.source_gt "
                              f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); {redo(dst)} "
-                             "(it only does what is missing)")
+                             "(it does only what is missing)")
 
 
 def _describe(name: str | None, settings: dict) -> str:
     name = name or settings.get("arch")
     return f"{name} (fingerprint {str(settings.get('estimator_fingerprint'))[:12]})"
+
+
+# -- a block BasicSR would silently ignore ---------------------------------------------------------
+
+def misplaced_blocks(opt: dict) -> list[str]:
+    """Keys that look like a misspelt or misplaced ``jnd_target`` block (``jnd_targets``, ``jnd``,
+    ``train.jnd_target`` ...) in options without a top-level one: BasicSR ignores unknown keys, so
+    such a file trains the plain baseline."""
+    if BLOCK in opt:
+        return []
+    found = [key for key in opt if _looks_like_block(key)]
+    for parent, value in opt.items():  # one level down: `train: {jnd_target: ...}` and the like
+        if isinstance(value, dict):
+            found += [f"{parent}.{key}" for key in value if _looks_like_block(key)]
+    return found
+
+
+def misplaced_message(keys: list[str]) -> str:
+    return (f"no top-level {BLOCK} block, but {', '.join(keys)} looks like one: BasicSR ignores it and would train "
+            f"the plain baseline. Put the block at the top level, spelt `{BLOCK}:`, or remove "
+            f"{'it' if len(keys) == 1 else 'them'} to train without JND targets")
+
+
+def _looks_like_block(key) -> bool:
+    return isinstance(key, str) and ("jnd" in key.lower() or _edit_distance(key.lower(), BLOCK) <= 2)
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+# -- VGG weights of a perceptual loss, found before anything is written -----------------------------
+
+def check_vgg_weights(opt: dict, download=None) -> None:
+    """Make sure the VGG weights of BasicSR's ``PerceptualLoss`` are on disk before training starts.
+
+    BasicSR 1.4.2 (``basicsr/archs/vgg_arch.py``) loads ``VGG_PRETRAIN_PATH`` relative to the
+    working folder if it exists, else asks torchvision for the pretrained network, which downloads
+    it into torch's hub cache; without network that ends in a long traceback after the experiment
+    folder was made. Here the download is tried first (``download(url, path)``, default
+    ``torch.hub.download_url_to_file``), and a failure is one line naming the file and the fix.
+    """
+    for key, loss in (opt.get("train") or {}).items():
+        if not (isinstance(loss, dict) and loss.get("type") == "PerceptualLoss"):
+            continue
+        basicsr_path, cache_path, url = _vgg_paths(loss.get("vgg_type", "vgg19"))
+        if basicsr_path.is_file() or cache_path.is_file():
+            continue
+        try:
+            (download or _download)(url, cache_path)
+        except Exception as exc:  # noqa: BLE001  any failure to fetch it means the same fix
+            raise JNDOptionError(
+                f"train.{key}", f"the perceptual loss needs the VGG weights {cache_path.name}, which are neither at "
+                f"{basicsr_path.resolve()} (BasicSR's path) nor at {cache_path} (torchvision's cache) and could not "
+                f"be downloaded ({exc}); download {url} to one of them") from None
+
+
+def _vgg_paths(vgg_type: str) -> tuple[Path, Path, str]:
+    import torch
+    import torchvision.models
+    from basicsr.archs.vgg_arch import VGG_PRETRAIN_PATH
+
+    # what `torchvision.models.<vgg_type>(pretrained=True)` fetches, and where it keeps it
+    url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url
+    return Path(VGG_PRETRAIN_PATH), Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def _download(url: str, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(path))

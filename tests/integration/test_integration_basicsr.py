@@ -319,7 +319,7 @@ def test_resume_with_the_train_module(tmp_path, monkeypatch, data, estimator_fil
     assert run.returncode == 0, log[-3000:]
     assert "Resuming training from epoch: 0, iter: 2." in log
     assert f"Loading EDSR model from {exp / 'models' / 'net_g_2.pth'}" in log
-    assert "jndplug: online JND targets for SRModel" in log
+    assert "jndplug: online JND targets for SRModel: estimated JND image, estimator " in log
     assert "iter:       3" in log and "iter:       4" in log
     assert (exp / "training_states" / "4.state").is_file() and (exp / "models" / "net_g_4.pth").is_file()
 
@@ -442,14 +442,17 @@ def test_wrap_model_swaps_every_target_only_during_the_step(shape, estimator_fil
     assert model.gt is gt and model.gt_usm is gt_usm  # restored, even when the step raises
 
 
-def test_log_names_the_estimator_and_the_sur_in_effect(estimator_file):
-    from jndplug.integrations.basicsr.options import describe_target
+def test_log_names_the_kind_gain_estimator_and_the_sur_in_effect(data, estimator_file):
+    from jndplug.integrations.basicsr.options import make_target
 
-    shipped = describe_target(jndplug.JNDTarget("default"), "default")
-    assert shipped.startswith("estimator default (unet), strength 1")
-    assert "SUR 0.75 (the estimator's default" in shipped  # sur unset: the model's own default, shown
-    assert "SUR 0.9," not in shipped and describe_target(jndplug.JNDTarget("default", sur=0.9)).endswith("SUR 0.9")
-    assert "SUR none" in describe_target(jndplug.JNDTarget(estimator_file), str(estimator_file))
+    # the block's target, as the online, offline and 10-step log lines describe it
+    shipped = make_target(check_options(make_opt(data, "x", {})))
+    line = shipped.describe()
+    assert line.startswith("estimated JND image, estimator default (unet), strength 1")  # make_opt: kind jnd
+    assert "SUR 0.75 (the estimator's default" in line  # sur unset: the model's own default, shown
+    directed = make_target(check_options({"jnd_target": {"sur": 0.9}})).describe()
+    assert directed.startswith("directed JND image (gain 1), estimator default (unet)") and directed.endswith("SUR 0.9")
+    assert "SUR none" in jndplug.JNDTarget(estimator_file).describe()
 
 
 def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
@@ -488,7 +491,7 @@ def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
     assert len(lines) == 1  # one line, after the third step
     assert lines[0].startswith("jndplug: JND targets over the first 3 steps: mean PSNR ")
     assert f"{np.mean(expected):.2f} dB against the ground truth" in lines[0]
-    assert "strength 3, SUR none" in lines[0]
+    assert "(directed JND image (gain 1), estimator " in lines[0] and "strength 3, SUR none" in lines[0]
 
 
 def load_options(path):
@@ -522,8 +525,10 @@ def test_an_empty_block_switches_jnd_on_with_the_defaults():
     opt = yaml.load("name: x\njnd_target:\n", Loader=ordered_yaml()[0])
     assert opt["jnd_target"] is None  # what YAML makes of the bare line
     cfg = check_options(opt)
+    # every setting resolved, so that BasicSR's dump of the options shows what is trained on
     assert cfg == {"enable": True, "estimator": "default", "strength": 1.0, "sur": None, "mode": "online",
-                   "source_gt": None, "kind": "directed", "gain": None}
+                   "source_gt": None, "kind": "directed", "gain": 1.0}
+    assert "gain" not in check_options({"jnd_target": {"kind": "jnd"}})  # no gain: the kind has none
     assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None
 
 
@@ -590,3 +595,81 @@ def test_torchrun_launcher_pytorch(backend, tmp_path, data, jnd_truth, estimator
     assert f"world_size: {nproc}" in train_log
     assert "jndplug: online JND targets for SRModel" in train_log
     assert "Validation tiny_val" in train_log  # on rank 0, against the true GT (see the test above)
+
+
+MISPLACED = {
+    "plural": lambda block: {"jnd_targets": block},
+    "short": lambda block: {"jnd": block},
+    "misspelt": lambda block: {"jnd_taget": block},
+    "under train": lambda block: {"train": {"jnd_target": block}},
+}
+
+
+@pytest.mark.parametrize("case", list(MISPLACED))
+def test_launcher_refuses_a_block_basicsr_would_ignore(case, tmp_path, monkeypatch, data, estimator_file):
+    from jndplug.integrations.basicsr.train import main
+
+    opt = make_opt(data, "misplaced", total_iter=1, val=False)
+    for key, value in MISPLACED[case]({"estimator": str(estimator_file)}).items():
+        opt[key] = {**opt[key], **value} if key in opt else value
+    yml = write_opt(tmp_path / "misplaced.yml", opt)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train", "-opt", str(yml)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    message = str(exit_.value.code)
+    key = {"plural": "jnd_targets", "short": "jnd", "misspelt": "jnd_taget", "under train": "train.jnd_target"}[case]
+    assert message.startswith(f"error: {key}: no top-level jnd_target block, but {key} looks like one")
+    assert "plain baseline" in message
+    assert not (tmp_path / "experiments").exists()  # stopped before BasicSR created anything
+
+
+def test_hook_warns_about_a_block_basicsr_would_ignore(tmp_path, monkeypatch, data, capsys):
+    opt = make_opt(data, "warned")
+    opt["train"]["jnd_target"] = {"strength": 0.5}
+    yml = write_opt(tmp_path / "warned.yml", opt)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(yml)])
+    parsed, _ = basicsr.train.parse_options(str(tmp_path), is_train=True)  # the hooked one, as train_pipeline calls it
+    assert "jnd_target" not in parsed
+    assert "jndplug: WARNING: train.jnd_target: no top-level jnd_target block" in capsys.readouterr().err
+    # a JND-tolerant pixel loss names `jnd` one level further down: not a block
+    opt = make_opt(data, "tolerant")
+    opt["train"]["pixel_opt"] = {"type": "JNDTolerantLoss", "jnd": "default", "loss_weight": 1.0}
+    monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(write_opt(tmp_path / "tolerant.yml", opt))])
+    basicsr.train.parse_options(str(tmp_path), is_train=True)
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_missing_vgg_weights_stop_before_anything_is_written(tmp_path, monkeypatch, data, estimator_file):
+    from urllib.error import URLError
+
+    from jndplug.integrations.basicsr import options
+    from jndplug.integrations.basicsr.train import main
+
+    opt = make_opt(data, "esrgan_vgg", {"estimator": str(estimator_file)}, gan=True, total_iter=1, val=False)
+    # BasicSR's own ESRGAN template's perceptual loss
+    opt["train"]["perceptual_opt"] = {"type": "PerceptualLoss", "layer_weights": {"conv5_4": 1},
+                                      "vgg_type": "vgg19", "use_input_norm": True, "range_norm": False,
+                                      "perceptual_weight": 1.0, "style_weight": 0, "criterion": "l1"}
+    yml = write_opt(tmp_path / "vgg.yml", opt)
+    monkeypatch.chdir(tmp_path)  # no experiments/pretrained_models/ here
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+
+    def offline(url, path):
+        raise URLError("no network")
+
+    monkeypatch.setattr(options, "_download", offline)
+    monkeypatch.setattr(sys, "argv", ["train", "-opt", str(yml)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    message = str(exit_.value.code)
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    assert message.startswith("error: train.perceptual_opt: the perceptual loss needs the VGG weights "
+                              "vgg19-dcbb9e9d.pth")
+    assert str(cache) in message and "experiments/pretrained_models/vgg19-dcbb9e9d.pth" in message
+    assert "download https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message and "\n" not in message
+    assert not (tmp_path / "experiments").exists()
+    # with the file where torchvision keeps it, nothing is fetched
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"")
+    options.check_vgg_weights(opt, download=lambda url, path: pytest.fail("downloaded although present"))
