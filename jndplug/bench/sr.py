@@ -50,8 +50,8 @@ from jndplug.bench.recipe import (UNTRANSFORMED, add_targets, run_name, save_ato
                                   transform_specs)
 from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
 from jndplug.losses import JNDTolerantLoss
-from jndplug.metrics import METRICS, MetricSuite, rgb_to_y
-from jndplug.pixels import bicubic_lq, centre_crop, psnr
+from jndplug.metrics import METRICS, MetricSuite, psnr
+from jndplug.pixels import bicubic_lq, centre_crop
 
 FORMAT = "jndplug-bench-sr/2"
 SCALE = 4
@@ -178,15 +178,10 @@ def upscale(net, lq: np.ndarray) -> np.ndarray:
     return tensor_to_array(net(to_tensor(lq)[None]).clamp(0, 1)[0])
 
 
-def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR-Y with BasicSR's conventions and a border of the scale."""
-    crop = (slice(SCALE, -SCALE), slice(SCALE, -SCALE))
-    return psnr(rgb_to_y(a)[crop], rgb_to_y(b)[crop], peak=255.0)
-
-
 def validate(net, data) -> float:
+    """Mean PSNR-Y (BasicSR's conventions, a border of the scale) on the held-back photos."""
     net.eval()
-    value = float(np.mean([psnr_y(upscale(net, lq), gt) for gt, lq in data["val"]]))
+    value = float(np.mean([psnr(upscale(net, lq), gt, crop_border=SCALE, y_channel=True) for gt, lq in data["val"]]))
     net.train()
     return value
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from jndplug.cli import add_command, add_renamed_flag
+from jndplug.cli import add_command
 from jndplug.metrics import add_suite_arguments, evaluate_folders, to_markdown, write_table
 
 
@@ -17,7 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("references", help="folder of references (or one file)")
     p.add_argument("--crop-border", type=int, default=0, help="pixels removed at every edge (BasicSR: the SR scale)")
     add_suite_arguments(p, device_flag="--device")
-    add_renamed_flag(p, "--metrics-device", "--device")
     p.add_argument("--json", help="write the table here")
     p.add_argument("--md", help="write the Markdown table here")
     p.set_defaults(func=_run)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from jndplug import pixels
+from jndplug.errors import JNDPlugValueError
 
 
-class MetricsError(ValueError):
+class MetricsError(JNDPlugValueError):
     """Folders that cannot be compared (missing files, size mismatch, unknown metric)."""
 
 

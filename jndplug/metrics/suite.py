@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ import torch
 from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.errors import CorruptFileError, load_torch_file
 from jndplug.metrics.basic import MetricsError, psnr, ssim
+from jndplug.metrics.perceptual import STUDY_DISPLAY, cvvdp_jod, cvvdp_metric, flip_error, ssimulacra2_score
 from jndplug.pixels import MS_SSIM_MIN_SIDE
 
 INSTALL_HINT = "pip install 'jndplug[metrics]'"
@@ -144,48 +143,31 @@ class MetricSuite:
 
     def _setup_cvvdp(self):
         try:
-            import pycvvdp
+            import pycvvdp  # noqa: F401
         except ImportError as exc:
             raise MetricUnavailable(f"needs cvvdp ({INSTALL_HINT}): {exc}") from None
-        geometry = pycvvdp.vvdp_display_geometry((1920, 1080), distance_m=0.6, diagonal_size_inches=24.0)
-        metric = pycvvdp.cvvdp(display_name="standard_fhd", display_geometry=geometry, device=self.device, quiet=True)
-
-        def f(o, r):
-            with torch.no_grad():
-                q, _ = metric.predict(_to_uint8(o), _to_uint8(r), dim_order="HWC")
-            return float(q)
-
-        return f
+        metric, _ = cvvdp_metric(STUDY_DISPLAY, self.device)
+        return lambda o, r: cvvdp_jod(metric, _to_uint8(o), _to_uint8(r))
 
     def _setup_ssimulacra2(self):
         try:
-            from ssimulacra2 import compute_ssimulacra2
+            import ssimulacra2  # noqa: F401
         except ImportError as exc:
             raise MetricUnavailable(f"needs ssimulacra2 ({INSTALL_HINT}): {exc}") from None
 
         def f(o, r):
             if min(o.shape[:2]) < 8:
                 raise MetricUnavailable("SSIMULACRA 2 needs both sides >= 8 px")
-            # its API reads image files; hand it lossless in-memory PNGs
-            return float(compute_ssimulacra2(_png(r), _png(o)))
+            return ssimulacra2_score(_to_uint8(r), _to_uint8(o))
 
         return f
 
     def _setup_flip(self):
         try:
-            import flip_evaluator
+            import flip_evaluator  # noqa: F401
         except ImportError as exc:
             raise MetricUnavailable(f"needs flip-evaluator ({INSTALL_HINT}): {exc}") from None
-        width_m = 24.0 * 0.0254 * 1920 / math.hypot(1920, 1080)
-        parameters = {"vc": [0.6, 1920.0, width_m]}
-
-        def f(o, r):
-            _, err, _ = flip_evaluator.evaluate(np.ascontiguousarray(r / 255.0, dtype=np.float32),
-                                                np.ascontiguousarray(o / 255.0, dtype=np.float32), "LDR",
-                                                applyMagma=False, parameters=parameters)
-            return float(err)
-
-        return f
+        return lambda o, r: flip_error(r / 255.0, o / 255.0, STUDY_DISPLAY)
 
     def _setup_stlpips(self):
         try:
@@ -245,15 +227,6 @@ def _to_float255(a: np.ndarray) -> np.ndarray:
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(np.round(a), 0, 255).astype(np.uint8)
-
-
-def _png(a: np.ndarray) -> io.BytesIO:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(_to_uint8(a)).save(buf, format="PNG")
-    buf.seek(0)
-    return buf
 
 
 def _read_trunk(path: str, metric: str) -> dict:

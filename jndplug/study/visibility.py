@@ -81,6 +81,13 @@ from pathlib import Path
 import numpy as np
 from scipy.special import erf
 
+from jndplug.errors import JNDPlugValueError
+from jndplug.imageio import to_8bit
+from jndplug.metrics.perceptual import STUDY_DISPLAY, Display, cvvdp_jod, cvvdp_metric, flip_error, ssimulacra2_score
+
+# the study display's viewing conditions (jndplug.metrics.perceptual), the defaults of every model
+DISTANCE, DIAGONAL, RESOLUTION = STUDY_DISPLAY.viewing_distance_m, STUDY_DISPLAY.diagonal_inches, STUDY_DISPLAY.resolution
+
 
 Z75 = 0.6744897501960817  # Phi^-1(0.75)
 
@@ -110,23 +117,20 @@ class CVVDP(VisibilityModel):
 
     name = "cvvdp"
 
-    def __init__(self, display: str = "standard_fhd", viewing_distance_m: float = 0.6,
-                 diagonal_inches: float = 24.0, resolution=(1920, 1080)):
+    def __init__(self, display: str = STUDY_DISPLAY.cvvdp_name, viewing_distance_m: float = DISTANCE,
+                 diagonal_inches: float = DIAGONAL, resolution=RESOLUTION):
         import pycvvdp
-        import torch
 
         if viewing_distance_m <= 0 or diagonal_inches <= 0:
-            raise ValueError("viewing distance and display size must be positive")
+            raise JNDPlugValueError("viewing distance and display size must be positive")
         self.display, self.viewing_distance_m, self.diagonal_inches = display, viewing_distance_m, diagonal_inches
         self.resolution = tuple(resolution)
-        geometry = pycvvdp.vvdp_display_geometry(self.resolution, distance_m=viewing_distance_m,
-                                                 diagonal_size_inches=diagonal_inches)
-        self.ppd = float(geometry.get_ppd())
         try:
-            self._metric = pycvvdp.cvvdp(display_name=display, display_geometry=geometry,
-                                         device=torch.device("cpu"), quiet=True)
+            self._metric, geometry = cvvdp_metric(Display(self.resolution, diagonal_inches, viewing_distance_m,
+                                                          display), "cpu")
         except Exception as exc:  # pycvvdp raises bare RuntimeError/vq_exception for unknown displays
-            raise ValueError(f"ColorVideoVDP could not use display {display!r}: {exc}") from None
+            raise JNDPlugValueError(f"ColorVideoVDP could not use display {display!r}: {exc}") from None
+        self.ppd = float(geometry.get_ppd())
         self._version = getattr(pycvvdp, "__version__", "") or _param_version(pycvvdp)
 
     @property
@@ -136,11 +140,7 @@ class CVVDP(VisibilityModel):
                 f"{self.viewing_distance_m:g}m")
 
     def distance(self, reference, test) -> float:
-        import torch
-
-        with torch.no_grad():
-            q, _ = self._metric.predict(test, reference, dim_order="HWC")
-        return max(0.0, 10.0 - float(q))
+        return max(0.0, 10.0 - cvvdp_jod(self._metric, test, reference))
 
 
 def _param_version(pycvvdp) -> str:
@@ -156,15 +156,14 @@ class FLIP(VisibilityModel):
 
     name = "flip"
 
-    def __init__(self, viewing_distance_m: float = 0.6, diagonal_inches: float = 24.0,
-                 resolution=(1920, 1080), e50: float = 0.126, gamma: float = 2.17):
+    def __init__(self, viewing_distance_m: float = DISTANCE, diagonal_inches: float = DIAGONAL,
+                 resolution=RESOLUTION, e50: float = 0.126, gamma: float = 2.17):
         if viewing_distance_m <= 0 or diagonal_inches <= 0 or e50 <= 0 or gamma <= 0:
-            raise ValueError("viewing distance, display size, e50 and gamma must be positive")
+            raise JNDPlugValueError("viewing distance, display size, e50 and gamma must be positive")
         w, h = resolution
         self.resolution = (w, h)
         self.viewing_distance_m, self.diagonal_inches = viewing_distance_m, diagonal_inches
-        width_m = diagonal_inches * 0.0254 * w / math.hypot(w, h)
-        self._vc = [viewing_distance_m, float(w), width_m]
+        self._display = Display((w, h), diagonal_inches, viewing_distance_m)
         self.e50, self.gamma = e50, gamma
 
     @property
@@ -174,26 +173,14 @@ class FLIP(VisibilityModel):
                 f"e50-{self.e50:g}_g{self.gamma:g}")
 
     def mean_error(self, reference, test) -> float:
-        import flip_evaluator
-
         def f(a):
             peak = 65535.0 if a.dtype == np.uint16 else 255.0
-            return np.ascontiguousarray(a, dtype=np.float32) / peak
+            return np.asarray(a, dtype=np.float32) / peak
 
-        _, err, _ = flip_evaluator.evaluate(f(reference), f(test), "LDR", applyMagma=False,
-                                            parameters={"vc": self._vc})
-        return float(err)
+        return flip_error(f(reference), f(test), self._display)
 
     def distance(self, reference, test) -> float:
         return (self.mean_error(reference, test) / self.e50) ** self.gamma
-
-
-def _to_u8(a: np.ndarray) -> np.ndarray:
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.uint16:
-        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
-    raise ValueError(f"expected a uint8 or uint16 image, got {a.dtype}")
 
 
 class SSIMULACRA2(VisibilityModel):
@@ -201,9 +188,9 @@ class SSIMULACRA2(VisibilityModel):
 
     name = "ssimulacra2"
 
-    def __init__(self, viewing_distance_m: float = 0.6, s50: float = 75.0, gamma: float = 3.3):
+    def __init__(self, viewing_distance_m: float = DISTANCE, s50: float = 75.0, gamma: float = 3.3):
         if not 0 < s50 < 100 or gamma <= 0:
-            raise ValueError(f"SSIMULACRA 2 mapping needs 0 < s50 < 100 and gamma > 0, got {s50} and {gamma}")
+            raise JNDPlugValueError(f"SSIMULACRA 2 mapping needs 0 < s50 < 100 and gamma > 0, got {s50} and {gamma}")
         from importlib.metadata import version
 
         from ssimulacra2 import compute_ssimulacra2  # noqa: F401  (fail now, not mid-study)
@@ -216,20 +203,9 @@ class SSIMULACRA2(VisibilityModel):
         return f"ssimulacra2-{self._version}_s50-{self.s50:g}_g{self.gamma:g}"
 
     def score(self, reference, test) -> float:
-        import io
-
-        from PIL import Image
-        from ssimulacra2 import compute_ssimulacra2
-
-        def png(a):
-            buf = io.BytesIO()
-            Image.fromarray(_to_u8(a)).save(buf, format="PNG")
-            buf.seek(0)
-            return buf
-
         if np.array_equal(reference, test):
             return 100.0
-        return float(compute_ssimulacra2(png(reference), png(test)))
+        return ssimulacra2_score(to_8bit(reference), to_8bit(test))
 
     def score_to_distance(self, s: float) -> float:
         return ((100.0 - min(100.0, s)) / (100.0 - self.s50)) ** self.gamma
@@ -243,15 +219,15 @@ class ColourDifference(VisibilityModel):
 
     name = "colour"
 
-    def __init__(self, viewing_distance_m: float = 0.6, diagonal_inches: float = 24.0,
-                 resolution=(1920, 1080), mean_de50: float = 1.0, local_de50: float = 2.0,
+    def __init__(self, viewing_distance_m: float = DISTANCE, diagonal_inches: float = DIAGONAL,
+                 resolution=RESOLUTION, mean_de50: float = 1.0, local_de50: float = 2.0,
                  sigma_degrees: float = 0.5, percentile: float = 95.0):
         if min(viewing_distance_m, diagonal_inches, mean_de50, local_de50, sigma_degrees) <= 0:
-            raise ValueError("viewing distance, display size, anchors and sigma must be positive")
+            raise JNDPlugValueError("viewing distance, display size, anchors and sigma must be positive")
         if not 0 < percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+            raise JNDPlugValueError(f"percentile must be in (0, 100], got {percentile}")
         w, h = resolution
-        width_m = diagonal_inches * 0.0254 * w / math.hypot(w, h)
+        width_m = Display((w, h), diagonal_inches, viewing_distance_m).width_m
         ppd = w / (2 * math.degrees(math.atan(width_m / 2 / viewing_distance_m)))
         self.sigma_px = sigma_degrees * ppd
         self.mean_de50, self.local_de50, self.percentile = mean_de50, local_de50, percentile
@@ -297,7 +273,7 @@ class Conservative(VisibilityModel):
 
     def __init__(self, models: list[VisibilityModel]):
         if not models:
-            raise ValueError("the conservative model needs at least one visibility model")
+            raise JNDPlugValueError("the conservative model needs at least one visibility model")
         self.models = list(models)
 
     @property
@@ -311,7 +287,7 @@ class Conservative(VisibilityModel):
         return max(self.components(reference, test).values())
 
 
-def _conservative(viewing_distance_m: float = 0.6) -> Conservative:
+def _conservative(viewing_distance_m: float = DISTANCE) -> Conservative:
     return Conservative([CVVDP(viewing_distance_m=viewing_distance_m), FLIP(viewing_distance_m=viewing_distance_m),
                          SSIMULACRA2(viewing_distance_m=viewing_distance_m),
                          ColourDifference(viewing_distance_m=viewing_distance_m)])
@@ -322,7 +298,7 @@ MODELS = {"conservative": _conservative, "cvvdp": CVVDP, "flip": FLIP, "ssimulac
 DEFAULT_MODEL = "conservative"
 
 
-def make_model(name: str = DEFAULT_MODEL, viewing_distance_m: float = 0.6, **kw) -> VisibilityModel:
+def make_model(name: str = DEFAULT_MODEL, viewing_distance_m: float = DISTANCE, **kw) -> VisibilityModel:
     if name not in MODELS:
-        raise ValueError(f"unknown visibility model {name!r}; choose {', '.join(MODELS)}")
+        raise JNDPlugValueError(f"unknown visibility model {name!r}; choose {', '.join(MODELS)}")
     return MODELS[name](viewing_distance_m=viewing_distance_m, **kw)

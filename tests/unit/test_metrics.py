@@ -161,13 +161,6 @@ def test_cli_writes_json_and_markdown(tmp_path, run_cli):
     expected = psnr(read_image(outs / "img0.png"), read_image(refs / "img0.jpg"))
     assert [r["file"] for r in single["images"]] == ["img0"] and single["mean"]["psnr"] == pytest.approx(expected)
 
-    # the earlier name of --device: refused, naming the new one, before anything is scored or written
-    res = run_cli("metrics", tmp_path / "out", tmp_path / "ref", "--metrics", "psnr", "--metrics-device", "cpu",
-                  "--json", tmp_path / "old.json")
-    assert (res.returncode, res.stderr) == (2, "jndplug metrics: error: --metrics-device is now --device: "
-                                               "jndplug metrics ... --device cpu\n")
-    assert not (tmp_path / "old.json").exists()
-
     (outs / "img1.png").unlink()
     res = run_cli("metrics", tmp_path / "out", tmp_path / "ref")
     assert res.returncode == 1 and "sub/img1" in res.stderr and "no output" in res.stderr
@@ -197,3 +190,22 @@ def test_core_imports_without_basicsr_or_compressai():
             "jndplug.cli; jndplug.cli.build_parser(); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('basicsr', 'compressai')]; assert not bad, bad")
     subprocess.run([PYTHON, "-c", code], check=True, timeout=120)
+
+
+def test_the_suite_and_the_study_share_one_display_and_one_call_per_metric():
+    # one home for FLIP and SSIMULACRA 2 (and ColorVideoVDP) and the display they model: the metric
+    # table and the study's visibility models give the same numbers for the same pair
+    pytest.importorskip("flip_evaluator")
+    pytest.importorskip("ssimulacra2")
+    from jndplug.metrics.perceptual import STUDY_DISPLAY
+    from jndplug.study.visibility import CVVDP, FLIP, SSIMULACRA2
+
+    ref = make_image(64, 80, seed=3)
+    out = np.clip(ref.astype(int) + np.random.default_rng(1).integers(-12, 13, ref.shape), 0, 255).astype(np.uint8)
+    values, _ = MetricSuite(["flip", "ssimulacra2"])(out, ref)
+    assert values["flip"] == pytest.approx(FLIP().mean_error(ref, out), rel=1e-6)
+    assert values["ssimulacra2"] == pytest.approx(SSIMULACRA2().score(ref, out), rel=1e-9)
+    assert STUDY_DISPLAY.viewing_distance_m == FLIP().viewing_distance_m == 0.6
+    if importlib.util.find_spec("pycvvdp") is not None:
+        model = CVVDP()
+        assert (model.resolution, model.diagonal_inches) == (STUDY_DISPLAY.resolution, STUDY_DISPLAY.diagonal_inches)
