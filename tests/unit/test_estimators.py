@@ -270,5 +270,15 @@ def test_every_architecture_implements_the_estimator_interface():
 
     info = estimator_info(Plain())
     assert (info.arch_name, info.config, info.accepts_sur, info.size_divisor) == (None, None, False, 8)
+    # the hooks tiled inference relies on, declared with their defaults
+    assert (info.zero_mean, info.default_sur) == (False, None)
+    from jndplug.models.base import global_pools
+
+    assert global_pools(Plain()) == []
+    unet = jndplug.create_estimator("unet", sur_conditioning=True, default_sur=0.6, zero_mean=True)
+    assert (estimator_info(unet).zero_mean, estimator_info(unet).default_sur) == (True, 0.6)
+    assert unet.global_pools() and all(m in list(unet.modules()) for m in unet.global_pools())
+    assert estimator_info(jndplug.create_estimator("unet", default_sur=0.6)).default_sur is None  # not conditioned
+    assert jndplug.create_estimator("unet", squeeze_excite=False).global_pools() == []
     target = jndplug.JNDTarget(Plain())
     assert target.arch_name == "Plain" and target.size_divisor == 8 and target.weights_path is None
