@@ -87,6 +87,7 @@ class Settings:
     metrics: list[str] = field(default_factory=lambda: ["psnr_y", "ssim_y", "ms_ssim", "stlpips", "ssimulacra2",
                                                         "flip"])
     pretrain_only: bool = False
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,6 +118,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--metrics", nargs="+", default=d.metrics, choices=list(METRICS), metavar="METRIC")
     p.add_argument("--pretrain-only", action="store_true", help="stop after pretraining and adaptation")
+    p.add_argument("--device", default=d.device, help="training device: cpu, cuda, cuda:1 ... (default: cuda if "
+                                                      "available); entropy coding and metrics run on the CPU")
 
 
 def build(channels) -> torch.nn.Module:
@@ -168,12 +171,13 @@ def batch(data: dict, target: str, rng: np.random.Generator, s: Settings):
 def validate(net, data) -> dict:
     """PSNR of the reconstruction and the rate the likelihoods estimate, on the held-back photos."""
     net.eval()
-    out = net(data["val"])
+    val = data["val"].to(next(net.parameters()).device)
+    out = net(val)
     net.train()
-    n, _, h, w = data["val"].shape
+    n, _, h, w = val.shape
     bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / (n * h * w)
     x_hat = out["x_hat"].clamp(0, 1)
-    return {"psnr": float(np.mean([psnr(a.float(), b) for a, b in zip(x_hat, data["val"])])), "bpp": float(bpp)}
+    return {"psnr": float(np.mean([psnr(a, b) for a, b in zip(x_hat, val)])), "bpp": float(bpp)}
 
 
 @dataclass
@@ -201,9 +205,9 @@ def train(stage: Stage, data: dict, s: Settings) -> Path:
         return final
     stage.folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(stage.seed)
-    net = build(s.channels)
+    net = build(s.channels).to(s.device)
     if stage.init is not None:
-        net.load_state_dict(torch.load(stage.init, weights_only=True))
+        net.load_state_dict(torch.load(stage.init, weights_only=True, map_location=s.device))
     opts = make_optimizers(net, stage.lr, 1e-3)
     # halve twice near the end, as in bench sr, so every run ends at the same small step size
     steps = stage.steps
@@ -212,7 +216,7 @@ def train(stage: Stage, data: dict, s: Settings) -> Path:
     state = {"step": 0, "curve": [], "seconds": 0.0}
     ckpt = stage.folder / "checkpoint.pt"
     if ckpt.is_file():
-        c = torch.load(ckpt, weights_only=True)
+        c = torch.load(ckpt, weights_only=True, map_location=s.device)
         net.load_state_dict(c["net"])
         opts["net"].load_state_dict(c["opt"])
         opts["aux"].load_state_dict(c["aux"])
@@ -222,7 +226,8 @@ def train(stage: Stage, data: dict, s: Settings) -> Path:
     bar = tqdm(total=steps, initial=state["step"], desc=stage.folder.name, unit="step")
     while state["step"] < steps:
         # seed and step fix the crops: every target of one seed sees the same crops in the same order
-        x, y = batch(data, stage.target, np.random.default_rng((stage.seed, state["step"])), s)
+        rng = np.random.default_rng((stage.seed, state["step"]))
+        x, y = (t.to(s.device) for t in batch(data, stage.target, rng, s))
         values = train_step(net, crit, opts, x, y, 1.0)
         sched.step()
         state["step"] += 1
@@ -253,7 +258,7 @@ def evaluate(name: str, weights: Path, evals: list, suite, s: Settings, settings
     if done is not None:
         return done
     net = build(s.channels)
-    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
     net.eval()
     net.update(force=True)
     rows = []

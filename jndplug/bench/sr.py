@@ -91,6 +91,7 @@ class Settings:
     finetune_lr: float = 5e-5
     metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
     pretrain_only: bool = False
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,6 +122,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", default=d.metrics, choices=list(METRICS), metavar="METRIC")
     p.add_argument("--pretrain-only", action="store_true",
                    help="stop after pretraining (a rerun without it fine-tunes from the same checkpoints)")
+    p.add_argument("--device", default=d.device, help="training device: cpu, cuda, cuda:1 ... (default: cuda if "
+                                                      "available); metrics run on the CPU")
 
 
 def build(arch: str, blocks: int, features: int) -> torch.nn.Module:
@@ -175,7 +178,8 @@ def batch(data: dict, target: str, rng: np.random.Generator, s: Settings):
 
 @torch.no_grad()
 def upscale(net, lq: np.ndarray) -> np.ndarray:
-    return tensor_to_array(net(to_tensor(lq)[None]).clamp(0, 1)[0])
+    x = to_tensor(lq)[None].to(next(net.parameters()).device)
+    return tensor_to_array(net(x).clamp(0, 1)[0])
 
 
 def validate(net, data) -> float:
@@ -194,14 +198,14 @@ def pretrain(arch: str, data: dict, s: Settings) -> Path:
         return final
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    net = build(arch, s.blocks, s.features)
+    net = build(arch, s.blocks, s.features).to(s.device)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.9, 0.99))
     # halve twice near the end, as BasicSR's multistep recipes do
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.7 * s.pretrain_steps), int(0.9 * s.pretrain_steps)], 0.5)
     state = {"step": 0, "curve": []}
     ckpt = folder / "checkpoint.pt"
     if ckpt.is_file():
-        c = torch.load(ckpt, weights_only=True)
+        c = torch.load(ckpt, weights_only=True, map_location=s.device)
         net.load_state_dict(c["net"])
         opt.load_state_dict(c["opt"])
         sched.load_state_dict(c["sched"])
@@ -210,7 +214,7 @@ def pretrain(arch: str, data: dict, s: Settings) -> Path:
     bar = tqdm(total=s.pretrain_steps, initial=state["step"], desc=f"pretrain {arch}", unit="step")
     while state["step"] < s.pretrain_steps:
         x, y, _ = batch(data, "gt", np.random.default_rng((0, state["step"])), s)
-        loss = F.l1_loss(net(x), y)
+        loss = F.l1_loss(net(x.to(s.device)), y.to(s.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -254,15 +258,15 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
     if done is not None:
         return done
     torch.manual_seed(seed)
-    net = build(arch, s.blocks, s.features)
-    net.load_state_dict(torch.load(init, weights_only=True))
+    net = build(arch, s.blocks, s.features).to(s.device)
+    net.load_state_dict(torch.load(init, weights_only=True, map_location=s.device))
     opt = torch.optim.Adam(net.parameters(), lr=s.finetune_lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.finetune_steps)], 0.5)
     tolerant = JNDTolerantLoss(None, kind="l1") if target == "tolerant" else None
     t0 = time.perf_counter()
     for step in tqdm(range(s.finetune_steps), desc=run.name, unit="step", leave=False):
         # seed and step fix the batch: every target of one seed sees the same patches in the same order
-        x, y, m = batch(data, target, np.random.default_rng((1000 + seed, step)), s)
+        x, y, m = (t.to(s.device) for t in batch(data, target, np.random.default_rng((1000 + seed, step)), s))
         pred = net(x)
         loss = tolerant(pred, y, jnd_map=m) if tolerant is not None else F.l1_loss(pred, y)
         opt.zero_grad(set_to_none=True)
@@ -303,8 +307,8 @@ def screen(arch: str, init: Path, tests: list, transforms: list[str], s: Setting
     folder = Path(s.out) / f"screen_{arch}"
     if (folder / "screen.json").is_file():
         return json.loads((folder / "screen.json").read_text())
-    net = build(arch, s.blocks, s.features)
-    net.load_state_dict(torch.load(init, weights_only=True))
+    net = build(arch, s.blocks, s.features).to(s.device)
+    net.load_state_dict(torch.load(init, weights_only=True, map_location=s.device))
     net.eval()
     for name, gt, lq in tests:
         write_image(folder / "gt" / f"{name}.png", gt)

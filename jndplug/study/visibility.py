@@ -86,7 +86,8 @@ from jndplug.imageio import to_8bit
 from jndplug.metrics.perceptual import STUDY_DISPLAY, Display, cvvdp_jod, cvvdp_metric, flip_error, ssimulacra2_score
 
 # the study display's viewing conditions (jndplug.metrics.perceptual), the defaults of every model
-DISTANCE, DIAGONAL, RESOLUTION = STUDY_DISPLAY.viewing_distance_m, STUDY_DISPLAY.diagonal_inches, STUDY_DISPLAY.resolution
+DISTANCE, DIAGONAL = STUDY_DISPLAY.viewing_distance_m, STUDY_DISPLAY.diagonal_inches
+RESOLUTION = STUDY_DISPLAY.resolution
 
 
 Z75 = 0.6744897501960817  # Phi^-1(0.75)

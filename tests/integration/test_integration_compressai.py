@@ -315,7 +315,8 @@ def test_bad_input_is_explained(tmp_path, data, online_run, estimator_file):
     (["--jnd-estimator", "x.safetensors", "--jnd-sur", "0.9"], "--jnd-estimator, --jnd-sur without --jnd-target"),
     (["--jnd-mode", "offline"], "--jnd-mode without --jnd-target"),
     (["--jnd-tolerant", "--jnd-strength", "0.5"], "--jnd-strength applies to --jnd-target only"),
-    (["--jnd-tolerant", "--jnd-strength", "0.5", "--jnd-kind", "jnd"], "--jnd-strength, --jnd-kind apply to --jnd-target only"),
+    (["--jnd-tolerant", "--jnd-strength", "0.5", "--jnd-kind", "jnd"],
+     "--jnd-strength, --jnd-kind apply to --jnd-target only"),
     (["--jnd-target", "--jnd-tolerance-scale", "2"], "--jnd-tolerance-scale applies to --jnd-tolerant only"),
 ])
 def test_jnd_flags_that_would_be_ignored_are_refused(tmp_path, data, extra, message):
