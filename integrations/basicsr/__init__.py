@@ -6,7 +6,7 @@ Importing this module (first, before ``basicsr`` or a BasicSR-based package such
 1. makes ``basicsr==1.4.2`` importable with current torchvision (see :mod:`jndplug.basicsr_compat`);
 2. hooks three names in ``basicsr.train``, which ``train_pipeline`` looks up at call time:
    ``parse_options`` (the ``jnd_target`` block is checked at start-up, a block BasicSR would ignore
-   is flagged, and the VGG weights of a perceptual loss are fetched or named),
+   is flagged, and missing VGG weights of a perceptual loss are named before anything is written),
    ``build_model`` (in online mode the model's ``optimize_parameters`` is wrapped by
    :func:`wrap_model`) and ``load_resume_state`` (resuming also works on CPU).
 

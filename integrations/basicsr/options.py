@@ -218,14 +218,14 @@ def _edit_distance(a: str, b: str) -> int:
 
 # -- VGG weights of a perceptual loss, found before anything is written -----------------------------
 
-def check_vgg_weights(opt: dict, download=None) -> None:
+def check_vgg_weights(opt: dict) -> None:
     """Make sure the VGG weights of BasicSR's ``PerceptualLoss`` are on disk before training starts.
 
     BasicSR 1.4.2 (``basicsr/archs/vgg_arch.py``) loads ``VGG_PRETRAIN_PATH`` relative to the
     working folder if it exists, else asks torchvision for the pretrained network, which downloads
     it into torch's hub cache; without network that ends in a long traceback after the experiment
-    folder was made. Here the download is tried first (``download(url, path)``, default
-    ``torch.hub.download_url_to_file``), and a failure is one line naming the file and the fix.
+    folder was made. jndplug never downloads: a missing file is one line naming both places and
+    where the file comes from, said before anything is written.
     """
     for key, loss in (opt.get("train") or {}).items():
         if not (isinstance(loss, dict) and loss.get("type") == "PerceptualLoss"):
@@ -233,13 +233,10 @@ def check_vgg_weights(opt: dict, download=None) -> None:
         basicsr_path, cache_path, url = _vgg_paths(loss.get("vgg_type", "vgg19"))
         if basicsr_path.is_file() or cache_path.is_file():
             continue
-        try:
-            (download or _download)(url, cache_path)
-        except Exception as exc:  # noqa: BLE001  any failure to fetch it means the same fix
-            raise JNDOptionError(
-                f"train.{key}", f"the perceptual loss needs the VGG weights {cache_path.name}, which are neither at "
-                f"{basicsr_path.resolve()} (BasicSR's path) nor at {cache_path} (torchvision's cache) and could not "
-                f"be downloaded ({exc}); download {url} to one of them") from None
+        raise JNDOptionError(
+            f"train.{key}", f"the perceptual loss needs the VGG weights {cache_path.name}, which are neither at "
+            f"{basicsr_path.resolve()} (BasicSR's path) nor at {cache_path} (torchvision's cache); "
+            f"download {url} on a machine with network and copy it to one of them")
 
 
 def _vgg_paths(vgg_type: str) -> tuple[Path, Path, str]:
@@ -250,10 +247,3 @@ def _vgg_paths(vgg_type: str) -> tuple[Path, Path, str]:
     # what `torchvision.models.<vgg_type>(pretrained=True)` fetches, and where it keeps it
     url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url
     return Path(VGG_PRETRAIN_PATH), Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
-def _download(url: str, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(path))
