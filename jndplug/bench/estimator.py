@@ -113,44 +113,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"truth: visibility metrics of the JND images (default {' '.join(TRUTH_METRICS)})")
 
 
-def run(args: Settings) -> dict:
-    device = torch.device(args.device)
-    run_truth = "truth" in args.parts and bool(args.images) and bool(args.weights)
+def run(settings: Settings) -> dict:
+    device = torch.device(settings.device)
+    run_truth = "truth" in settings.parts and bool(settings.images) and bool(settings.weights)
     if run_truth:
-        images = truth_images(args)  # before any part runs: a wrong folder should not surface after the others
-    weights = [Path(resolve_estimator(w)) for w in args.weights]
-    estimator = resolve_estimator(args.estimator) if "overhead" in args.parts else None
+        images = truth_images(settings)  # before any part runs: a wrong folder should not surface after the others
+    weights = [Path(resolve_estimator(w)) for w in settings.weights]
+    estimator = resolve_estimator(settings.estimator) if "overhead" in settings.parts else None
     results: dict = {"format": FORMAT, "machine": machine(), "device": str(device), "notes": []}
-    if "speed" in args.parts:
-        results["speed"] = speed(args.archs, weights, args.sizes, device, args.budget, DTYPES[args.dtype])
-    if "accuracy" in args.parts:
-        if args.data and weights:
-            results["accuracy"] = accuracy(weights, args.data, device, args.val_crop)
+    if "speed" in settings.parts:
+        results["speed"] = speed(settings.archs, weights, settings.sizes, device, settings.budget,
+                                  DTYPES[settings.dtype])
+    if "accuracy" in settings.parts:
+        if settings.data and weights:
+            results["accuracy"] = accuracy(weights, settings.data, device, settings.val_crop)
         else:
             results["notes"].append("accuracy: not run; it needs --weights FILE... and --data generated:DATASET")
-    if "sur" in args.parts:
+    if "sur" in settings.parts:
         conditioned = [w for w in weights if jndplug.JNDTarget(w, kind="jnd").accepts_sur]
-        if args.data and conditioned:
+        if settings.data and conditioned:
             from jndplug.bench.sur import sur_steering
 
             results["sur"] = [row for w in conditioned
-                              for row in sur_steering(w, args.data, args.split, args.sur_values, device)]
+                              for row in sur_steering(w, settings.data, settings.split, settings.sur_values, device)]
             if len(conditioned) < len(weights):
                 results["notes"].append("sur: skipped the estimators without SUR conditioning: "
                                         + ", ".join(w.name for w in weights if w not in conditioned))
         else:
             results["notes"].append("sur: not run; it needs --weights FILE... (SUR-conditioned) and --data "
                                     "generated:DATASET")
-    if "overhead" in args.parts:
-        results["overhead"] = overhead(estimator, device, args.patch, args.batch, args.steps, args.repeats)
-    out = Path(args.out)
+    if "overhead" in settings.parts:
+        results["overhead"] = overhead(estimator, device, settings.patch, settings.batch, settings.steps,
+                                        settings.repeats)
+    out = Path(settings.out)
     if run_truth:
-        results["truth"] = truth(args.weights, weights, images, args, device, out)
+        results["truth"] = truth(settings.weights, weights, images, settings, device, out)
         figures.band_ratios(results["truth"], out / "truth_bands.png")
-        if args.sur is not None and any(r["sur_effective"] is None for r in results["truth"]):
-            results["notes"].append(f"truth: --sur {args.sur:g} applies only to SUR-conditioned estimators; those "
+        if settings.sur is not None and any(r["sur_effective"] is None for r in results["truth"]):
+            results["notes"].append(f"truth: --sur {settings.sur:g} applies only to SUR-conditioned estimators; those "
                                     "with SUR n/a ran as they are")
-    elif "truth" in args.parts:
+    elif "truth" in settings.parts:
         results["notes"].append("truth: not run; it needs --weights NAME|FILE... and --images DIR")
     write_json(out / "estimator_results.json", results)
     text = markdown(results)

@@ -173,15 +173,15 @@ def _bicubic(gt: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return gt, bicubic_resize(lq, scale)
 
 
-def _pairs(args: Settings) -> list[tuple[str, Path | None, Path]]:
-    gt = Path(args.gt)
+def _pairs(settings: Settings) -> list[tuple[str, Path | None, Path]]:
+    gt = Path(settings.gt)
     if not gt.is_dir():
         raise BenchError(f"--gt {gt}: not a folder")
-    if args.outputs is not None:
-        if not Path(args.outputs).is_dir():
-            raise BenchError(f"--outputs {args.outputs}: not a folder")
+    if settings.outputs is not None:
+        if not Path(settings.outputs).is_dir():
+            raise BenchError(f"--outputs {settings.outputs}: not a folder")
         try:
-            pairs = match_files(args.outputs, gt)
+            pairs = match_files(settings.outputs, gt)
         except MetricsError as exc:
             raise BenchError(f"--outputs/--gt: {exc}") from None
     else:
@@ -189,34 +189,34 @@ def _pairs(args: Settings) -> list[tuple[str, Path | None, Path]]:
         if not files:
             raise BenchError(f"--gt {gt}: no images found")
         pairs = [(p.relative_to(gt).with_suffix("").as_posix(), None, p) for p in files]
-    return spread(pairs, args.max_images)
+    return spread(pairs, settings.max_images)
 
 
-def run(args: Settings) -> dict:
-    if (args.outputs is None) == (args.bicubic is None):
+def run(settings: Settings) -> dict:
+    if (settings.outputs is None) == (settings.bicubic is None):
         raise BenchError("give one of --outputs (a restorer's outputs) and --bicubic SCALE")
-    if args.bicubic is not None and args.bicubic < 2:
-        raise BenchError(f"--bicubic {args.bicubic}: the scale must be an integer >= 2")
-    if args.crop is not None and args.crop < 16:
-        raise BenchError(f"--crop {args.crop}: use at least 16 pixels")
-    if (Path(args.out) / "screen.json").exists() and not args.overwrite:
-        raise BenchError(f"{Path(args.out) / 'screen.json'} already holds a screen's results; use another --out, "
+    if settings.bicubic is not None and settings.bicubic < 2:
+        raise BenchError(f"--bicubic {settings.bicubic}: the scale must be an integer >= 2")
+    if settings.crop is not None and settings.crop < 16:
+        raise BenchError(f"--crop {settings.crop}: use at least 16 pixels")
+    if (Path(settings.out) / "screen.json").exists() and not settings.overwrite:
+        raise BenchError(f"{Path(settings.out) / 'screen.json'} already holds a screen's results; use another --out, "
                          "or --overwrite to replace them")
-    specs = [parse_transform("identity")] + [parse_transform(s) for s in args.transforms if s != "identity"]
+    specs = [parse_transform("identity")] + [parse_transform(s) for s in settings.transforms if s != "identity"]
     labels = [label for label, _ in specs]
     if len(set(labels)) != len(labels):
-        raise BenchError(f"--transforms names a transform twice: {' '.join(args.transforms)}")
+        raise BenchError(f"--transforms names a transform twice: {' '.join(settings.transforms)}")
     uses_estimator = any(s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")
                          for _, s in specs)
-    estimator = resolve_estimator(args.estimator) if uses_estimator else None
-    crop = args.crop_border if args.crop_border is not None else (args.bicubic or 0)
-    pairs = _pairs(args)
+    estimator = resolve_estimator(settings.estimator) if uses_estimator else None
+    crop = settings.crop_border if settings.crop_border is not None else (settings.bicubic or 0)
+    pairs = _pairs(settings)
     try:
-        suite = MetricSuite(args.metrics, crop_border=crop, device=args.metrics_device)
+        suite = MetricSuite(settings.metrics, crop_border=crop, device=settings.metrics_device)
     except MetricsError as exc:
         raise BenchError(str(exc)) from None
     if not suite.names:
-        raise BenchError(f"none of --metrics {' '.join(args.metrics)} can run here: "
+        raise BenchError(f"none of --metrics {' '.join(settings.metrics)} can run here: "
                          + "; ".join(f"{m}: {why}" for m, why in suite.skipped.items()))
     transforms = Transforms(specs, estimator)
     rows = {label: [] for label in labels}
@@ -224,13 +224,13 @@ def run(args: Settings) -> dict:
     for name, out_path, gt_path in tqdm(pairs, desc="screen", unit="img"):
         gt = to_8bit(read_image(gt_path))
         if out_path is None:
-            gt, out = _bicubic(centre_crop(gt, args.crop), args.bicubic)
+            gt, out = _bicubic(centre_crop(gt, settings.crop), settings.bicubic)
         else:
             out = to_8bit(read_image(out_path))
             if out.shape != gt.shape:
                 raise BenchError(f"{name}: the output is {out.shape[1]}x{out.shape[0]} but the ground truth is "
                                  f"{gt.shape[1]}x{gt.shape[0]}")
-            gt, out = centre_crop(gt, args.crop), centre_crop(out, args.crop)
+            gt, out = centre_crop(gt, settings.crop), centre_crop(out, settings.crop)
         base = out.astype(np.float64) / 255.0
         for label, y in transforms(out).items():
             try:
@@ -246,11 +246,11 @@ def run(args: Settings) -> dict:
                                 "chroma_share": truth.chroma_share(base, yf),
                                 "rms_255": float(np.sqrt(((yf - base) ** 2).mean()) * 255)})
     result = summarize(specs, rows, suite.names)
-    result.update(format=FORMAT, gt=str(Path(args.gt).resolve()),
-                  source=f"bicubic x{args.bicubic}" if args.bicubic else str(Path(args.outputs).resolve()),
-                  estimator=estimator, crop_border=crop, crop=args.crop, images=len(pairs),
+    result.update(format=FORMAT, gt=str(Path(settings.gt).resolve()),
+                  source=f"bicubic x{settings.bicubic}" if settings.bicubic else str(Path(settings.outputs).resolve()),
+                  estimator=estimator, crop_border=crop, crop=settings.crop, images=len(pairs),
                   skipped=dict(suite.skipped), notes=notes, machine=machine(), per_image=rows)
-    out = Path(args.out)
+    out = Path(settings.out)
     write_json(out / "screen.json", result)
     text = markdown(result)
     write_text(out / "screen.md", text)
