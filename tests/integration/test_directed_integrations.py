@@ -5,6 +5,7 @@ import torch
 
 import jndplug
 from jndplug.precompute import precompute, settings_of
+from jndplug.spec import DEFAULT_GAIN
 
 pytest.importorskip("jndplug.integrations.basicsr")  # first: makes basicsr importable
 pytest.importorskip("compressai")
@@ -34,15 +35,15 @@ def test_block_selects_the_directed_image(data, estimator_file):
     opt = make_opt(data, "p")
     opt["jnd_target"] = {"estimator": str(estimator_file)}  # no kind: the default
     plain = check_options(opt)
-    # the block's default follows JNDTarget's: the directed image at the default gain
-    assert plain["kind"] == "directed" and plain["gain"] is None and make_target(plain).kind == "directed"
+    # the block's default follows JNDTarget's: the directed image at the default gain, written back resolved
+    assert plain["kind"] == "directed" and plain["gain"] == DEFAULT_GAIN and make_target(plain).kind == "directed"
     seed = check_options(make_opt(data, "s", {"estimator": str(estimator_file), "kind": "jnd"}))
     assert make_target(seed).kind == "jnd" and make_target(seed).gain is None
 
 
 @pytest.mark.parametrize("block, key, message", [
-    ({"kind": "sharp"}, "jnd_target.kind", "must be jnd or directed"),
-    ({"kind": "jnd", "gain": 0.5}, "jnd_target.gain", "only used with kind: directed"),
+    ({"kind": "sharp"}, "jnd_target.kind", "must be directed or jnd"),
+    ({"kind": "jnd", "gain": 0.5}, "jnd_target.gain", "applies to kind directed only"),
     ({"kind": "directed", "gain": -1}, "jnd_target.gain", "finite number >= 0"),
     ({"kind": "directed", "gain": "big"}, "jnd_target.gain", "must be a number"),
 ])
