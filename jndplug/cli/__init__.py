@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import shlex
 import sys
 
 # name: (module that registers it, one-line help), in pipeline order
@@ -41,23 +40,6 @@ def add_command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argpars
 def add_out_argument(p: argparse.ArgumentParser, help: str, metavar: str = "PATH") -> None:
     """The required ``--out`` option, the one spelling of a command's output."""
     p.add_argument("--out", required=True, metavar=metavar, help=help)
-
-
-class _Renamed(argparse.Action):
-    def __init__(self, *args, new: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.new = new
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        given = "" if values is None else f" {shlex.quote(values)}"
-        parser.exit(2, f"{parser.prog}: error: {option_string} is now {self.new}: "
-                       f"{parser.prog} ... {self.new}{given}\n")
-
-
-def add_renamed_flag(p: argparse.ArgumentParser, old: str, new: str) -> None:
-    """Refuse ``old``, an earlier name of option ``new`` of ``p``, naming ``new`` (exit 2): taking
-    it silently would keep two spellings alive, ignoring it would run with the wrong setting."""
-    p.add_argument(old, nargs="?", action=_Renamed, new=new, help=argparse.SUPPRESS)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -56,7 +56,9 @@ def test_the_output_is_the_required_out_option(command, inputs, tmp_path, image_
 @pytest.mark.parametrize("argv", [
     ["convert-resjnd", "a.pth", "--out", "b.safetensors"],
     ["study", "simulate", "DATASET", "--model", "flip"],
-], ids=["command", "flag"])
+    ["metrics", "OUT", "REF", "--metrics-device", "cpu"],
+    ["bench", "sr", "--iters", "3"],
+], ids=["command", "flag", "metrics-flag", "bench-flag"])
 def test_a_name_that_is_not_the_current_one_is_argparses_error(argv, run_cli):
     # no alias table and no refusal messages: a name that is not today's is simply unknown
     res = run_cli(*argv)
