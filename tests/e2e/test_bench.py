@@ -11,7 +11,6 @@ from PIL import Image
 import jndplug
 from conftest import make_image
 from jndplug.bench.codec import bd_rate
-from jndplug.bench.figures import detail_window
 from jndplug.training.datasets import read_source
 from jndplug.training.loop import ImageCache, default_measure, resolve_config, validate
 
@@ -27,13 +26,6 @@ def test_bd_rate_on_known_curves():
     assert value is None and "no quality range" in why
     value, why = bd_rate(base[:1], base)
     assert value is None and "two" in why
-
-
-def test_crop_region_is_chosen_from_the_ground_truth_texture():
-    gt = np.full((120, 160, 3), 128, np.uint8)
-    gt[70:100, 20:50] = np.random.default_rng(0).integers(0, 255, (30, 30, 3))
-    top, left = detail_window(gt, 30)
-    assert (top, left) == (70, 20)
 
 
 def test_estimator_miniature_run(estimator_file, tmp_path, run_cli):
