@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from jndplug.errors import CorruptFileError
+from jndplug.errors import CorruptFileError, JNDPlugValueError
 from jndplug.imageio import atomic_write
 
 SUFFIX = ".safetensors"
@@ -52,7 +52,7 @@ def save_artifact(path: str | os.PathLike, tensors: dict[str, torch.Tensor], fmt
 
     path = Path(path)
     if path.suffix != SUFFIX:
-        raise ValueError(f"{path}: {what} files are written as {SUFFIX}; choose a name ending in {SUFFIX}")
+        raise JNDPlugValueError(f"{path}: {what} files are written as {SUFFIX}; choose a name ending in {SUFFIX}")
     header = {}
     for key, value in fields.items():
         try:

@@ -28,11 +28,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from jndplug.errors import JNDPlugValueError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16
 
 
-class ImageReadError(ValueError):
+class ImageReadError(JNDPlugValueError):
     """A file could not be read as an image."""
 
 
@@ -51,7 +53,7 @@ def max_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{PIXELS_ENV}={raw!r}: expected a positive number of pixels, e.g. 400000000")
+        raise JNDPlugValueError(f"{PIXELS_ENV}={raw!r}: expected a positive number of pixels, e.g. 400000000")
     return value
 
 
@@ -139,13 +141,13 @@ def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, *, inside_
     """
     s, d = Path(src).resolve(), Path(dst).resolve()
     if d == s:
-        raise ValueError(f"output {dst} is the input {src}: the originals would be overwritten; "
+        raise JNDPlugValueError(f"output {dst} is the input {src}: the originals would be overwritten; "
                          "give a separate output")
     if d in s.parents:
-        raise ValueError(f"output folder {dst} contains the input {src}: outputs could overwrite "
+        raise JNDPlugValueError(f"output folder {dst} contains the input {src}: outputs could overwrite "
                          "originals; give a folder outside it")
     if not inside_ok and s in d.parents:
-        raise ValueError(f"destination {dst} must not be inside the source folder {src}; "
+        raise JNDPlugValueError(f"destination {dst} must not be inside the source folder {src}; "
                          "give a folder outside it")
 
 
@@ -313,7 +315,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
                 f.write(buf.getbuffer())
             return
         if path.suffix.lower() != ".png":
-            raise ValueError(f"{path}: 16-bit images can only be written as PNG or TIFF")
+            raise JNDPlugValueError(f"{path}: 16-bit images can only be written as PNG or TIFF")
         import png  # Pillow cannot write 16-bit RGB
 
         rgb = array.ndim == 3
@@ -325,7 +327,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
         raise TypeError(f"{path}: write_image takes uint8 or uint16 arrays, got {array.dtype}")
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown image file extension {path.suffix!r}")
+        raise JNDPlugValueError(f"{path}: unknown image file extension {path.suffix!r}")
     with atomic_write(path) as f:
         Image.fromarray(array).save(f, format=fmt)
 
@@ -344,7 +346,7 @@ def array_to_tensor(array: np.ndarray) -> torch.Tensor:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(array).__name__}")
     if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 array, got shape {tuple(array.shape)}")
+        raise JNDPlugValueError(f"expected an HxWx3 array, got shape {tuple(array.shape)}")
     peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
     if peak is None and not np.issubdtype(array.dtype, np.floating):
         raise TypeError(f"unsupported array dtype {array.dtype}; use uint8, uint16 or float in [0,1]")

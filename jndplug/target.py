@@ -45,7 +45,7 @@ class JNDTarget:
         tile: ``(size, overlap)`` to process large images in overlapping tiles blended
             seamlessly (:func:`jndplug.tiling.tiled_forward`); ``None`` tiles automatically above
             2048x2048; ``False`` never tiles. The outer half of each overlap is context only, so
-            it must cover the context the estimator uses (see the README).
+            it must cover the context the estimator uses (docs/jndtarget.md, "Tiles").
         check_values: check every input for NaN, Inf and values outside [0,1]. The check reads
             one result back from the input's device, a synchronisation that stalls a GPU
             training step; ``False`` skips it (shape and dtype are always checked) for inputs

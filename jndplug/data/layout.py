@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import IMAGE_EXTENSIONS
 
 N_LEVELS = 9
@@ -47,7 +48,7 @@ def level_files(root: str | Path, image: str) -> list[Path]:
     found = sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit())
     missing = sorted(set(range(1, max(found, default=0) + 1)) - set(found))
     if missing:
-        raise ValueError(f"{folder}: level files {', '.join(f'{k}.png' for k in missing)} are missing; "
+        raise JNDPlugValueError(f"{folder}: level files {', '.join(f'{k}.png' for k in missing)} are missing; "
                          "rerun `jndplug datagen` into the same folder to rebuild them")
     return [level_file(root, image, k) for k in found]
 
@@ -76,7 +77,7 @@ def read_labels(path: str | Path) -> dict:
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rewrite it with `jndplug study aggregate`") from None
+        raise JNDPlugValueError(f"{path}: not valid JSON ({exc}); rewrite it with `jndplug study aggregate`") from None
     _check_labels(doc, path)
     return doc
 
@@ -84,35 +85,35 @@ def read_labels(path: str | Path) -> dict:
 def _check_labels(doc, path: Path) -> None:
     rewrite = "; fix it or rewrite the file with `jndplug study aggregate`"
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: a labels file is a JSON object with an 'images' mapping, "
+        raise JNDPlugValueError(f"{path}: a labels file is a JSON object with an 'images' mapping, "
                          f"got a JSON {type(doc).__name__}{rewrite}")
     if doc.get("schema", LABELS_SCHEMA) != LABELS_SCHEMA:
-        raise ValueError(f"{path}: schema {doc['schema']!r} is not {LABELS_SCHEMA!r}, the one this jndplug "
+        raise JNDPlugValueError(f"{path}: schema {doc['schema']!r} is not {LABELS_SCHEMA!r}, the one this jndplug "
                          f"reads{rewrite}")
     n = doc.get("n_levels")
     if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        raise ValueError(f"{path}: n_levels must be a positive integer, got {n!r}{rewrite}")
+        raise JNDPlugValueError(f"{path}: n_levels must be a positive integer, got {n!r}{rewrite}")
     images = doc.get("images")
     if not isinstance(images, dict):
-        raise ValueError(f"{path}: not a jndplug labels file (no 'images' mapping of image id to label)"
+        raise JNDPlugValueError(f"{path}: not a jndplug labels file (no 'images' mapping of image id to label)"
                          f"{rewrite}")
     for image, entry in images.items():
         where = f"{path}: image {image!r}"
         if not isinstance(entry, dict):
-            raise ValueError(f"{where}: the label must be an object with jnd_level and sur, got {entry!r:.60}"
+            raise JNDPlugValueError(f"{where}: the label must be an object with jnd_level and sur, got {entry!r:.60}"
                              f"{rewrite}")
         sur = entry.get("sur")
         if sur is not None:
             if not (isinstance(sur, list) and sur and all(_is_ratio(v) for v in sur)):
-                raise ValueError(f"{where}: sur must be null or a list of ratios in [0, 1], one per level, "
+                raise JNDPlugValueError(f"{where}: sur must be null or a list of ratios in [0, 1], one per level, "
                                  f"got {sur!r:.60}{rewrite}")
             if n is not None and len(sur) != n:
-                raise ValueError(f"{where}: sur has {len(sur)} values but the file has n_levels {n}{rewrite}")
+                raise JNDPlugValueError(f"{where}: sur has {len(sur)} values but the file has n_levels {n}{rewrite}")
         top = n if n is not None else len(sur) if sur else None
         level = entry.get("jnd_level")
         if level is not None and not (isinstance(level, int) and not isinstance(level, bool) and level >= 0
                                       and (top is None or level <= top)):
-            raise ValueError(f"{where}: jnd_level must be null or a level 0..{top if top is not None else 'n'}, "
+            raise JNDPlugValueError(f"{where}: jnd_level must be null or a level 0..{top if top is not None else 'n'}, "
                              f"got {level!r:.60}{rewrite}")
 
 
@@ -132,7 +133,7 @@ class JNDDataset:
             raise FileNotFoundError(f"{self.root} is not a JND dataset: it has no originals/ folder")
         self.ids = self._ids()
         if not self.ids:
-            raise ValueError(f"{self.root}: no images in originals/")
+            raise JNDPlugValueError(f"{self.root}: no images in originals/")
         problems = []
         for i in self.ids:
             missing = [lvl for lvl in range(1, n_levels + 1) if not self.level_path(i, lvl).is_file()]
@@ -140,7 +141,7 @@ class JNDDataset:
                 problems.append(f"{i} (levels {', '.join(map(str, missing))})")
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-            raise ValueError(f"{self.root}: distorted images missing for {shown}")
+            raise JNDPlugValueError(f"{self.root}: distorted images missing for {shown}")
 
     def _ids(self) -> list[str]:
         manifest = self.root / "manifest.json"
@@ -148,7 +149,7 @@ class JNDDataset:
             try:
                 doc = json.loads(manifest.read_text())
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{manifest}: not valid JSON ({exc})") from None
+                raise JNDPlugValueError(f"{manifest}: not valid JSON ({exc})") from None
             entries = doc.get("images", doc) if isinstance(doc, dict) else doc
             if isinstance(entries, dict):  # {id: entry}
                 ids = [str(k) for k in entries]
@@ -173,7 +174,7 @@ class JNDDataset:
         if level == 0:
             return self.original_path(image)
         if not 1 <= level <= self.n_levels:
-            raise ValueError(f"level must be 0..{self.n_levels}, got {level}")
+            raise JNDPlugValueError(f"level must be 0..{self.n_levels}, got {level}")
         return level_file(self.root, image, level)
 
     @property

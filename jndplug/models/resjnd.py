@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.models.registry import register_estimator
 from jndplug.models.base import Estimator
 
@@ -25,7 +26,7 @@ class ResJND(Estimator):
         super().__init__()
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (channels, recursions)) \
                 or channels < 1 or recursions < 1:
-            raise ValueError(f"resjnd needs integer channels >= 1 and recursions >= 1, got {channels!r:.20}, {recursions!r:.20}")
+            raise JNDPlugValueError(f"resjnd needs integer channels >= 1 and recursions >= 1, got {channels!r:.20}, {recursions!r:.20}")
         self.config = {"channels": channels, "recursions": recursions}
         self.recursions = recursions
         self.input = nn.Conv2d(3, channels, 3, padding=1, bias=False)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from jndplug.errors import JNDPlugValueError
 from jndplug.models import create_estimator
 from jndplug.weights import save_estimator
 
@@ -40,26 +41,26 @@ def read_resjnd_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a checkpoint that loads with torch.load(weights_only=True) "
+        raise JNDPlugValueError(f"{path}: not a checkpoint that loads with torch.load(weights_only=True) "
                          f"(a plain state dict is expected): {str(exc).splitlines()[0]}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (names to tensors), got {type(state).__name__}")
+        raise JNDPlugValueError(f"{path}: expected a state dict (names to tensors), got {type(state).__name__}")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     biases = sorted(k for k in state if k.endswith(".bias"))
     if biases:
-        raise ValueError(f"{path}: has biases ({', '.join(biases)}); the ResJND network has none, "
+        raise JNDPlugValueError(f"{path}: has biases ({', '.join(biases)}); the ResJND network has none, "
                          "so this is a different architecture")
     missing = [k for k in RESJND_KEYS if k not in state]
     unexpected = sorted(set(state) - set(RESJND_KEYS))
     if missing or unexpected:
-        raise ValueError(f"{path}: not a ResJND checkpoint (missing {missing}, unexpected {unexpected[:5]})")
+        raise JNDPlugValueError(f"{path}: not a ResJND checkpoint (missing {missing}, unexpected {unexpected[:5]})")
     channels = state["input.weight"].shape[0]
     expected = {"input.weight": (channels, 3, 3, 3), "conv1.weight": (channels, channels, 3, 3),
                 "conv2.weight": (channels, channels, 3, 3), "output.weight": (3, channels, 3, 3)}
     for key, shape in expected.items():
         if tuple(state[key].shape) != shape:
-            raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {shape} "
+            raise JNDPlugValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {shape} "
                              f"for a ResJND network with {channels} channels")
     return {k: state[k].to(torch.float32) for k in RESJND_KEYS}
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models._efficientnet_blocks import SqueezeExcite  # mobilenetv3's block; no public path exports it
 
-from jndplug.errors import load_torch_file
+from jndplug.errors import JNDPlugValueError, load_torch_file
 from jndplug.models.registry import register_estimator
 from jndplug.models.base import Estimator, GlobalPooling
 
@@ -91,14 +91,14 @@ class UNetJND(Estimator):
     ):
         super().__init__()
         if not isinstance(backbone, str):
-            raise ValueError(f"backbone must be a timm model name, got {backbone!r:.60}")
+            raise JNDPlugValueError(f"backbone must be a timm model name, got {backbone!r:.60}")
         if isinstance(decoder_channels, (str, bytes)) or not all(
                 isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in decoder_channels):
-            raise ValueError(f"decoder_channels must be a list of positive integers, got {decoder_channels!r:.60}")
+            raise JNDPlugValueError(f"decoder_channels must be a list of positive integers, got {decoder_channels!r:.60}")
         if isinstance(head_channels, bool) or not isinstance(head_channels, int) or head_channels < 1:
-            raise ValueError(f"head_channels must be a positive integer, got {head_channels!r:.60}")
+            raise JNDPlugValueError(f"head_channels must be a positive integer, got {head_channels!r:.60}")
         if isinstance(default_sur, bool) or not isinstance(default_sur, (int, float)) or not 0 <= default_sur <= 1:
-            raise ValueError(f"default_sur must be a ratio in [0, 1], got {default_sur!r:.60}")
+            raise JNDPlugValueError(f"default_sur must be a ratio in [0, 1], got {default_sur!r:.60}")
         self.config = {
             "backbone": backbone,
             "decoder_channels": list(decoder_channels),
@@ -120,7 +120,7 @@ class UNetJND(Estimator):
             # timm's pretrained loader, which may fall back to a download
             self.encoder = timm.create_model(backbone, features_only=True, pretrained=False)
         except RuntimeError as exc:
-            raise ValueError(f"timm cannot build backbone {backbone!r} with features_only: {exc}") from exc
+            raise JNDPlugValueError(f"timm cannot build backbone {backbone!r} with features_only: {exc}") from exc
         for m in self.encoder.modules():
             se = getattr(m, "se", None)
             if not squeeze_excite and isinstance(se, nn.Module):
@@ -132,7 +132,7 @@ class UNetJND(Estimator):
         enc_channels = self.encoder.feature_info.channels()
         reductions = self.encoder.feature_info.reduction()
         if len(decoder_channels) != len(enc_channels):
-            raise ValueError(
+            raise JNDPlugValueError(
                 f"decoder_channels has {len(decoder_channels)} entries but backbone {backbone!r} "
                 f"gives {len(enc_channels)} feature stages (channels {enc_channels})"
             )
@@ -216,10 +216,10 @@ def _load_encoder_weights(encoder: nn.Module, path) -> None:
                                 ".safetensors file")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict of tensors")
+        raise JNDPlugValueError(f"{path}: not a state dict of tensors")
     own = encoder.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
-        raise ValueError(f"{path}: not a checkpoint of this backbone (lacks {', '.join(missing[:3])}"
+        raise JNDPlugValueError(f"{path}: not a checkpoint of this backbone (lacks {', '.join(missing[:3])}"
                          f"{' ...' if len(missing) > 3 else ''})")
     encoder.load_state_dict({k: state[k] for k in own})

@@ -122,7 +122,7 @@ def test_conversion_errors(tmp_path, capsys):
         convert_resjnd(pickled_module, tmp_path / "o.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
     # on the command line: one line, exit status 1
-    assert main(["convert-resjnd", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "o.safetensors")]) == 1
+    assert main(["convert", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "o.safetensors")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
 
 
