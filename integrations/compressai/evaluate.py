@@ -31,7 +31,7 @@ from compressai.ops import compute_padding
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
-from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, list_images, read_image, tensor_to_array,
+from jndplug.imageio import (array_to_tensor, atomic_write, list_images, read_image, tensor_to_array,
                              write_image)
 from jndplug.pixels import MS_SSIM_MIN_SIDE, psnr
 from jndplug.viz import save_figure

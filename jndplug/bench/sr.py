@@ -45,10 +45,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, summarize, write_json, write_text
+from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, write_json, write_text
 from jndplug.bench.recipe import (UNTRANSFORMED, add_targets, run_name, save_atomic, to_tensor, training_files,
                                   transform_specs)
 from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
+from jndplug.bench.sr_report import PD, crops, pd_plane, report
 from jndplug.losses import JNDTolerantLoss
 from jndplug.metrics import METRICS, MetricSuite, psnr
 from jndplug.pixels import bicubic_lq, centre_crop
@@ -56,7 +57,6 @@ from jndplug.pixels import bicubic_lq, centre_crop
 FORMAT = "jndplug-bench-sr/2"
 SCALE = 4
 ARCHS = ("edsr", "srresnet")
-PD = ("psnr_y", "stlpips")  # the perception-distortion plane: fidelity against a perceptual distance
 TARGETS = ["gt", "usm", "jnd", "directed:gain=0.5", "directed:gain=1", "directed:gain=2", "tolerant"]
 METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
@@ -357,99 +357,3 @@ def run(s: Settings) -> dict:
     write_text(out / "sr_results.md", rep["markdown"])
     print(rep["markdown"])
     return result
-
-
-def report(results: list[dict], screens: dict, curves: dict, names: list[str], tests, s: Settings) -> dict:
-    lines = [f"Converged x4 restorers fine-tuned per target ({s.finetune_steps} steps each, seeds "
-             f"{' '.join(map(str, s.seeds))}); test: central {s.crop}px crops of {' + '.join(s.test_sets)} "
-             f"({len(tests)} images), scored against the true ground truth.\n"]
-    table = {}
-    for arch in s.archs:
-        curve = [c["val_psnr_y"] for c in curves[arch]]
-        tail = curve[-1] - curve[max(0, int(0.8 * len(curve)) - 1)]
-        lines.append(f"### {arch}\n\nPretraining: {curves[arch][-1]['step']} steps, validation PSNR-Y "
-                     f"{curve[-1]:.3f} dB; change over the last fifth of the curve {tail:+.3f} dB.\n")
-        table[arch] = arch_table([r for r in results if r["arch"] == arch], names, s.targets, lines)
-        if screens.get(arch) is not None:
-            table[arch]["screen_agreement"] = screen_agreement(screens[arch], table[arch], names, s.targets)
-            agreement = table[arch]["screen_agreement"]
-            lines.append(f"\nScreen on the pretrained network's outputs: predicted sign agrees with the fine-tunes' "
-                         f"mean change in {agreement['agree']} of {agreement['total']} (target, metric) cases.\n")
-    return {"table": table, "markdown": "\n".join(lines) + "\n"}
-
-
-def arch_table(rs: list[dict], names: list[str], targets: list[str], lines: list[str]) -> dict:
-    """Mean over seeds and seed-paired change against ``gt`` per target and metric (rows into ``lines``)."""
-    base = {r["seed"]: r["mean"] for r in rs if r["target"] == "gt"}
-    lines += ["| target | " + " | ".join(names) + " | better than gt on every seed |", "|" + "---|" * (len(names) + 2)]
-    table = {}
-    for target in targets:
-        sub = [r for r in rs if r["target"] == target]
-        cells, wins, entry = [], [], {}
-        for m in names:
-            value = summarize([r["mean"][m] for r in sub])
-            delta = summarize([r["mean"][m] - base[r["seed"]][m] for r in sub])
-            entry[m] = {"value": value, "delta": delta}
-            cells.append(f"{value['mean']:.4f} ({delta['mean']:+.4f})" if target != "gt" else f"{value['mean']:.4f}")
-            sign = 1 if METRICS[m].higher_is_better else -1
-            if target != "gt" and all(sign * (r["mean"][m] - base[r["seed"]][m]) > 0 for r in sub):
-                wins.append(m)
-        table[target] = entry
-        lines.append(f"| {target} | " + " | ".join(cells) + f" | {', '.join(wins) if target != 'gt' else ''} |")
-    return table
-
-
-def screen_agreement(scr: dict, table: dict, names: list[str], targets: list[str]) -> dict:
-    """How often the screen's predicted sign of each (target, metric) change matches the fine-tunes' mean."""
-    agree, total, detail = 0, 0, []
-    for target in targets:
-        pred = next((e for e in scr["summary"] if e["transform"] == target), None)
-        if target in UNTRANSFORMED or pred is None:
-            continue
-        for m in names:
-            p, f = pred["delta"].get(m), table[target][m]["delta"]["mean"]
-            if p is None or f is None:
-                continue
-            total += 1
-            agree += int(np.sign(p) == np.sign(f))
-            detail.append(f"{target} {m}: screen {p:+.4f}, fine-tune {f:+.4f}")
-    return {"agree": agree, "total": total, "detail": detail}
-
-
-def pd_plane(path: Path, results: list[dict], s: Settings) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(s.archs), figsize=(5.5 * len(s.archs), 4), squeeze=False)
-    for ax, arch in zip(axes[0], s.archs):
-        for target in s.targets:
-            sub = [r for r in results if r["arch"] == arch and r["target"] == target]
-            xs, ys = [r["mean"][PD[0]] for r in sub], [r["mean"][PD[1]] for r in sub]
-            ax.scatter(xs, ys, s=14, alpha=0.5)
-            ax.scatter([np.mean(xs)], [np.mean(ys)], s=60, marker="x", color=ax.collections[-1].get_facecolor()[0],
-                       label=target)
-        ax.set_xlabel("PSNR-Y (dB), higher is better")
-        ax.set_ylabel("ST-LPIPS, lower is better")
-        ax.set_title(f"{arch}: seeds (dots) and means (crosses)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def crops(path: Path, arch: str, tests: list, s: Settings, side: int = 64) -> None:
-    """GT and every target's seed-0 output, the same centre crop of the first few test images, at 3x."""
-    from PIL import Image
-
-    rows = []
-    for name, gt, _ in tests[:3]:
-        tiles = [gt]
-        for target in s.targets:
-            run = Path(s.out) / "runs" / run_name(arch, target=target, seed=s.seeds[0])
-            tiles.append(read_image(run / "outputs" / f"{name}.png"))
-        rows.append(np.concatenate([centre_crop(t, side) for t in tiles], 1))
-    grid = np.concatenate(rows, 0)
-    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)

@@ -10,7 +10,7 @@ from PIL import Image
 
 import jndplug
 from conftest import make_image
-from jndplug.bench.codec import bd_rate
+from jndplug.bench.codec_report import bd_rate
 from jndplug.training.datasets import read_source
 from jndplug.training.loop import ImageCache, default_measure, resolve_config, validate
 
