@@ -1,4 +1,4 @@
-"""``python -m jndplug.bench sr|codec|estimator ...``: the same as ``jndplug bench ...``."""
+"""``python -m jndplug.bench sr|codec|estimator|screen ...``: the same as ``jndplug bench ...``."""
 
 import sys
 
