@@ -7,7 +7,6 @@ and averaged; results land in ``truth/LABEL/result.json`` and a rerun skips thos
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from jndplug.bench import truth as measures
 from jndplug.bench.common import RESULT, BenchError, finished_run, notes_lines, spread, write_json
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array, to_8bit
 from jndplug.metrics import fmt, mean_of, psnr
+from jndplug.spec import TargetSpec, TargetSpecError
 
 if TYPE_CHECKING:
     from jndplug.bench.estimator import Settings
@@ -31,10 +31,10 @@ def truth_images(s: Settings) -> list[tuple[str, Path]]:
         raise BenchError(f"--limit {s.limit} must be > 0")
     if s.max_side is not None and s.max_side < 16:
         raise BenchError(f"--max-side {s.max_side} must be >= 16 (JNDTarget's smallest image side)")
-    if s.sur is not None and not 0 < s.sur <= 1:
-        raise BenchError(f"--sur {s.sur} must be in (0, 1]")
-    if not (math.isfinite(s.strength) and s.strength >= 0):
-        raise BenchError(f"--strength {s.strength} must be a finite number >= 0")
+    try:  # the target settings are TargetSpec's to check
+        TargetSpec(strength=s.strength, sur=s.sur, kind="jnd")
+    except TargetSpecError as exc:
+        raise BenchError(f"--{exc}") from None
     root = Path(s.images)
     if not root.exists():
         raise BenchError(f"--images {root}: no such folder")

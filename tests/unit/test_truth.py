@@ -235,4 +235,4 @@ def test_truth_part_needs_photos_and_says_so(tmp_path, capsys):
     assert "no image files" in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert main(["bench", "estimator", "--parts", "truth", "--weights", "default", "--images",
                  str(tmp_path / "empty"), "--sur", "1.5", "--out", str(tmp_path / "b")]) == 1
-    assert "--sur 1.5 must be in (0, 1]" in capsys.readouterr().err
+    assert "--sur: must be in (0, 1], got 1.5" in capsys.readouterr().err
