@@ -95,7 +95,10 @@ def wrap_model(model, target: JNDTarget, report_steps: int = 10):
 
 
 def _mean_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean over the images (frames) of the PSNR of ``a`` against ``b``, both in [0, 1]."""
+    """Mean over the images (frames) of the PSNR of ``a`` against ``b``, both in [0, 1].
+
+    A tensor on the training device, unlike ``jndplug.pixels.psnr``'s float: reading a float back
+    would synchronise the GPU in every one of the first steps, and the log needs one mean only."""
     mse = (a.float() - b.float()).pow(2).flatten(0, -4).mean(dim=(-3, -2, -1))
     return (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jndplug.imageio import ImageReadError, list_images, read_image
+from jndplug.imageio import ImageReadError, list_images, read_image, to_8bit
 
 # Photograph formats only; the other formats read_image knows are left out on purpose.
 SOURCE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -95,7 +95,7 @@ def prepare(source: Source, size: tuple[int, int], min_side: int, max_side: int 
     notes = [str(w.message) for w in caught]
     if arr.dtype == np.uint16:
         notes.append(f"{source.path}: 16-bit image reduced to 8 bits")
-        arr = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
+        arr = to_8bit(arr)
     height, width = arr.shape[:2]
     box = crop_16_9(width, height)
     cw, ch = box[2] - box[0], box[3] - box[1]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from jndplug import pixels
 from jndplug.errors import JNDPlugValueError
-from jndplug.imageio import atomic_write, read_image
+from jndplug.imageio import atomic_write, read_image, to_8bit
 from jndplug.patches.collection import PairCollection, PairItem, bucket_items
 
 PATCH_SIZE = 20
@@ -82,7 +82,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float | None:
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:
     # 16-bit sources are stored at 8 bits: the patches feed 8-bit models and PSNR at peak 255
-    return array if array.dtype == np.uint8 else np.round(array / 257.0).astype(np.uint8)
+    return to_8bit(array)
 
 
 def build_patch_dataset(collection: PairCollection, out: str | Path, fusions: tuple[str, ...] = FUSIONS,

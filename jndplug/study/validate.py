@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from jndplug.data.layout import N_LEVELS, level_file, original_file
-from jndplug.imageio import atomic_write, read_image, write_image
+from jndplug.imageio import atomic_write, read_image, to_8bit, write_image
 from jndplug.viz import save_figure
 
 JPEG_QF = (95, 90, 85, 80, 70, 60, 50, 40, 30)  # level 1..9
@@ -51,8 +51,7 @@ def _jpeg(a: np.ndarray, qf: int) -> np.ndarray:
 def _build(root: Path, photos: list[Path], make_level) -> None:
     for p in photos:
         img = read_image(p)
-        if img.dtype != np.uint8:
-            img = (img // 257).astype(np.uint8)
+        img = to_8bit(img)
         iid = p.stem
         write_image(original_file(root, iid), img)
         for lvl in range(1, N_LEVELS + 1):

@@ -5,7 +5,7 @@ import torch
 
 import jndplug
 from jndplug.precompute import precompute, settings_of
-from jndplug.spec import DEFAULT_GAIN
+from jndplug.spec import DEFAULT_GAIN, TargetSpecError
 
 pytest.importorskip("jndplug.integrations.basicsr")  # first: makes basicsr importable
 pytest.importorskip("compressai")
@@ -104,11 +104,11 @@ def test_codec_flags_train_on_the_directed_image(tmp_path, codec_data, estimator
 def test_codec_flags_are_checked(tmp_path, codec_data, estimator_file):
     with pytest.raises(CodecError, match="--jnd-kind without --jnd-target would be ignored"):
         _train(tmp_path, codec_data, "--jnd-kind", "jnd")
-    with pytest.raises(CodecError, match="gain applies to kind='directed' only"):
+    with pytest.raises(TargetSpecError, match="--jnd-gain: applies to kind directed only"):
         _train(tmp_path, codec_data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
                "--jnd-gain", "1")
     jnd_dir = tmp_path / "jnd"
     precompute(codec_data, jnd_dir, jndplug.JNDTarget(estimator_file, kind="jnd"), progress=False)
-    with pytest.raises(CodecError, match="kind: folder None vs configured 'directed'"):
+    with pytest.raises(CodecError, match="kind 'jnd' there, 'directed' configured"):
         _train(tmp_path / "r", codec_data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind",
                "directed", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
