@@ -352,7 +352,10 @@ def array_to_tensor(array: np.ndarray) -> torch.Tensor:
         raise TypeError(f"unsupported array dtype {array.dtype}; use uint8, uint16 or float in [0,1]")
     # converted straight into the result: one float32 copy of the image, not three
     t = torch.empty((3, *array.shape[:2]), dtype=torch.float32)
-    t.copy_(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+    with warnings.catch_warnings():
+        # a read-only array (e.g. from np.asarray of a PIL image) is only read here, copied into t
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t.copy_(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
     return t.div_(peak) if peak is not None else t
 
 

@@ -74,14 +74,12 @@ def _target(args: argparse.Namespace):
 
 @contextlib.contextmanager
 def _warnings_as_lines():
-    """Warnings as one ``warning: ...`` line each (no source line), the known harmless ones silenced."""
+    """Warnings as one ``warning: ...`` line each (no source line)."""
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        # torch on a read-only decoded array it copies anyway; nothing is written through it
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         warnings.showwarning = show
         yield
 
