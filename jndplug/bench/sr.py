@@ -61,7 +61,7 @@ TARGETS = ["gt", "usm", "jnd", "directed:gain=0.5", "directed:gain=1", "directed
 METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
 RUN_KEYS = ("test_sets", "train_images", "val_images", "crop", "patch", "batch", "blocks", "features", "lr",
-            "pretrain_steps", "finetune_steps", "finetune_lr", "metrics")
+            "pretrain_steps", "steps", "finetune_lr", "metrics")
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Settings:
     lr: float = 2e-4
     pretrain_steps: int = 10000
     val_every: int = 500
-    finetune_steps: int = 1000
+    steps: int = 1000
     finetune_lr: float = 5e-5
     metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
     pretrain_only: bool = False
@@ -117,7 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="pretraining learning rate")
     p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps)
     p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--finetune-steps", type=int, default=d.finetune_steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps per target")
     p.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
     p.add_argument("--metrics", nargs="+", default=d.metrics, choices=list(METRICS), metavar="METRIC")
     p.add_argument("--pretrain-only", action="store_true",
@@ -261,10 +261,10 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
     net = build(arch, s.blocks, s.features).to(s.device)
     net.load_state_dict(torch.load(init, weights_only=True, map_location=s.device))
     opt = torch.optim.Adam(net.parameters(), lr=s.finetune_lr, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.finetune_steps)], 0.5)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.steps)], 0.5)
     tolerant = JNDTolerantLoss(None, kind="l1") if target == "tolerant" else None
     t0 = time.perf_counter()
-    for step in tqdm(range(s.finetune_steps), desc=run.name, unit="step", leave=False):
+    for step in tqdm(range(s.steps), desc=run.name, unit="step", leave=False):
         # seed and step fix the batch: every target of one seed sees the same patches in the same order
         x, y, m = (t.to(s.device) for t in batch(data, target, np.random.default_rng((1000 + seed, step)), s))
         pred = net(x)
@@ -282,7 +282,7 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
         values, _ = suite(out, gt)
         rows.append({"file": name, **values})
     result = {"format": FORMAT, "arch": arch, "target": target, "seed": seed, "settings": settings,
-              "train_seconds": train_seconds, "steps": s.finetune_steps,
+              "train_seconds": train_seconds, "steps": s.steps,
               "mean": {m: float(np.mean([r[m] for r in rows if r.get(m) is not None])) for m in suite.names},
               "per_image": rows}
     write_json(run / "result.json", result)

@@ -20,7 +20,7 @@ PD = ("psnr_y", "stlpips")  # the perception-distortion plane: fidelity against 
 
 
 def report(results: list[dict], screens: dict, curves: dict, names: list[str], tests, s: Settings) -> dict:
-    lines = [f"Converged x4 restorers fine-tuned per target ({s.finetune_steps} steps each, seeds "
+    lines = [f"Converged x4 restorers fine-tuned per target ({s.steps} steps each, seeds "
              f"{' '.join(map(str, s.seeds))}); test: central {s.crop}px crops of {' + '.join(s.test_sets)} "
              f"({len(tests)} images), scored against the true ground truth.\n"]
     table = {}

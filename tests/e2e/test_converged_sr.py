@@ -22,7 +22,7 @@ def _folder(root: Path, n: int, seed: int, size=(64, 96)) -> None:
 
 FLAGS = ["--test-sets", "S", "--archs", "edsr", "--seeds", "0", "1", "--train-images", "4", "--val-images", "1",
          "--val-side", "32", "--crop", "48", "--patch", "16", "--batch", "2", "--blocks", "1", "--features", "8",
-         "--pretrain-steps", "4", "--val-every", "2", "--finetune-steps", "2",
+         "--pretrain-steps", "4", "--val-every", "2", "--steps", "2",
          "--targets", "gt", "jnd", "directed:gain=1", "tolerant", "--metrics", "psnr_y", "stlpips"]
 
 
@@ -49,7 +49,7 @@ def test_pretrain_finetune_screen_and_report(tmp_path, estimator_file, run_cli):
     # the held-back photo never appears among the training photos
     assert not set(report["val_files"]) & set(report["train_files"])
     assert table["screen_agreement"]["total"] == 4  # two transforms x two metrics
-    assert report["settings"]["finetune_steps"] == 2
+    assert report["settings"]["steps"] == 2
     for f in ("sr_results.md", "pd_plane.png", "crops_edsr.png", "screen_edsr/screen.json"):
         assert (out / f).is_file(), f
     # a rerun resumes: nothing is retrained, results are read back unchanged
@@ -60,17 +60,17 @@ def test_pretrain_finetune_screen_and_report(tmp_path, estimator_file, run_cli):
     assert outputs.shape == (48, 48, 3)
     # a finished fine-tune made with other settings is refused, naming the difference, not mixed in
     other = list(argv)
-    other[other.index("--finetune-steps") + 1] = "3"
+    other[other.index("--steps") + 1] = "3"
     res = run_cli(*other)
-    assert res.returncode == 1 and "other settings" in res.stderr and "finetune_steps: 2 there, 3 now" in res.stderr
+    assert res.returncode == 1 and "other settings" in res.stderr and "steps: 2 there, 3 now" in res.stderr
 
 
 def test_settings_are_the_flags_and_callable_from_python(tmp_path):
-    args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--finetune-steps", "7"])
+    args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--steps", "7"])
     from jndplug.cli.bench import settings_of
 
     settings = settings_of(sr, args)
-    assert settings == sr.Settings(train="t", test="s", finetune_steps=7)
+    assert settings == sr.Settings(train="t", test="s", steps=7)
     # the full recipe is the default; the two published runs differ only by flags
     assert (settings.blocks, settings.features, settings.pretrain_steps) == (16, 64, 10000)
 
