@@ -151,6 +151,38 @@ class TargetSpec:
                              else f"--{prefix}{name} {shlex.quote(str(value))}")
         return " ".join(parts)
 
+    @classmethod
+    def parse(cls, text: str) -> TargetSpec:
+        """From the compact form ``KIND[:key=value,...]`` the benchmarks take, e.g. ``directed``,
+        ``directed:strength=2,gain=4`` or ``jnd:estimator=my.safetensors``; errors name the key."""
+        kind, _, rest = str(text).partition(":")
+        values: dict[str, Any] = {"kind": kind.strip()}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise TargetSpecError(str(text), f"{part!r} is not key=value; e.g. directed:strength=2,gain=4")
+            if key == "kind" or key not in cls.names():
+                raise TargetSpecError(f"{text}: {key}", "unknown key; known keys: "
+                                      + ", ".join(n for n in cls.names() if n != "kind"))
+            kind_of = dataclasses.fields(cls)[cls.names().index(key)].metadata["type"]
+            try:
+                values[key] = kind_of(value.strip()) if kind_of is float else value.strip()
+            except ValueError:
+                raise TargetSpecError(f"{text}: {key}", f"must be a number, got {value.strip()!r}") from None
+        try:
+            return cls(**values)
+        except TargetSpecError as exc:
+            raise TargetSpecError(f"{text}: {exc.key}", str(exc).split(": ", 1)[1]) from None
+
+    def text(self) -> str:
+        """The compact form :meth:`parse` reads, with the settings that differ from the defaults:
+        ``TargetSpec.parse(spec.text()) == spec`` (the estimator given by name or path)."""
+        default = TargetSpec(kind=self.kind)
+        parts = [f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}"
+                 for n, v in self.to_mapping().items() if n != "kind" and v != default.to_mapping()[n]]
+        return self.kind + (":" + ",".join(parts) if parts else "")
+
     # -- manifests and comparisons ---------------------------------------------------------------
 
     def manifest_settings(self) -> dict:

@@ -16,6 +16,8 @@ KINDS = {
                                      "target, real bitstreams, BD-rates"),
     "estimator": ("jndplug.bench.estimator", "estimator speed and accuracy, online overhead of JNDTarget, "
                   "truth report of its JND images"),
+    "targets": ("jndplug.bench.targets", "truth report of training targets: how many simulated observers notice "
+                                         "each target, its SSIMULACRA 2, ColorVideoVDP, FLIP, RMS and band gains"),
     "screen": ("jndplug.bench.screen", "zero-training screen: a target transform applied to a restorer's outputs "
                "predicts whether fine-tuning on it helps"),
 }

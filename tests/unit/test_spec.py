@@ -97,3 +97,19 @@ def test_differences_list_each_differing_setting():
 def test_describe_names_kind_gain_and_sur():
     assert TargetSpec().describe() == "directed JND image (gain 1), estimator default, strength 1, SUR estimator default"
     assert TargetSpec(kind="jnd", sur=0.9).describe() == "estimated JND image, estimator default, strength 1, SUR 0.9"
+
+
+@pytest.mark.parametrize("text", ["directed", "jnd", "directed:strength=2,gain=4", "jnd:strength=0.5",
+                                  "directed:sur=0.9", "jnd:estimator=my.safetensors"])
+def test_compact_form_round_trips(text):
+    spec = TargetSpec.parse(text)
+    assert TargetSpec.parse(spec.text()) == spec and spec.text() == text
+
+
+def test_compact_form_names_the_bad_part():
+    assert TargetSpec.parse("directed:gain=1") == TargetSpec()  # the default gain is not spelled out
+    for text, message in [("sharp", "kind: must be directed or jnd"), ("directed:gain", "is not key=value"),
+                          ("directed:foo=1", "foo: unknown key"), ("jnd:gain=2", "gain: applies to kind directed"),
+                          ("directed:gain=x", "gain: must be a number")]:
+        with pytest.raises(TargetSpecError, match=message):
+            TargetSpec.parse(text)
