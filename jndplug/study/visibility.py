@@ -112,6 +112,11 @@ class VisibilityModel:
     def distance(self, reference: np.ndarray, test: np.ndarray) -> float:
         raise NotImplementedError
 
+    def _viewing(self) -> str:
+        """The viewing conditions' part of :attr:`key`, for models that take a display geometry."""
+        w, h = self.resolution
+        return f"{w}x{h}_{self.diagonal_inches:g}in_{self.viewing_distance_m:g}m"
+
 
 class CVVDP(VisibilityModel):
     """ColorVideoVDP on the study display (see the module docstring); needs no downloads."""
@@ -136,9 +141,7 @@ class CVVDP(VisibilityModel):
 
     @property
     def key(self) -> str:
-        w, h = self.resolution
-        return (f"cvvdp-{self._version}_{self.display}_{w}x{h}_{self.diagonal_inches:g}in_"
-                f"{self.viewing_distance_m:g}m")
+        return f"cvvdp-{self._version}_{self.display}_{self._viewing()}"
 
     def distance(self, reference, test) -> float:
         return max(0.0, 10.0 - cvvdp_jod(self._metric, test, reference))
@@ -169,9 +172,7 @@ class FLIP(VisibilityModel):
 
     @property
     def key(self) -> str:
-        w, h = self.resolution
-        return (f"flip_{w}x{h}_{self.diagonal_inches:g}in_{self.viewing_distance_m:g}m_"
-                f"e50-{self.e50:g}_g{self.gamma:g}")
+        return f"flip_{self._viewing()}_e50-{self.e50:g}_g{self.gamma:g}"
 
     def mean_error(self, reference, test) -> float:
         def f(a):
@@ -237,8 +238,7 @@ class ColourDifference(VisibilityModel):
 
     @property
     def key(self) -> str:
-        w, h = self.resolution
-        return (f"ciede2000_{w}x{h}_{self.diagonal_inches:g}in_{self.viewing_distance_m:g}m_mean-{self.mean_de50:g}_"
+        return (f"ciede2000_{self._viewing()}_mean-{self.mean_de50:g}_"
                 f"local-{self.local_de50:g}-p{self.percentile:g}-s{self.sigma_degrees:g}deg")
 
     def differences(self, reference, test) -> tuple[float, float]:
