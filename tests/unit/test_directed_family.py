@@ -1,0 +1,71 @@
+"""The directed target's own distortion as a datagen family, with the shipped estimator."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jndplug.datagen import build_dataset
+from jndplug.datagen.directed_family import GAIN, STRENGTHS, make_levels
+from jndplug.imageio import to_tensor
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from skimage.data import astronaut
+
+    img = Image.fromarray(astronaut()).resize((96, 96), Image.LANCZOS)
+    return to_tensor(np.asarray(img))
+
+
+@pytest.fixture(scope="module")
+def levels():
+    return make_levels()
+
+
+def test_ladder_straddles_the_default_and_is_monotone(photo, levels):
+    assert STRENGTHS[0] < 1 < STRENGTHS[-1] and all(b > a for a, b in zip(STRENGTHS, STRENGTHS[1:]))
+    assert levels.gain == GAIN
+    rms = [float((levels(photo, k) - photo).pow(2).mean().sqrt()) for k in range(1, len(STRENGTHS) + 1)]
+    assert all(b > a for a, b in zip(rms, rms[1:])), rms
+
+
+def test_levels_are_zero_mean_luma_changes(photo, levels):
+    for k in (1, 5, 9):
+        d = levels(photo, k) - photo
+        assert float(d.abs().max()) > 1 / 255  # it does something
+        # one change added to R, G and B alike (luma only; the photo is away from 0 and 1 here or
+        # clamped identically) and zero mean over the image
+        inside = ((photo > 0.02) & (photo < 0.98)).all(0)
+        assert float((d[0] - d[1])[inside].abs().max()) < 1e-5 and float((d[0] - d[2])[inside].abs().max()) < 1e-5
+        assert abs(float(d[0].mean())) < 1e-4
+
+
+def test_levels_refuse_bad_input(levels, photo):
+    with pytest.raises(ValueError, match="level must be 1..9"):
+        levels(photo, 10)
+    with pytest.raises(ValueError, match="strengths must increase"):
+        make_levels(strengths=[1.0, 0.5])
+
+
+def test_datagen_builds_the_family_uncalibrated(tmp_path, photo):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, seed in enumerate((0, 1)):
+        arr = (np.clip(photo.permute(1, 2, 0).numpy(), 0, 1) * 255).round().astype(np.uint8)
+        Image.fromarray(np.roll(arr, 17 * seed, axis=1)).save(src / f"p{i}.png")
+    summary = build_dataset([src], tmp_path / "ds", level_fn="jndplug.datagen.directed_family:levels",
+                            calibrate=False, masking=0.0, chroma=1.0, size=(96, 96), min_side=32, progress=False)
+    assert not summary["not_monotonic"]
+    for record in (tmp_path / "ds" / "records").glob("*.json"):
+        levels = json.loads(record.read_text())["levels"]
+        assert [lv["level_fn_level"] for lv in levels] == list(range(1, 10))
+        psnrs = [lv["psnr"] for lv in levels]
+        assert all(b < a for a, b in zip(psnrs, psnrs[1:])), psnrs
+        assert all(lv["blend"] == 1.0 for lv in levels)  # uncalibrated: each level is the target itself
+        d = torch.from_numpy(np.asarray(Image.open(tmp_path / "ds" / levels[4]["file"]), dtype=np.float32)) - \
+            torch.from_numpy(np.asarray(Image.open(tmp_path / "ds" / "originals" / f"{record.stem}.png"),
+                                        dtype=np.float32))
+        assert float(d.mean()) == pytest.approx(0, abs=0.05)  # zero mean, to 8-bit rounding
