@@ -117,3 +117,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fresh_python(code: str, timeout: int = 300) -> str:
+    """What ``code`` prints in a new interpreter, which must exit 0: for what an import pulls in, or
+    memory measured without this process's own."""
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

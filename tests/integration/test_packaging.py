@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from conftest import fresh_python
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -58,9 +60,7 @@ def test_import_and_jndtarget_need_neither_matplotlib_nor_scikit_image():
     # demo's photographs are the viz extra
     code = ("import sys, torch\nimport jndplug\nt = jndplug.JNDTarget()\nt(torch.rand(1, 3, 32, 32))\n"
             "print([m for m in ('matplotlib', 'skimage') if m in sys.modules])")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "[]"
+    assert fresh_python(code).splitlines()[-1] == "[]"
 
 
 def test_core_dependencies_and_the_extras_that_name_the_optional_modules():

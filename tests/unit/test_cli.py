@@ -1,21 +1,19 @@
 """The ``jndplug`` command line itself: lazy imports, pipeline order, one spelling per option."""
 
 import argparse
-import subprocess
-import sys
 
 import pytest
 
+from conftest import fresh_python
 from jndplug.cli import COMMANDS, build_parser
 
 
 def test_help_imports_neither_torch_nor_timm():
     code = ("import sys\nfrom jndplug.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('heavy', [m for m in ('torch', 'timm', 'numpy') if m in sys.modules])")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "heavy []"
-    listed = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("    ") and line.split()]
+    out = fresh_python(code, timeout=120)
+    assert out.splitlines()[-1] == "heavy []"
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()]
     assert [name for name in listed if name in COMMANDS] == list(COMMANDS)  # pipeline order
 
 

@@ -1,9 +1,8 @@
 """Tiled inference (jndplug.tiling): agreement with the untiled pass, padding, automatic tiles,
 memory, and the estimator-interface hooks it relies on."""
 
-import subprocess
-import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +11,12 @@ from PIL import Image
 
 import jndplug
 import jndplug.tiling as tiling
-from conftest import make_image
+from conftest import fresh_python, make_image
 from jndplug import JNDTarget
 from jndplug.models.base import Estimator, GlobalPooling
 from jndplug.tiling import _TileGrid, pad_mode, tiled_forward
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiled_matches_untiled(unet):
@@ -94,21 +95,17 @@ def test_automatic_tiling_above_threshold(unet, monkeypatch):
     assert len(calls) > 1 and all(max(s) <= 64 for s in calls)
 
 
-_PEAK_MEMORY = textwrap.dedent("""
-    import resource, sys, torch, torch.nn as nn
+_PEAK_MEMORY = textwrap.dedent(f"""
+    import resource, runpy, torch
     from jndplug import JNDTarget
 
-    class Tiny(nn.Module):  # cheap, so that the measurement is about the buffers around it
-        size_divisor = 32
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, padding=1)
-        def forward(self, x):
-            return x + 0.01 * self.conv(x)
+    # the memory benchmark's one-convolution estimator: cheap, so that the measurement is about
+    # the buffers around it
+    StandIn = runpy.run_path({str(ROOT / "benchmarks" / "bench_tiling_memory.py")!r})["StandIn"]
 
     # the tiler's own buffers: kind jnd (the directed image's projection then works on the whole
     # image, with a few image-sized maps of its own)
-    target = JNDTarget(Tiny(), strength=0.7, tile=(256, 32), kind="jnd")
+    target = JNDTarget(StandIn(), strength=0.7, tile=(256, 32), kind="jnd")
     target(torch.rand(1, 3, 600, 600))  # everything loaded and warmed up
     x = torch.rand(1, 3, 3000, 3000)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -121,9 +118,7 @@ _PEAK_MEMORY = textwrap.dedent("""
 def test_tiled_inference_keeps_no_full_size_temporaries():
     # beyond the output itself, only tile-sized and strip-sized buffers (here a strip is about a
     # tenth of the image): peak memory above the input stays under 1.5 image sizes
-    run = subprocess.run([sys.executable, "-c", _PEAK_MEMORY], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert float(run.stdout) < 1.5
+    assert float(fresh_python(_PEAK_MEMORY)) < 1.5
 
 
 def _ramp_image(h=96, w=136):
