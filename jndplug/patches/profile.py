@@ -6,17 +6,15 @@ The profile itself is :class:`jndplug.models.jnd_profile.JNDProfile`; this is it
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from jndplug.errors import JNDPlugValueError
 from jndplug.models.jnd_profile import JNDProfile
-from jndplug.patches.regressor import load_patch_pairs, split_images
+from jndplug.patches.regressor import fit_epochs, load_patch_pairs, split_images
 
 
 def train_structural_visibility(dataset: str | os.PathLike, config: dict | None = None,
@@ -47,31 +45,15 @@ def train_structural_visibility(dataset: str | os.PathLike, config: dict | None 
                                 f"{'training' if not len(train_idx) else 'validation'} images")
     torch.manual_seed(cfg["seed"])
     profile = JNDProfile(cfg["window"], cfg["hidden"])
-    opt = torch.optim.Adam(profile.parameters(), lr=cfg["lr"])
     loss_fn = nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(cfg["seed"])
-    best, best_state, best_epoch, history = math.inf, None, 0, []
-    for epoch in tqdm(range(1, cfg["epochs"] + 1), desc="structural visibility", unit="epoch", disable=not progress):
-        profile.train()
-        order = torch.from_numpy(rng.permutation(train_idx))
-        losses = []
-        for i in range(0, len(order), cfg["batch"]):
-            idx = order[i:i + cfg["batch"]]
-            loss = loss_fn(profile.visibility_logit(clean[idx], fused[idx]), visible[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        profile.eval()
-        with torch.no_grad():
-            logit = profile.visibility_logit(clean[val_idx], fused[val_idx])
-            val_loss = loss_fn(logit, visible[val_idx]).item()
-            val_acc = float(((logit > 0).float() == visible[val_idx]).float().mean())
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-                        "val_accuracy": val_acc})
-        if val_loss < best:
-            best, best_epoch = val_loss, epoch
-            best_state = {k: v.detach().clone() for k, v in profile.state_dict().items()}
-    profile.load_state_dict(best_state)
+
+    def validate() -> dict:
+        logit = profile.visibility_logit(clean[val_idx], fused[val_idx])
+        return {"val_loss": loss_fn(logit, visible[val_idx]).item(),
+                "val_accuracy": float(((logit > 0).float() == visible[val_idx]).float().mean())}
+
+    history, best_epoch, best = fit_epochs(
+        profile, train_idx, lambda idx: loss_fn(profile.visibility_logit(clean[idx], fused[idx]), visible[idx]),
+        validate, cfg, desc="structural visibility", progress=progress)
     return profile.eval(), {"history": history, "best_epoch": best_epoch, "best_val_loss": best, "split": split,
                             "dataset": str(dataset), "config": cfg}

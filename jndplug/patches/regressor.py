@@ -145,6 +145,45 @@ def predict(model: nn.Module, pairs: PatchPairs, batch: int = 512) -> np.ndarray
     return torch.cat(out).numpy()
 
 
+def fit_epochs(model: nn.Module, items, batch_loss, validate, cfg: dict, desc: str, progress: bool = True,
+               min_delta: float = 0.0, patience: int | None = None) -> tuple[list[dict], int, float]:
+    """Adam (``cfg["lr"]``) over mini-batches (``cfg["batch"]``) of ``items`` (indices, or their
+    count) shuffled each epoch by a generator seeded with ``cfg["seed"]``, for up to
+    ``cfg["epochs"]`` epochs. ``batch_loss(idx)`` is a mini-batch's loss; ``validate()`` (in eval
+    mode, without gradients) gives the epoch's validation entries, ``val_loss`` among them. Keeps
+    the weights of the epoch whose ``val_loss`` is lowest (by more than ``min_delta``) and stops
+    after ``patience`` epochs without one. Returns the history, the best epoch and its loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    rng = np.random.default_rng(cfg["seed"])
+    best, best_state, best_epoch, bad, history = math.inf, None, 0, 0, []
+    bar = tqdm(range(1, cfg["epochs"] + 1), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = rng.permutation(items)
+        losses = []
+        for i in range(0, len(order), cfg["batch"]):
+            loss = batch_loss(order[i:i + cfg["batch"]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            scores = validate()
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **scores})
+        bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{scores['val_loss']:.4f}")
+        if scores["val_loss"] < best - min_delta:
+            best, best_epoch, bad = scores["val_loss"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if patience is not None and bad >= patience:
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    return history, best_epoch, best
+
+
 def train_regressor(dataset: str | os.PathLike, out: str | os.PathLike, config: dict | None = None,
                     progress: bool = True) -> dict:
     """Train a TinyPatchRegressor on a patch-pair dataset; returns the history and best epoch.
@@ -174,38 +213,14 @@ def train_regressor(dataset: str | os.PathLike, out: str | os.PathLike, config: 
                                 "use more images or other buckets")
     torch.manual_seed(cfg["seed"])
     model = TinyPatchRegressor(cfg["width"], cfg["blocks"], cfg["groups"])
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     loss_fn = nn.SmoothL1Loss(beta=cfg["beta"])
     x_val, y_val = pair_input(val.clean, val.fused), torch.from_numpy(val.targets())
     y_train = torch.from_numpy(train.targets())
-    rng = np.random.default_rng(cfg["seed"])
-    best, best_state, best_epoch, bad, history = math.inf, None, 0, 0, []
-    bar = tqdm(range(1, cfg["epochs"] + 1), desc="regressor", unit="epoch", disable=not progress)
-    for epoch in bar:
-        model.train()
-        order = rng.permutation(len(train.records))
-        losses = []
-        for i in range(0, len(order), cfg["batch"]):
-            idx = order[i:i + cfg["batch"]]
-            loss = loss_fn(model(pair_input(train.clean[idx], train.fused[idx])), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        model.eval()
-        with torch.no_grad():
-            val_loss = loss_fn(model(x_val), y_val).item()
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
-        bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best - cfg["min_delta"]:
-            best, best_epoch, bad = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg["patience"]:
-                break
-    bar.close()
-    model.load_state_dict(best_state)
+    history, best_epoch, best = fit_epochs(
+        model, len(train.records),
+        lambda idx: loss_fn(model(pair_input(train.clean[idx], train.fused[idx])), y_train[idx]),
+        lambda: {"val_loss": loss_fn(model(x_val), y_val).item()},
+        cfg, desc="regressor", progress=progress, min_delta=cfg["min_delta"], patience=cfg["patience"])
     result = {"history": history, "best_epoch": best_epoch, "best_val_loss": best,
               "stopped_early": len(history) < cfg["epochs"], "train_patches": len(train.records),
               "val_patches": len(val.records)}
