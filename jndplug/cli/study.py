@@ -12,14 +12,20 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "study", description="The JND study: binary-search protocol, screening and labels.")
     sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-    for add in (_add_simulate, _add_aggregate, _add_import, _add_serve, _add_export):
-        add(sub)
+    for name, (help_line, description, add_arguments, run) in _SUBCOMMANDS.items():
+        s = sub.add_parser(name, help=help_line, description=description)
+        add_arguments(s)
+        s.set_defaults(func=run)
 
 
-def _add_simulate(sub) -> None:
-    s = sub.add_parser("simulate", help="answer the study with simulated observers (visibility model)",
-                       description="Run simulated participants through the binary-search protocol. Model "
-                                   "predictions are cached in DATASET/study/cache/, so a rerun resumes.")
+def _add_session_arguments(p) -> None:
+    """What a participant's session shows, the same for simulated and web observers."""
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("--catch-every", type=int, default=10, metavar="N",
+                   help="a catch trial after every N images (0: none; default 10)")
+
+
+def _simulate_arguments(s) -> None:
     s.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
     s.add_argument("--observers", type=int, default=20, help="number of simulated participants (default 20)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -34,20 +40,14 @@ def _add_simulate(sub) -> None:
     s.add_argument("--sensitivity-median", type=float, default=1.0,
                    help="median observer sensitivity, a multiplier on the model's distance (default 1)")
     s.add_argument("--lapse-rate", type=float, default=0.02, help="probability of a random answer (default 0.02)")
-    s.add_argument("--catch-every", type=int, default=10, metavar="N",
-                   help="a catch trial after every N images (0: none; default 10)")
-    s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    _add_session_arguments(s)
     s.add_argument("--images", type=Path, default=None, metavar="FILE",
                    help="only the image ids listed in FILE, one per line (a labelled subset)")
     s.add_argument("--out", type=Path, default=None,
                    help="judgements file, .csv or .json (default DATASET/study/judgements.csv)")
-    s.set_defaults(func=_simulate)
 
 
-def _add_aggregate(sub) -> None:
-    a = sub.add_parser("aggregate", help="screen participants and write labels.json + pairs/",
-                       description="Screen participants (catch trials, ITU-R BT.500) and write labels.json, "
-                                   "pairs/original/<id>.png, pairs/jnd/<id>.png and plots.")
+def _aggregate_arguments(a) -> None:
     a.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
     a.add_argument("--judgements", type=Path, nargs="+", default=None, metavar="FILE",
                    help="judgement files (default DATASET/study/judgements.csv)")
@@ -59,14 +59,9 @@ def _add_aggregate(sub) -> None:
     a.add_argument("--min-participants", type=int, default=5,
                    help="flag images with fewer retained participants (default 5)")
     a.add_argument("--no-plots", action="store_true", help="skip sur_curves.png and jnd_histogram.png")
-    a.set_defaults(func=_aggregate)
 
 
-def _add_import(sub) -> None:
-    i = sub.add_parser("import", help="convert a third-party judgement table into the jndplug schema",
-                       description="Map a CSV (or JSON list) of trial-level judgements into the jndplug "
-                                   "judgement schema. Example: --map participant=subject image=src "
-                                   "level=qp response=answer --noticeable-values 1 --not-noticeable-values 0")
+def _import_arguments(i) -> None:
     i.add_argument("file", type=Path)
     i.add_argument("--out", type=Path, required=True, help="output judgements file (.csv or .json)")
     i.add_argument("--map", nargs="+", default=[], metavar="FIELD=COLUMN", help="schema field = column in the file")
@@ -77,15 +72,9 @@ def _add_import(sub) -> None:
     i.add_argument("--level-offset", type=int, default=0, help="added to the file's levels (1 for 0-based levels)")
     i.add_argument("--observer-kind", choices=("human", "simulated"), default="human",
                    help="for rows without an observer_kind (default human)")
-    i.set_defaults(func=_import)
 
 
-def _add_serve(sub) -> None:
-    w = sub.add_parser("serve", help="run the study with people in a browser (local web server)",
-                       description="Serve the participant page (registration, instructions, training, the "
-                                   "binary search image by image) and an operator page (participants, "
-                                   "completion, screening, export). Every answer is stored in SQLite as it "
-                                   "is given; restarting the server resumes every participant.")
+def _serve_arguments(w) -> None:
     w.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
     w.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
@@ -93,9 +82,7 @@ def _add_serve(sub) -> None:
     w.add_argument("--db", type=Path, default=None, help="study database (default DATASET/study/web.sqlite3)")
     w.add_argument("--export-to", type=Path, default=None, metavar="FILE",
                    help="where the operator page's export writes (default DATASET/study/judgements-human.csv)")
-    w.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    w.add_argument("--catch-every", type=int, default=10, metavar="N",
-                   help="a catch trial after every N images (0: none; default 10)")
+    _add_session_arguments(w)
     w.add_argument("--break-every", type=int, default=60, metavar="N",
                    help="offer a break after every N trials (0: never; default 60)")
     w.add_argument("--training", type=int, default=4, metavar="N",
@@ -105,18 +92,13 @@ def _add_serve(sub) -> None:
                         "(new participants only; default side by side)")
     w.add_argument("--flicker-ms", type=int, default=100, metavar="MS",
                    help="how long each image of a flicker pair stays on screen (default 100)")
-    w.set_defaults(func=_serve)
 
 
-def _add_export(sub) -> None:
-    e = sub.add_parser("export", help="write the web study's judgements to a file (server running or not)",
-                       description="Export every answer stored by 'jndplug study serve' as judgement records, "
-                                   "for 'jndplug study aggregate DATASET --judgements FILE'.")
+def _export_arguments(e) -> None:
     e.add_argument("dataset", type=Path, help="dataset folder (originals/, distorted/)")
     e.add_argument("--db", type=Path, default=None, help="study database (default DATASET/study/web.sqlite3)")
     e.add_argument("--out", type=Path, default=None,
                    help="judgements file, .csv or .json (default DATASET/study/judgements-human.csv)")
-    e.set_defaults(func=_export)
 
 
 def _simulate(args) -> int:
@@ -244,3 +226,31 @@ def _export(args) -> int:
     write_judgements(out, judgements)
     print(f"{len(judgements)} judgements of {len(store.participants())} participants -> {out}")
     return 0
+
+
+# name: (help line, description, its flags, what runs it)
+_SUBCOMMANDS = {
+    "simulate": ("answer the study with simulated observers (visibility model)",
+                 "Run simulated participants through the binary-search protocol. Model "
+                 "predictions are cached in DATASET/study/cache/, so a rerun resumes.",
+                 _simulate_arguments, _simulate),
+    "aggregate": ("screen participants and write labels.json + pairs/",
+                  "Screen participants (catch trials, ITU-R BT.500) and write labels.json, "
+                  "pairs/original/<id>.png, pairs/jnd/<id>.png and plots.",
+                  _aggregate_arguments, _aggregate),
+    "import": ("convert a third-party judgement table into the jndplug schema",
+               "Map a CSV (or JSON list) of trial-level judgements into the jndplug "
+               "judgement schema. Example: --map participant=subject image=src "
+               "level=qp response=answer --noticeable-values 1 --not-noticeable-values 0",
+               _import_arguments, _import),
+    "serve": ("run the study with people in a browser (local web server)",
+              "Serve the participant page (registration, instructions, training, the "
+              "binary search image by image) and an operator page (participants, "
+              "completion, screening, export). Every answer is stored in SQLite as it "
+              "is given; restarting the server resumes every participant.",
+              _serve_arguments, _serve),
+    "export": ("write the web study's judgements to a file (server running or not)",
+               "Export every answer stored by 'jndplug study serve' as judgement records, "
+               "for 'jndplug study aggregate DATASET --judgements FILE'.",
+               _export_arguments, _export),
+}
