@@ -23,8 +23,8 @@ COMMANDS = {
     "demo": ("jndplug.cli.infer", "run the default estimator on scikit-image's sample photographs"),
     "convert": ("jndplug.cli.convert", "import the ResJND authors' .pth checkpoint as jndplug weights"),
     "patches": ("jndplug.cli.patches", "patch pairs and a patch-level visibility regressor"),
-    "jnd-profile": ("jndplug.cli.jnd_profile", "fit the patch-level JND profile (structural visibility "
-                                               "learning) to a patch-pair dataset"),
+    "jnd-profile": ("jndplug.cli.patches", "fit the patch-level JND profile (structural visibility "
+                                           "learning) to a patch-pair dataset"),
     "metrics": ("jndplug.cli.metrics", "score a folder of outputs against a folder of references"),
     "bench": ("jndplug.cli.bench", "benchmarks: does training against JND images help?"),
 }

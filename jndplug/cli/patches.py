@@ -1,4 +1,5 @@
-"""``jndplug patches build | train | calibrate``: patch pairs and a patch-level visibility regressor.
+"""``jndplug patches build | train | calibrate``: patch pairs and a patch-level visibility regressor;
+``jndplug jnd-profile``: the JND profile's structural visibility network fitted to the same pairs.
 
 See docs/other-systems.md.
 """
@@ -32,9 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_patches_build)
 
     t = ps.add_parser("train", help="train TinyPatchRegressor on a patch-pair dataset")
-    t.add_argument("dataset", help="a dataset written by `jndplug patches build`")
-    add_out_argument(t, "run folder to write (regressor.safetensors, split.json, log.json)", metavar="DIR")
-    training_args(t, buckets_default=["slight_flicker"])
+    training_args(t, "run folder to write (regressor.safetensors, split.json, log.json)", "DIR",
+                  buckets_default=["slight_flicker"])
     t.add_argument("--patience", type=int, default=10)
     t.add_argument("--min-delta", type=float, default=1e-5)
     t.set_defaults(func=_patches_train)
@@ -45,8 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--buckets", nargs="+", default=None, help="buckets to calibrate on (default: all)")
     c.set_defaults(func=_patches_calibrate)
 
+    p = add_command(sub, "jnd-profile", description="Fit the structural visibility network of the JND profile to "
+                                                    "the judgements of a patch-pair dataset.")
+    training_args(p, "profile file to write (.safetensors)", "FILE", buckets_default=None)
+    p.set_defaults(func=_profile_train)
 
-def training_args(p: argparse.ArgumentParser, buckets_default) -> None:
+
+def training_args(p: argparse.ArgumentParser, out_help: str, out_metavar: str, buckets_default) -> None:
+    """What a model trained on a patch-pair dataset takes: the dataset, its --out and the training."""
+    p.add_argument("dataset", help="a dataset written by `jndplug patches build`")
+    add_out_argument(p, out_help, metavar=out_metavar)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -92,4 +100,17 @@ def _patches_calibrate(args: argparse.Namespace) -> int:
     print("confusion (rows true green/orange/red, columns predicted):")
     for row in test["confusion"]:
         print("  " + " ".join(f"{v:7d}" for v in row))
+    return 0
+
+
+def _profile_train(args: argparse.Namespace) -> int:
+    from jndplug.models.jnd_profile import save_profile
+    from jndplug.patches.profile import train_structural_visibility
+
+    config = config_of(args, ("epochs", "batch", "lr", "seed", "buckets"))
+    profile, info = train_structural_visibility(args.dataset, config)
+    save_profile(profile, args.out, info)
+    last = info["history"][info["best_epoch"] - 1]
+    print(f"best epoch {info['best_epoch']}: validation loss {last['val_loss']:.4f}, "
+          f"accuracy {last['val_accuracy']:.3f} -> {args.out}")
     return 0
