@@ -34,14 +34,15 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, spread, write_json, write_text
+from jndplug.bench.common import (BenchError, add_settings_arguments, finished_run, flag, machine, resolve_estimator,
+                                  spread, write_json, write_text)
 from jndplug.bench.codec_report import MODEL, crops, plots, report
 from jndplug.bench.recipe import add_targets, run_name, save_atomic, to_tensor, training_files, transform_specs
 from jndplug.imageio import list_images, read_image, to_8bit, write_image
@@ -59,64 +60,40 @@ RUN_KEYS = ("channels", "lambdas", "pretrain_lambda", "train_images", "val_image
 class Settings:
     """One ``bench codec`` run; the field names are the command's flags."""
 
-    train: str
-    eval: str
-    out: str = "bench-codec"
-    targets: list[str] = field(default_factory=lambda: ["gt", "jnd", "directed:gain=1", "directed:gain=2"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    estimator: str = "default"
-    channels: list[int] = field(default_factory=lambda: [128, 192])
-    lambdas: list[float] = field(default_factory=lambda: [0.0035, 0.0067, 0.013])
-    pretrain_lambda: float | None = None
+    train: str = flag(help="training photos (searched recursively)")
+    eval: str = flag(help="evaluation photos, e.g. Kodak24")
+    out: str = flag("bench-codec", "results folder (rerun to resume)")
+    targets: list[str] = flag(["gt", "jnd", "directed:gain=1", "directed:gain=2"],
+                              "gt (required) and screen transforms: jnd, directed:gain=G, usm ...")
+    seeds: list[int] = flag([0])
+    estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
+    channels: list[int] = flag([128, 192], "widths of the transforms (default: CompressAI's quality 1-5)",
+                               nargs=2, metavar=("N", "M"))
+    lambdas: list[float] = flag([0.0035, 0.0067, 0.013])
+    pretrain_lambda: float | None = flag(None, "default: the middle of --lambdas")
     train_images: int = 300
-    val_images: int = 8
-    val_side: int = 256
-    eval_images: int | None = None
-    patch: int = 128
+    val_images: int = flag(8, "training photos held back for the curves")
+    val_side: int = flag(256, "central crop of the validation photos")
+    eval_images: int | None = flag(None, "use this many evaluation images, spread over the sorted list")
+    patch: int = flag(128, f"training crop side (a multiple of {FACTOR})")
     batch: int = 8
-    lr: float = 3e-4
+    lr: float = flag(3e-4, "pretraining learning rate")
     pretrain_steps: int = 20000
     adapt_steps: int = 2000
     adapt_lr: float = 1e-4
-    steps: int = 500
+    steps: int = flag(500, "fine-tuning steps per target")
     finetune_lr: float = 5e-5
     val_every: int = 250
-    metrics: list[str] = field(default_factory=lambda: ["psnr_y", "ssim_y", "ms_ssim", "stlpips", "ssimulacra2",
-                                                        "flip"])
-    pretrain_only: bool = False
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    metrics: list[str] = flag(["psnr_y", "ssim_y", "ms_ssim", "stlpips", "ssimulacra2", "flip"],
+                              choices=list(METRICS), metavar="METRIC")
+    pretrain_only: bool = flag(False, "stop after pretraining and adaptation")
+    device: str = flag(help="training device: cpu, cuda, cuda:1 ... (default: cuda if available); entropy coding "
+                            "and metrics run on the CPU",
+                       factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Settings("", "")
-    p.add_argument("--train", required=True, help="training photos (searched recursively)")
-    p.add_argument("--eval", required=True, help="evaluation photos, e.g. Kodak24")
-    p.add_argument("--out", default=d.out, help="results folder (rerun to resume)")
-    p.add_argument("--targets", nargs="+", default=d.targets, help="gt (required) and screen transforms: jnd, "
-                                                                  "directed:gain=G, usm ...")
-    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
-    p.add_argument("--estimator", default=d.estimator, help="JND estimator: pretrained name or .safetensors path")
-    p.add_argument("--channels", nargs=2, type=int, default=d.channels, metavar=("N", "M"),
-                   help="widths of the transforms (default: CompressAI's quality 1-5)")
-    p.add_argument("--lambdas", nargs="+", type=float, default=d.lambdas)
-    p.add_argument("--pretrain-lambda", type=float, help="default: the middle of --lambdas")
-    p.add_argument("--train-images", type=int, default=d.train_images)
-    p.add_argument("--val-images", type=int, default=d.val_images, help="training photos held back for the curves")
-    p.add_argument("--val-side", type=int, default=d.val_side, help="central crop of the validation photos")
-    p.add_argument("--eval-images", type=int, help="use this many evaluation images, spread over the sorted list")
-    p.add_argument("--patch", type=int, default=d.patch, help=f"training crop side (a multiple of {FACTOR})")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr, help="pretraining learning rate")
-    p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps)
-    p.add_argument("--adapt-steps", type=int, default=d.adapt_steps)
-    p.add_argument("--adapt-lr", type=float, default=d.adapt_lr)
-    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps per target")
-    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--metrics", nargs="+", default=d.metrics, choices=list(METRICS), metavar="METRIC")
-    p.add_argument("--pretrain-only", action="store_true", help="stop after pretraining and adaptation")
-    p.add_argument("--device", default=d.device, help="training device: cpu, cuda, cuda:1 ... (default: cuda if "
-                                                      "available); entropy coding and metrics run on the CPU")
+    add_settings_arguments(p, Settings)
 
 
 def build(channels) -> torch.nn.Module:

@@ -37,7 +37,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, write_json, write_text
+from jndplug.bench.common import (BenchError, add_settings_arguments, finished_run, flag, machine, resolve_estimator,
+                                  write_json, write_text)
 from jndplug.bench.recipe import (UNTRANSFORMED, add_targets, run_name, save_atomic, to_tensor, training_files,
                                   transform_specs)
 from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
@@ -68,62 +69,37 @@ RUN_KEYS = ("test_sets", "train_images", "val_images", "crop", "patch", "batch",
 class Settings:
     """One ``bench sr`` run; the field names are the command's flags."""
 
-    train: str
-    test: str
-    out: str = "bench-sr"
-    test_sets: list[str] = field(default_factory=lambda: ["CSet5", "CSet14"])
-    archs: list[str] = field(default_factory=lambda: list(ARCHS))
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    estimator: str = "default"
+    train: str = flag(help="training photos (searched recursively)")
+    test: str = flag(help="folder whose sub-folders are the test sets")
+    out: str = flag("bench-sr", "results folder (rerun to resume)")
+    test_sets: list[str] = flag(["CSet5", "CSet14"])
+    archs: list[str] = flag(list(ARCHS), choices=ARCHS)
+    targets: list[str] = flag(list(TARGETS),
+                              "gt (required), tolerant, or screen transforms: usm, jnd, directed:gain=G ...")
+    seeds: list[int] = flag([0, 1, 2])
+    estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
     train_images: int = 200
-    val_images: int = 10
-    val_side: int = 192
-    crop: int = 256
-    patch: int = 64
+    val_images: int = flag(10, "training photos held back for the pretraining curve")
+    val_side: int = flag(192, "central crop of the validation photos (GT px)")
+    crop: int = flag(256, "central crop of the test images (GT pixels)")
+    patch: int = flag(64, "GT patch side (LQ: a quarter)")
     batch: int = 8
-    blocks: int = 16
-    features: int = 64
-    lr: float = 2e-4
+    blocks: int = flag(16, "residual blocks")
+    features: int = flag(64, "feature channels")
+    lr: float = flag(2e-4, "pretraining learning rate")
     pretrain_steps: int = 10000
     val_every: int = 500
-    steps: int = 1000
+    steps: int = flag(1000, "fine-tuning steps per target")
     finetune_lr: float = 5e-5
-    metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
-    pretrain_only: bool = False
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    metrics: list[str] = flag(list(METRIC_NAMES), choices=list(METRICS), metavar="METRIC")
+    pretrain_only: bool = flag(False,
+                               "stop after pretraining (a rerun without it fine-tunes from the same checkpoints)")
+    device: str = flag(help="training device: cpu, cuda, cuda:1 ... (default: cuda if available); metrics run on "
+                            "the CPU", factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Settings("", "")
-    p.add_argument("--train", required=True, help="training photos (searched recursively)")
-    p.add_argument("--test", required=True, help="folder whose sub-folders are the test sets")
-    p.add_argument("--test-sets", nargs="+", default=d.test_sets)
-    p.add_argument("--out", default=d.out, help="results folder (rerun to resume)")
-    p.add_argument("--archs", nargs="+", default=d.archs, choices=ARCHS)
-    p.add_argument("--targets", nargs="+", default=d.targets,
-                   help="gt (required), tolerant, or screen transforms: usm, jnd, directed:gain=G ...")
-    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
-    p.add_argument("--estimator", default=d.estimator, help="JND estimator: pretrained name or .safetensors path")
-    p.add_argument("--train-images", type=int, default=d.train_images)
-    p.add_argument("--val-images", type=int, default=d.val_images,
-                   help="training photos held back for the pretraining curve")
-    p.add_argument("--val-side", type=int, default=d.val_side, help="central crop of the validation photos (GT px)")
-    p.add_argument("--crop", type=int, default=d.crop, help="central crop of the test images (GT pixels)")
-    p.add_argument("--patch", type=int, default=d.patch, help="GT patch side (LQ: a quarter)")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--blocks", type=int, default=d.blocks, help="residual blocks")
-    p.add_argument("--features", type=int, default=d.features, help="feature channels")
-    p.add_argument("--lr", type=float, default=d.lr, help="pretraining learning rate")
-    p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps)
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps per target")
-    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
-    p.add_argument("--metrics", nargs="+", default=d.metrics, choices=list(METRICS), metavar="METRIC")
-    p.add_argument("--pretrain-only", action="store_true",
-                   help="stop after pretraining (a rerun without it fine-tunes from the same checkpoints)")
-    p.add_argument("--device", default=d.device, help="training device: cpu, cuda, cuda:1 ... (default: cuda if "
-                                                      "available); metrics run on the CPU")
+    add_settings_arguments(p, Settings)
 
 
 def build(arch: str, blocks: int, features: int) -> torch.nn.Module:
