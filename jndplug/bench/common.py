@@ -102,6 +102,18 @@ def finished_run(run_dir: Path, settings: dict) -> dict | None:
     return result
 
 
+def resume_or_run(run_dir: Path, settings: dict, what: str, compute) -> dict:
+    """A finished run's row (saying so) if ``run_dir`` holds one made with ``settings``; otherwise
+    ``compute()``'s row, written to ``run_dir/result.json`` once it is complete."""
+    done = finished_run(run_dir, settings)
+    if done is not None:
+        print(f"{what}: done earlier, skipped", file=sys.stderr)
+        return done
+    row = compute()
+    write_json(run_dir / RESULT, row)
+    return row
+
+
 def settings_diff(have: dict, want: dict) -> str:
     """The first few keys whose values differ, as 'key: old there, new now'."""
     keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))

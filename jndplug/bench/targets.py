@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jndplug.bench import truth as measures
-from jndplug.bench.common import RESULT, BenchError, finished_run, spread, write_json, write_text
+from jndplug.bench.common import BenchError, resume_or_run, spread, write_json, write_text
 from jndplug.imageio import array_to_tensor, list_images, tensor_to_array
 from jndplug.spec import TargetSpec, TargetSpecError
 
@@ -147,27 +147,25 @@ def run(s: Settings) -> dict:
     photos = _photos(s)
     out = Path(s.out)
     sensitivities = panel_sensitivities(s.observers, s.seed)
-    model, rows = None, []
+    models: list = []  # the conservative model, made once and only if some target needs scoring
+
+    def score(spec: TargetSpec, target, label: str, settings: dict) -> dict:
+        if not models:
+            models.append(make_model("conservative"))
+        per_image = [{"file": name, **image_row(target, load_photo(path, s.max_side), models[0], sensitivities)}
+                     for name, path in tqdm(photos, desc=f"targets {label}", unit="img")]
+        return {"label": label, "target": spec.text(), "describe": target.describe(), "settings": settings,
+                "summary": summary_of(per_image), "per_image": per_image}
+
+    rows = []
     for spec in specs:
         target = JNDTarget.from_spec(spec, device=s.device)
         label = label_of(spec)
         settings = {"target": spec.text(), "estimator": estimator_fingerprint(target.model),
                     "images": str(Path(s.images).resolve()), "files": [n for n, _ in photos],
                     "max_side": s.max_side, "observers": s.observers, "seed": s.seed}
-        run_dir = out / "targets" / label
-        done = finished_run(run_dir, settings)
-        if done is not None:
-            print(f"targets {label}: done earlier, skipped", file=sys.stderr)
-            rows.append(done)
-            continue
-        model = model or make_model("conservative")
-        per_image = []
-        for name, path in tqdm(photos, desc=f"targets {label}", unit="img"):
-            per_image.append({"file": name, **image_row(target, load_photo(path, s.max_side), model, sensitivities)})
-        row = {"label": label, "target": spec.text(), "describe": target.describe(), "settings": settings,
-               "summary": summary_of(per_image), "per_image": per_image}
-        write_json(run_dir / RESULT, row)
-        rows.append(row)
+        rows.append(resume_or_run(out / "targets" / label, settings, f"targets {label}",
+                                  lambda: score(spec, target, label, settings)))
     write_json(out / "targets.json", {"line": LINE, "rows": rows})
     write_text(out / "targets.md", "\n".join(markdown(rows)) + "\n")
     _figure(rows, out / "targets.png")

@@ -8,7 +8,6 @@ and averaged; results land in ``truth/LABEL/result.json`` and a rerun skips thos
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ import numpy as np
 
 import jndplug
 from jndplug.bench import truth as measures
-from jndplug.bench.common import RESULT, BenchError, finished_run, notes_lines, spread, write_json
+from jndplug.bench.common import BenchError, notes_lines, resume_or_run, spread
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array, to_8bit
 from jndplug.metrics import fmt, mean_of, psnr
 from jndplug.spec import TargetSpec, TargetSpecError
@@ -99,22 +98,12 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], s
     from jndplug.metrics import MetricSuite
     from jndplug.weights import estimator_fingerprint
 
-    suite = None
-    rows = []
-    for label, spec, path in zip(_labels(specs), specs, paths):
-        model = jndplug.load_estimator(path)
-        conditioned = model.accepts_sur
-        sur = s.sur if conditioned else None
-        settings = {"fingerprint": estimator_fingerprint(model),
-                    "images": str(Path(s.images).resolve()), "files": [n for n, _ in images],
-                    "max_side": s.max_side, "sur": sur, "strength": s.strength, "metrics": list(s.metrics)}
-        run_dir = out / "truth" / label
-        done = finished_run(run_dir, settings)
-        if done is not None:
-            print(f"truth {label}: done earlier, skipped", file=sys.stderr)
-            rows.append(done)
-            continue
-        suite = suite or MetricSuite(s.metrics, device=device)
+    suites: list = []  # the metric suite, made once and only if some estimator needs scoring
+
+    def score(label: str, spec: str, path: Path, model, sur, settings: dict) -> dict:
+        if not suites:
+            suites.append(MetricSuite(s.metrics, device=device))
+        suite = suites[0]
         target = jndplug.JNDTarget(model, strength=s.strength, sur=sur, device=device, kind="jnd")
         per_image, notes = [], {}
         for name, file in tqdm(images, desc=f"truth {label}", unit="img"):
@@ -130,12 +119,19 @@ def truth(specs: list[str], paths: list[Path], images: list[tuple[str, Path]], s
         summary["max_mean_shift_max"] = _extreme(per_image, "max_mean_shift", max)
         bands = list(zip(*[r["band_ratios"] for r in per_image]))
         summary["band_ratios"] = [None if any(v is None for v in b) else float(np.mean(b)) for b in bands]
-        row = {"label": label, "weights": spec, "file": str(path), "arch": model.arch_name, "settings": settings,
-               "sur_effective": (s.sur if s.sur is not None else model.default_sur) if conditioned else None,
-               "images": len(per_image), "summary": summary, "skipped": dict(suite.skipped), "notes": notes,
-               "per_image": per_image}
-        write_json(run_dir / RESULT, row)
-        rows.append(row)
+        return {"label": label, "weights": spec, "file": str(path), "arch": model.arch_name, "settings": settings,
+                "sur_effective": target.effective_sur, "images": len(per_image), "summary": summary,
+                "skipped": dict(suite.skipped), "notes": notes, "per_image": per_image}
+
+    rows = []
+    for label, spec, path in zip(_labels(specs), specs, paths):
+        model = jndplug.load_estimator(path)
+        sur = s.sur if model.accepts_sur else None
+        settings = {"fingerprint": estimator_fingerprint(model),
+                    "images": str(Path(s.images).resolve()), "files": [n for n, _ in images],
+                    "max_side": s.max_side, "sur": sur, "strength": s.strength, "metrics": list(s.metrics)}
+        rows.append(resume_or_run(out / "truth" / label, settings, f"truth {label}",
+                                  lambda: score(label, spec, path, model, sur, settings)))
     return rows
 
 
