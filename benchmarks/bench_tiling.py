@@ -9,7 +9,6 @@ Prints the largest difference in 1/255 steps and the fraction of values more tha
 import argparse
 import time
 
-import torch
 from PIL import Image
 from skimage.data import astronaut
 

@@ -13,7 +13,6 @@ import resource
 import sys
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 import jndplug

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import check_image_tensor
 from jndplug.pixels import luma
-from jndplug.spec import DEFAULT_GAIN  # noqa: F401  (the target settings own the default gain)
 
 # Blur of the high-pass, in output pixels. For x4 SR the low-resolution Nyquist frequency is 1/8
 # cycles/px; the high-pass 1 - exp(-2 pi^2 sigma^2 f^2) passes 71% at 1/8 and 99% at 1/4 with

@@ -42,13 +42,14 @@ from jndplug.bench.common import BenchError, machine, resolve_estimator, spread,
 from jndplug.imageio import array_to_tensor, list_images, read_image, to_8bit
 from jndplug.metrics import METRICS, MetricsError, MetricSuite, fmt, match_files, mean_of
 from jndplug.pixels import bicubic_lq, bicubic_resize, centre_crop
+from jndplug.spec import DEFAULT_GAIN
 
 FORMAT = "jndplug-bench-screen/1"
 CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
 OPTIONS = {
     "identity": {},
     "jnd": {"strength": 1.0},
-    "directed": {"gain": directed.DEFAULT_GAIN, "sigma": directed.SIGMA, "bound": "estimator"},
+    "directed": {"gain": DEFAULT_GAIN, "sigma": directed.SIGMA, "bound": "estimator"},
     "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
 }
 BOUNDS = ("estimator", "profile")
