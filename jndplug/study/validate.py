@@ -1,9 +1,10 @@
 """Reproduce the simulated-observer validation in the study README.
 
-    python -m jndplug.study.validate OUT_DIR [--images N] [--observers 20] [--seed 0]
+    python -m jndplug.study.validate OUT_DIR --src DIR [DIR ...] [--images N] [--observers 20] [--seed 0]
 
-Builds two small nine-level datasets from photographs in ``/work/shared/data/train`` (read in
-place, written under OUT_DIR): JPEG at decreasing quality, and additive Gaussian noise at three
+Builds two small nine-level datasets from photographs of the ``--src`` folders, taken from them in
+turn (read in place, written under OUT_DIR; the published run used the BSDS500 and Urban100
+training photos): JPEG at decreasing quality, and additive Gaussian noise at three
 overall strengths. Runs the simulated observers (ColorVideoVDP) through the real protocol,
 aggregates, fits the FLIP mapping against ColorVideoVDP on the JPEG set, and writes
 ``validation.json`` and ``jnd_vs_strength.png``. Nothing here is tuned to the results.
@@ -28,13 +29,14 @@ from jndplug.viz import save_figure
 JPEG_QF = (95, 90, 85, 80, 70, 60, 50, 40, 30)  # level 1..9
 NOISE_STEP = 1.4  # level k has noise sd base * 1.4**(k-1) (8-bit steps)
 NOISE_BASES = (0.5, 1.0, 2.0)
-SOURCES = ("/work/shared/data/train/BSDS500", "/work/shared/data/train/CUrban100")
-
-
-def _pick_images(n: int) -> list[Path]:
+def _pick_images(sources: list[Path], n: int) -> list[Path]:
+    from jndplug.errors import JNDPlugValueError
     from jndplug.imageio import list_images
 
-    per = [list_images(s) for s in SOURCES]
+    per = [list_images(s) for s in sources]
+    if not all(per):
+        raise JNDPlugValueError("--src: every folder must hold photographs; "
+                                f"{', '.join(str(s) for s, p in zip(sources, per) if not p)} has none")
     out = []
     for i in range(n):
         src = per[i % len(per)]
@@ -63,6 +65,7 @@ def _build(root: Path, photos: list[Path], make_level) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--src", type=Path, nargs="+", metavar="DIR", help="folders of photographs, used in turn")
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--observers", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -81,7 +84,9 @@ def main(argv=None) -> int:
     from jndplug.study.observers import PredictionCache, simulate
     from jndplug.study.visibility import CVVDP, FLIP
 
-    photos = _pick_images(args.images)
+    if not args.src:
+        ap.error("--src DIR [DIR ...] is required (the photographs to build the two datasets from)")
+    photos = _pick_images(args.src, args.images)
     cvvdp = CVVDP()
     report: dict = {"images": [str(p) for p in photos], "observers": args.observers, "seed": args.seed,
                     "model": cvvdp.key, "ppd": cvvdp.ppd}
