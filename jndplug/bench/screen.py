@@ -49,7 +49,8 @@ CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
 OPTIONS = {
     "identity": {},
     "jnd": {"strength": 1.0},
-    "directed": {"gain": DEFAULT_GAIN, "sigma": directed.SIGMA, "bound": "estimator"},
+    # strength scales the bound as JNDTarget's does: directed:strength=S,gain=G is JNDTarget(strength=S, gain=G)
+    "directed": {"gain": DEFAULT_GAIN, "strength": 1.0, "sigma": directed.SIGMA, "bound": "estimator"},
     "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
 }
 BOUNDS = ("estimator", "profile")
@@ -128,7 +129,7 @@ class Transforms:
         from jndplug.target import JNDTarget
 
         self.specs = specs
-        need = {s["strength"] if s["name"] == "jnd" else 1.0 for _, s in specs
+        need = {s["strength"] for _, s in specs
                 if s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")}
         self.targets = {k: JNDTarget(estimator, strength=k, kind="jnd") for k in need} if need else {}
         self.profile = None
@@ -154,9 +155,9 @@ class Transforms:
                 y = jnd[s["strength"]]
             elif s["name"] == "directed":
                 if s["bound"] == "profile":
-                    bound = self.profile.jnd_map(x)
+                    bound = s["strength"] * self.profile.jnd_map(x)
                 else:  # the map JNDTarget.jnd_map gives, from the JND image already computed
-                    bound = (jnd[1.0] - x).pow(2).mean(1, keepdim=True).sqrt()
+                    bound = (jnd[s["strength"]] - x).pow(2).mean(1, keepdim=True).sqrt()
                 y = directed.directed_jnd(x, bound, s["gain"], s["sigma"])
             else:
                 from basicsr.utils.img_process_util import usm_sharp
