@@ -9,9 +9,16 @@ For every architecture this command
 2. fine-tunes that one checkpoint per target and seed, the same number of steps and the same
    schedule for each: ``gt`` (the baseline's own continuation), ``usm`` (BasicSR's unsharp-masked
    ground truth, Real-ESRGAN's ``gt_usm``), ``jnd`` (the seed paper's estimated JND image),
-   ``directed:gain=G`` (the perception-directed JND image) and ``tolerant`` (``JNDTolerantLoss``
-   against the ground truth with the estimator's map); the targets are the ``jndplug bench screen``
-   transforms applied to the ground-truth photos, rounded to 8 bits as ``jndplug precompute`` does;
+   ``directed:gain=G,strength=K`` (the perception-directed JND image) and ``tolerant``
+   (``JNDTolerantLoss`` against the ground truth with the estimator's map); the targets are the
+   ``jndplug bench screen`` transforms applied to the ground-truth photos, rounded to 8 bits as
+   ``jndplug precompute`` does. Two arms are what users do instead of moving the target:
+   ``perceptual:weight=W`` fine-tunes against the ground truth with L1 + W x an L1 distance of VGG16
+   features (relu1_2, relu2_2, relu3_3 of the ImageNet-trained shift-tolerant VGG16 bundled with
+   stlpips-pytorch; the ST-LPIPS metric uses the AlexNet trunk, so the judge does not share it), and
+   ``post:TRANSFORM`` trains nothing: it passes the same seed's ``gt`` fine-tune's outputs through a
+   screen transform (e.g. ``post:directed:strength=2``), the post-sharpening that training on
+   ``T(y)`` approximates under L2;
 3. scores every fine-tune on the central crops of the test sets with ``jndplug.metrics``;
 4. runs ``jndplug bench screen`` on the pretrained network's own test outputs and reports how often
    its predicted sign of each metric change agrees with the fine-tunes' measured one.
@@ -58,6 +65,29 @@ from jndplug.pixels import bicubic_lq, centre_crop
 FORMAT = "jndplug-bench-sr/2"
 SCALE = 4
 ARCHS = ("edsr", "srresnet")
+# targets that train against the ground truth itself (with their own loss) or train nothing
+PERCEPTUAL, POST = "perceptual:", "post:"
+
+
+def arm_of(target: str) -> str:
+    """``gt``, ``tolerant``, ``perceptual``, ``post`` or ``transform`` (a screen transform of the GT)."""
+    if target in UNTRANSFORMED:
+        return target
+    for prefix in (PERCEPTUAL, POST):
+        if target.startswith(prefix):
+            return prefix[:-1]
+    return "transform"
+
+
+def perceptual_weight(target: str) -> float:
+    key, eq, value = target[len(PERCEPTUAL):].partition("=")
+    try:
+        weight = float(value) if key == "weight" and eq else float("nan")
+    except ValueError:
+        weight = float("nan")
+    if not weight > 0 or weight == float("inf"):
+        raise BenchError(f"--targets {target}: write perceptual:weight=W with W a number > 0")
+    return weight
 TARGETS = ["gt", "usm", "jnd", "directed:gain=0.5", "directed:gain=1", "directed:gain=2", "tolerant"]
 METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
@@ -136,7 +166,7 @@ def batch(data: dict, target: str, rng: np.random.Generator, s: Settings):
         i = int(rng.integers(len(data["lq"])))
         lq = data["lq"][i]
         top, left = int(rng.integers(lq.shape[0] - lp + 1)), int(rng.integers(lq.shape[1] - lp + 1))
-        src = data["gt"][i] if target in UNTRANSFORMED else data["targets"][target][i]
+        src = data["targets"][target][i] if arm_of(target) == "transform" else data["gt"][i]
         x = lq[top:top + lp, left:left + lp]
         y = src[top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p]
         m = (data["map"][i] if "map" in data else np.zeros(src.shape[:2], np.float16))[
@@ -239,26 +269,58 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
     opt = torch.optim.Adam(net.parameters(), lr=s.finetune_lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.steps)], 0.5)
     tolerant = JNDTolerantLoss(None, kind="l1") if target == "tolerant" else None
+    features = None
+    if arm_of(target) == "perceptual":
+        from jndplug.datagen.recipes import FeatureNetwork
+
+        weight = perceptual_weight(target)
+        features = FeatureNetwork().to(s.device).eval()
+        if "stlpips" not in features.source["weights"]:  # a random trunk is no perceptual loss a user would run
+            raise BenchError(f"--targets {target}: the VGG16 weights bundled with stlpips-pytorch are missing "
+                             "(pip install 'jndplug[perceptual]')")
     t0 = time.perf_counter()
     for step in tqdm(range(s.steps), desc=run.name, unit="step", leave=False):
         # seed and step fix the batch: every target of one seed sees the same patches in the same order
         x, y, m = (t.to(s.device) for t in batch(data, target, np.random.default_rng((1000 + seed, step)), s))
         pred = net(x)
         loss = tolerant(pred, y, jnd_map=m) if tolerant is not None else F.l1_loss(pred, y)
+        if features is not None:
+            loss = loss + weight * sum(F.l1_loss(a, b) for a, b in zip(features(pred), features(y)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     train_seconds = time.perf_counter() - t0
     net.eval()
+    return score(run, arch, target, seed, [(name, gt, upscale(net, lq)) for name, gt, lq in tests], suite,
+                 settings, train_seconds, s.steps)
+
+
+def post_sharpen(arch: str, target: str, seed: int, tests: list, suite, s: Settings, settings: dict) -> dict:
+    """No training: the same seed's ``gt`` fine-tune's test outputs through the transform of ``post:T``."""
+    from jndplug.bench.screen import Transforms, parse_transform
+
+    run = Path(s.out) / "runs" / run_name(arch, target=target, seed=seed)
+    done = finished_run(run, settings)
+    if done is not None:
+        return done
+    label, opts = parse_transform(target[len(POST):])
+    transform = Transforms([(label, opts)], s.estimator)
+    source = Path(s.out) / "runs" / run_name(arch, target="gt", seed=seed) / "outputs"
+    outputs = [(name, gt, transform(read_image(source / f"{name}.png"))[label]) for name, gt, _ in tests]
+    return score(run, arch, target, seed, outputs, suite, settings, 0.0, 0)
+
+
+def score(run: Path, arch: str, target: str, seed: int, outputs: list, suite, settings: dict,
+          train_seconds: float, steps: int) -> dict:
+    """Write and score one run's test outputs ``(name, gt, output)``; the run's result."""
     rows = []
-    for name, gt, lq in tests:
-        out = upscale(net, lq)
+    for name, gt, out in outputs:
         write_image(run / "outputs" / f"{name}.png", out)
         values, _ = suite(out, gt)
         rows.append({"file": name, **values})
     result = {"format": FORMAT, "arch": arch, "target": target, "seed": seed, "settings": settings,
-              "train_seconds": train_seconds, "steps": s.steps,
+              "train_seconds": train_seconds, "steps": steps,
               "mean": {m: float(np.mean([r[m] for r in rows if r.get(m) is not None])) for m in suite.names},
               "per_image": rows}
     write_json(run / "result.json", result)
@@ -298,8 +360,13 @@ def run(s: Settings) -> dict:
     """Pretrain, fine-tune per target and seed, screen and report; returns the report."""
     if s.patch % SCALE:
         raise BenchError(f"--patch {s.patch} must be a multiple of {SCALE}")
-    specs = transform_specs(s.targets)
-    transforms = [t for t in s.targets if t not in UNTRANSFORMED]
+    specs = transform_specs([t for t in s.targets if arm_of(t) in ("gt", "transform")])
+    transforms = [t for t in s.targets if arm_of(t) == "transform"]
+    for t in s.targets:  # the other arms' settings fail now, not after pretraining
+        if arm_of(t) == "perceptual":
+            perceptual_weight(t)
+        elif arm_of(t) == "post":
+            transform_specs(["gt", t[len(POST):]])
     # checked before anything starts: a missing estimator must not surface after hours of pretraining
     estimator = None if s.pretrain_only else resolve_estimator(s.estimator)
     out = Path(s.out)
@@ -318,8 +385,11 @@ def run(s: Settings) -> dict:
         curves[arch] = json.loads((init.parent / "curve.json").read_text())
         screens[arch] = screen(arch, init, tests, transforms, s)
         for seed in s.seeds:
-            for target in s.targets:
+            trained = [t for t in s.targets if arm_of(t) != "post"]
+            for target in trained:
                 results.append(finetune(arch, target, seed, init, data, tests, suite, s, settings))
+            for target in (t for t in s.targets if arm_of(t) == "post"):  # after this seed's gt fine-tune
+                results.append(post_sharpen(arch, target, seed, tests, suite, s, settings))
         crops(out / f"crops_{arch}.png", arch, tests, s)
     rep = report(results, screens, curves, suite.names, tests, s)
     if set(PD) <= set(suite.names):

@@ -35,7 +35,41 @@ def report(results: list[dict], screens: dict, curves: dict, names: list[str], t
             agreement = table[arch]["screen_agreement"]
             lines.append(f"\nScreen on the pretrained network's outputs: predicted sign agrees with the fine-tunes' "
                          f"mean change in {agreement['agree']} of {agreement['total']} (target, metric) cases.\n")
+        versus = against_perceptual_curve(table[arch], s.targets)
+        if versus:
+            table[arch]["against_perceptual_curve"] = versus
+            lines += ["\nAgainst the perceptual-loss curve (gt and the perceptual:weight=W fine-tunes joined in order "
+                      "of PSNR-Y): ST-LPIPS of each target minus the curve's at the target's PSNR-Y (negative: "
+                      "better than a perceptual loss at the same fidelity; n/a outside the curve's PSNR-Y range).\n",
+                      "| target | PSNR-Y | ST-LPIPS | curve's ST-LPIPS there | difference |", "|---|---|---|---|---|"]
+            lines += [f"| {t} | {v['psnr_y']:.3f} | {v['stlpips']:.4f} | "
+                      + ("n/a | n/a |" if v["curve"] is None else f"{v['curve']:.4f} | {v['stlpips'] - v['curve']:+.4f} |")
+                      for t, v in versus.items()]
     return {"table": table, "markdown": "\n".join(lines) + "\n"}
+
+
+def perceptual_curve(table: dict, targets: list[str]) -> list[tuple[float, float]]:
+    """(PSNR-Y, ST-LPIPS) means of gt and the perceptual-loss fine-tunes, in order of PSNR-Y."""
+    names = ["gt"] + [t for t in targets if t.startswith("perceptual:")]
+    if len(names) < 2 or not all(set(PD) <= set(table.get(t, {})) for t in names):
+        return []
+    return sorted((table[t][PD[0]]["value"]["mean"], table[t][PD[1]]["value"]["mean"]) for t in names)
+
+
+def against_perceptual_curve(table: dict, targets: list[str]) -> dict:
+    """Per other target: its PSNR-Y and ST-LPIPS and the perceptual-loss curve's ST-LPIPS at that
+    PSNR-Y, interpolated linearly (None outside the curve's range: no extrapolation)."""
+    curve = perceptual_curve(table, targets)
+    if not curve:
+        return {}
+    xs, ys = [c[0] for c in curve], [c[1] for c in curve]
+    out = {}
+    for t in targets:
+        if t == "gt" or t.startswith("perceptual:") or not set(PD) <= set(table.get(t, {})):
+            continue
+        x, y = table[t][PD[0]]["value"]["mean"], table[t][PD[1]]["value"]["mean"]
+        out[t] = {"psnr_y": x, "stlpips": y, "curve": float(np.interp(x, xs, ys)) if xs[0] <= x <= xs[-1] else None}
+    return out
 
 
 def arch_table(rs: list[dict], names: list[str], targets: list[str], lines: list[str]) -> dict:
@@ -90,6 +124,12 @@ def pd_plane(path: Path, results: list[dict], s: Settings) -> None:
             ax.scatter(xs, ys, s=14, alpha=0.5)
             ax.scatter([np.mean(xs)], [np.mean(ys)], s=60, marker="x", color=ax.collections[-1].get_facecolor()[0],
                        label=target)
+        curve = [(np.mean([r["mean"][PD[0]] for r in results if r["arch"] == arch and r["target"] == t]),
+                  np.mean([r["mean"][PD[1]] for r in results if r["arch"] == arch and r["target"] == t]))
+                 for t in ["gt"] + [t for t in s.targets if t.startswith("perceptual:")]]
+        if len(curve) > 1:  # what a perceptual loss buys at each fidelity, gt being weight 0
+            curve.sort()
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], color="grey", lw=1, ls="--", label="perceptual-loss curve")
         ax.set_xlabel("PSNR-Y (dB), higher is better")
         ax.set_ylabel("ST-LPIPS, lower is better")
         ax.set_title(f"{arch}: seeds (dots) and means (crosses)")

@@ -81,3 +81,57 @@ def test_bad_targets_fail_before_training(tmp_path):
     with pytest.raises(BenchError, match="must include gt"):
         sr.run(sr.Settings(train=str(tmp_path), test=str(tmp_path), out=str(tmp_path / "o"), targets=["jnd"]))
     assert not (tmp_path / "o").exists()
+
+
+def test_perceptual_loss_and_post_sharpening_arms(tmp_path, estimator_file, run_cli):
+    """What users do instead of moving the target: a perceptual-loss fine-tune (a curve over weights)
+    and the gt fine-tune's outputs sharpened after the fact, scored like every other target."""
+    pytest.importorskip("stlpips_pytorch")
+    _folder(tmp_path / "train" / "a", 5, 0)
+    _folder(tmp_path / "test" / "S", 2, 50)
+    out = tmp_path / "out"
+    flags = ["--test-sets", "S", "--archs", "edsr", "--seeds", "0", "--train-images", "4", "--val-images", "1",
+             "--val-side", "32", "--crop", "48", "--patch", "16", "--batch", "2", "--blocks", "1", "--features", "8",
+             "--pretrain-steps", "4", "--val-every", "2", "--steps", "2", "--metrics", "psnr_y", "stlpips",
+             "--targets", "gt", "directed:strength=2", "perceptual:weight=0.1", "perceptual:weight=1",
+             "post:directed:strength=2"]
+    res = run_cli("bench", "sr", "--train", tmp_path / "train", "--test", tmp_path / "test", "--out", out,
+                  "--estimator", estimator_file, *flags)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "sr_results.json").read_text())
+    table = report["table"]["edsr"]
+    assert {"gt", "directed:strength=2", "perceptual:weight=0.1", "perceptual:weight=1",
+            "post:directed:strength=2"} <= set(table)
+    runs = out / "runs"
+    gt = np.asarray(Image.open(runs / "edsr_gt_seed0" / "outputs" / "S" / "im0.png"))
+    perceptual = np.asarray(Image.open(runs / "edsr_perceptual_weight1_seed0" / "outputs" / "S" / "im0.png"))
+    assert not np.array_equal(gt, perceptual)  # the feature term changed the training
+    # post-sharpening trains nothing: it is the transform applied to the gt fine-tune's outputs
+    from jndplug.bench.screen import Transforms, parse_transform
+
+    post = json.loads((runs / "edsr_post_directed_strength2_seed0" / "result.json").read_text())
+    assert post["train_seconds"] == 0 and post["steps"] == 0
+    want = Transforms([parse_transform("directed:strength=2")], str(estimator_file))(gt)["directed:strength=2"]
+    got = np.asarray(Image.open(runs / "edsr_post_directed_strength2_seed0" / "outputs" / "S" / "im0.png"))
+    assert np.array_equal(got, want)
+    # the targets are placed against the perceptual-loss curve at their own PSNR-Y
+    versus = table["against_perceptual_curve"]
+    assert set(versus) == {"directed:strength=2", "post:directed:strength=2"}
+    curve = sorted((table[t]["psnr_y"]["value"]["mean"], table[t]["stlpips"]["value"]["mean"])
+                   for t in ("gt", "perceptual:weight=0.1", "perceptual:weight=1"))
+    for v in versus.values():
+        inside = curve[0][0] <= v["psnr_y"] <= curve[-1][0]
+        assert (v["curve"] is not None) == inside
+        if inside:
+            assert v["curve"] == pytest.approx(np.interp(v["psnr_y"], *zip(*curve)))
+    assert "Against the perceptual-loss curve" in (out / "sr_results.md").read_text()
+    assert (out / "pd_plane.png").is_file()
+
+
+def test_bad_arm_settings_fail_before_training(tmp_path):
+    for targets, message in ((["gt", "perceptual:weight=0"], "perceptual:weight=W with W a number > 0"),
+                             (["gt", "perceptual:w=1"], "perceptual:weight=W"),
+                             (["gt", "post:blur"], "unknown transform")):
+        with pytest.raises(BenchError, match=message):
+            sr.run(sr.Settings(train=str(tmp_path), test=str(tmp_path), out=str(tmp_path / "o"), targets=targets))
+    assert not (tmp_path / "o").exists()
