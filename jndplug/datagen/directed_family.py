@@ -59,3 +59,39 @@ def levels(x: torch.Tensor, level: int) -> torch.Tensor:
     if _default is None:
         _default = make_levels()
     return _default(x, level)
+
+
+def threshold_strength(sur: list[float], p: float, strengths=STRENGTHS) -> float:
+    """The strength at which an image's satisfied-user ratio falls to ``p``: the study's SUR curve
+    over the ladder (``labels.json``'s ``sur``, one ratio per level) interpolated linearly in log
+    strength between the last level still at ``p`` or above and the first below it. Below the
+    ladder's first level it is ``strengths[0]`` (a bound, said as such by :func:`summarize_thresholds`),
+    and ``inf`` if no level falls below ``p``."""
+    import math
+
+    if len(sur) != len(strengths):
+        raise ValueError(f"sur has {len(sur)} values for {len(strengths)} strengths")
+    logs = [math.log(s) for s in strengths]
+    if sur[0] < p:
+        return float(strengths[0])
+    for k in range(1, len(sur)):
+        if sur[k] < p:
+            a, b = sur[k - 1], sur[k]
+            t = (a - p) / (a - b) if a > b else 0.0
+            return float(math.exp(logs[k - 1] + t * (logs[k] - logs[k - 1])))
+    return math.inf
+
+
+def summarize_thresholds(labels: dict, p: float, strengths=STRENGTHS) -> dict:
+    """Per image and over all images, the strength at which the SUR falls to ``p`` (``labels``: the
+    ``images`` mapping of a ``labels.json`` written by ``jndplug study aggregate`` on this family)."""
+    import numpy as np
+
+    per = {iid: threshold_strength(e["sur"], p, strengths) for iid, e in sorted(labels.items()) if e.get("sur")}
+    values = np.array(list(per.values()))
+    finite = values[np.isfinite(values)]
+    return {"p": p, "images": len(values), "below_ladder": int(np.sum(values <= strengths[0])),
+            "above_ladder": int(np.sum(~np.isfinite(values))),
+            "median": float(np.median(values)) if len(values) else None,
+            "percentiles": {q: float(np.percentile(finite, q)) for q in (10, 25, 50)} if len(finite) else {},
+            "per_image": per}

@@ -69,3 +69,18 @@ def test_datagen_builds_the_family_uncalibrated(tmp_path, photo):
             torch.from_numpy(np.asarray(Image.open(tmp_path / "ds" / "originals" / f"{record.stem}.png"),
                                         dtype=np.float32))
         assert float(d.mean()) == pytest.approx(0, abs=0.05)  # zero mean, to 8-bit rounding
+
+
+def test_threshold_strength_reads_the_sur_curve():
+    from jndplug.datagen.directed_family import summarize_thresholds, threshold_strength
+
+    s = [1.0, 2.0, 4.0]
+    assert threshold_strength([1.0, 0.9, 0.8], 0.75, s) == float("inf")  # never falls below
+    assert threshold_strength([0.7, 0.5, 0.1], 0.75, s) == 1.0  # already below at the first level
+    assert threshold_strength([1.0, 0.75, 0.25], 0.75, s) == pytest.approx(2.0)  # exactly at level 2
+    # halfway between 0.9 and 0.6 in SUR is halfway between 2 and 4 in log strength
+    assert threshold_strength([1.0, 0.9, 0.6], 0.75, s) == pytest.approx(2 * 2 ** 0.5)
+    summary = summarize_thresholds({"a": {"sur": [1.0, 0.9, 0.6]}, "b": {"sur": [0.5, 0.2, 0.1]},
+                                    "c": {"sur": None}, "d": {"sur": [1, 1, 1]}}, 0.75, s)
+    assert summary["images"] == 3 and summary["below_ladder"] == 1 and summary["above_ladder"] == 1
+    assert summary["median"] == pytest.approx(2 * 2 ** 0.5)
