@@ -244,6 +244,7 @@ def _vgg_paths(vgg_type: str) -> tuple[Path, Path, str]:
     import torchvision.models
     from basicsr.archs.vgg_arch import VGG_PRETRAIN_PATH
 
-    # what `torchvision.models.<vgg_type>(pretrained=True)` fetches, and where it keeps it
+    # only the name and address of the file torchvision would want: nothing is fetched here, the caller
+    # refuses to start without it
     url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url
     return Path(VGG_PRETRAIN_PATH), Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
