@@ -128,7 +128,8 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     changed = previous is not None and previous.get("settings") != settings
     differ = settings_differences(previous.get("settings", {}), settings) if changed else []
-    if differ and not overwrite and _read_logs(dst):
+    done = _read_logs(dst)
+    if differ and not overwrite and done:
         raise JNDPlugValueError(
             f"{dst} holds JND images made with other settings ({'; '.join(differ)}); "
             "add --overwrite (overwrite=True) to replace them, or write to another --out")
@@ -140,7 +141,6 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
             with atomic_write(manifest_path, "w") as f:
                 json.dump({"settings": settings, "settings_key": key, "weights_file": weights,
                            "source": str(src.resolve())}, f, indent=2)
-    done = _read_logs(dst)
     files = shard(list_images(src), rank, world_size)
     # temporaries of a killed run: this rank's own outputs' are dead for sure; others' once old
     mine = {dst / p.relative_to(src) for p in files}
