@@ -18,7 +18,11 @@ For every architecture this command
    stlpips-pytorch; the ST-LPIPS metric uses the AlexNet trunk, so the judge does not share it), and
    ``post:TRANSFORM`` trains nothing: it passes the same seed's ``gt`` fine-tune's outputs through a
    screen transform (e.g. ``post:directed:strength=2``), the post-sharpening that training on
-   ``T(y)`` approximates under L2;
+   ``T(y)`` approximates under L2. ``gan:TARGET`` (``gan:gt``, ``gan:directed:strength=2``) is the
+   setting perception-oriented SR lives in: an SRGAN-style fine-tune (``GAN_WEIGHTS``: L1, the VGG16
+   feature distance above and a non-saturating adversarial term from a small spectral-norm patch
+   discriminator trained alongside), where TARGET replaces the ground truth in all three, the
+   discriminator's real samples included; it is compared seed by seed with ``gan:gt``;
 3. scores every fine-tune on the central crops of the test sets with ``jndplug.metrics``;
 4. runs ``jndplug bench screen`` on the pretrained network's own test outputs and reports how often
    its predicted sign of each metric change agrees with the fine-tunes' measured one.
@@ -65,18 +69,28 @@ from jndplug.pixels import bicubic_lq, centre_crop
 FORMAT = "jndplug-bench-sr/2"
 SCALE = 4
 ARCHS = ("edsr", "srresnet")
-# targets that train against the ground truth itself (with their own loss) or train nothing
-PERCEPTUAL, POST = "perceptual:", "post:"
+# targets that train against the ground truth itself (with their own loss), train nothing, or train a GAN
+PERCEPTUAL, POST, GAN = "perceptual:", "post:", "gan:"
+# SRGAN's balance (BasicSR's train_SRGAN_x4 recipe: pixel 1e-2, perceptual 1, GAN 5e-3), with our
+# VGG16 trunk; the discriminator starts from scratch at GAN_D_LR, the generator uses --finetune-lr
+GAN_WEIGHTS = {"pixel": 1e-2, "perceptual": 1.0, "adversarial": 5e-3}
+GAN_D_LR = 1e-4
 
 
 def arm_of(target: str) -> str:
-    """``gt``, ``tolerant``, ``perceptual``, ``post`` or ``transform`` (a screen transform of the GT)."""
+    """``gt``, ``tolerant``, ``perceptual``, ``post``, ``gan`` or ``transform`` (a screen transform of the GT)."""
     if target in UNTRANSFORMED:
         return target
-    for prefix in (PERCEPTUAL, POST):
+    for prefix in (PERCEPTUAL, POST, GAN):
         if target.startswith(prefix):
             return prefix[:-1]
     return "transform"
+
+
+def images_of(target: str) -> str:
+    """The training images a target's fine-tune compares with: ``gt`` or a transform's label."""
+    inner = target[len(GAN):] if arm_of(target) == "gan" else target
+    return inner if arm_of(inner) == "transform" else "gt"
 
 
 def perceptual_weight(target: str) -> float:
@@ -166,7 +180,7 @@ def batch(data: dict, target: str, rng: np.random.Generator, s: Settings):
         i = int(rng.integers(len(data["lq"])))
         lq = data["lq"][i]
         top, left = int(rng.integers(lq.shape[0] - lp + 1)), int(rng.integers(lq.shape[1] - lp + 1))
-        src = data["targets"][target][i] if arm_of(target) == "transform" else data["gt"][i]
+        src = data["gt"][i] if images_of(target) == "gt" else data["targets"][images_of(target)][i]
         x = lq[top:top + lp, left:left + lp]
         y = src[top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p]
         m = (data["map"][i] if "map" in data else np.zeros(src.shape[:2], np.float16))[
@@ -269,31 +283,72 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
     opt = torch.optim.Adam(net.parameters(), lr=s.finetune_lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.steps)], 0.5)
     tolerant = JNDTolerantLoss(None, kind="l1") if target == "tolerant" else None
-    features = None
-    if arm_of(target) == "perceptual":
-        from jndplug.datagen.recipes import FeatureNetwork
-
-        weight = perceptual_weight(target)
-        features = FeatureNetwork().to(s.device).eval()
-        if "stlpips" not in features.source["weights"]:  # a random trunk is no perceptual loss a user would run
-            raise BenchError(f"--targets {target}: the VGG16 weights bundled with stlpips-pytorch are missing "
-                             "(pip install 'jndplug[perceptual]')")
+    features, gan = None, None
+    if arm_of(target) in ("perceptual", "gan"):
+        weight = perceptual_weight(target) if arm_of(target) == "perceptual" else GAN_WEIGHTS["perceptual"]
+        features = feature_network(target, s.device)
+    if arm_of(target) == "gan":
+        gan = GANTerm(s.device)
     t0 = time.perf_counter()
     for step in tqdm(range(s.steps), desc=run.name, unit="step", leave=False):
         # seed and step fix the batch: every target of one seed sees the same patches in the same order
         x, y, m = (t.to(s.device) for t in batch(data, target, np.random.default_rng((1000 + seed, step)), s))
         pred = net(x)
         loss = tolerant(pred, y, jnd_map=m) if tolerant is not None else F.l1_loss(pred, y)
+        if gan is not None:
+            loss = GAN_WEIGHTS["pixel"] * loss + GAN_WEIGHTS["adversarial"] * gan.generator_loss(pred)
         if features is not None:
             loss = loss + weight * sum(F.l1_loss(a, b) for a, b in zip(features(pred), features(y)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if gan is not None:  # after the generator's step, as SRGAN alternates
+            gan.discriminator_step(real=y, fake=pred.detach())
     train_seconds = time.perf_counter() - t0
     net.eval()
     return score(run, arch, target, seed, [(name, gt, upscale(net, lq)) for name, gt, lq in tests], suite,
                  settings, train_seconds, s.steps)
+
+
+def feature_network(target: str, device: str) -> torch.nn.Module:
+    from jndplug.datagen.recipes import FeatureNetwork
+
+    features = FeatureNetwork().to(device).eval()
+    if "stlpips" not in features.source["weights"]:  # a random trunk is no perceptual loss a user would run
+        raise BenchError(f"--targets {target}: the VGG16 weights bundled with stlpips-pytorch are missing "
+                         "(pip install 'jndplug[perceptual]')")
+    return features
+
+
+class GANTerm:
+    """A small spectral-norm patch discriminator and its non-saturating losses.
+
+    Small on purpose: the fine-tune is a few hundred CPU steps from a converged generator, and
+    spectral norm keeps a discriminator trained from scratch from overpowering it that early.
+    """
+
+    def __init__(self, device: str, features: int = 64):
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        layers, width = [torch.nn.Conv2d(3, features, 3, 1, 1), torch.nn.LeakyReLU(0.2)], features
+        for _ in range(3):  # three stride-2 stages: each logit sees about 46 px of a 48 px patch
+            layers += [sn(torch.nn.Conv2d(width, 2 * width, 4, 2, 1)), torch.nn.LeakyReLU(0.2)]
+            width *= 2
+        layers.append(torch.nn.Conv2d(width, 1, 3, 1, 1))
+        self.net = torch.nn.Sequential(*layers).to(device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=GAN_D_LR, betas=(0.9, 0.99))
+
+    def generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        logits = self.net(fake)
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        r, f = self.net(real), self.net(fake)
+        loss = (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
+                + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
 
 
 def post_sharpen(arch: str, target: str, seed: int, tests: list, suite, s: Settings, settings: dict) -> dict:
@@ -360,13 +415,20 @@ def run(s: Settings) -> dict:
     """Pretrain, fine-tune per target and seed, screen and report; returns the report."""
     if s.patch % SCALE:
         raise BenchError(f"--patch {s.patch} must be a multiple of {SCALE}")
-    specs = transform_specs([t for t in s.targets if arm_of(t) in ("gt", "transform")])
-    transforms = [t for t in s.targets if arm_of(t) == "transform"]
     for t in s.targets:  # the other arms' settings fail now, not after pretraining
         if arm_of(t) == "perceptual":
             perceptual_weight(t)
         elif arm_of(t) == "post":
             transform_specs(["gt", t[len(POST):]])
+        elif arm_of(t) == "gan" and arm_of(t[len(GAN):]) not in ("gt", "transform"):
+            raise BenchError(f"--targets {t}: write gan:gt or gan:TRANSFORM (e.g. gan:directed:strength=2)")
+        if arm_of(t) == "gan" and "gan:gt" not in s.targets:
+            raise BenchError(f"--targets {t}: add gan:gt, the GAN baseline every gan: target is compared with")
+    # the images the trained arms compare with, each computed once ("gt" stays required)
+    images = [t for t in s.targets if t == "gt"] + [images_of(t) for t in s.targets
+                                                   if arm_of(t) in ("transform", "gan") and images_of(t) != "gt"]
+    specs = transform_specs(list(dict.fromkeys(images)))
+    transforms = [t for t in s.targets if arm_of(t) == "transform"]
     # checked before anything starts: a missing estimator must not surface after hours of pretraining
     estimator = None if s.pretrain_only else resolve_estimator(s.estimator)
     out = Path(s.out)

@@ -83,9 +83,10 @@ def test_bad_targets_fail_before_training(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_perceptual_loss_and_post_sharpening_arms(tmp_path, estimator_file, run_cli):
+def test_perceptual_loss_post_sharpening_and_gan_arms(tmp_path, estimator_file, run_cli):
     """What users do instead of moving the target: a perceptual-loss fine-tune (a curve over weights)
-    and the gt fine-tune's outputs sharpened after the fact, scored like every other target."""
+    and the gt fine-tune's outputs sharpened after the fact, scored like every other target; and a
+    GAN restorer trained against the ground truth and against the target, compared with each other."""
     pytest.importorskip("stlpips_pytorch")
     _folder(tmp_path / "train" / "a", 5, 0)
     _folder(tmp_path / "test" / "S", 2, 50)
@@ -94,7 +95,7 @@ def test_perceptual_loss_and_post_sharpening_arms(tmp_path, estimator_file, run_
              "--val-side", "32", "--crop", "48", "--patch", "16", "--batch", "2", "--blocks", "1", "--features", "8",
              "--pretrain-steps", "4", "--val-every", "2", "--steps", "2", "--metrics", "psnr_y", "stlpips",
              "--targets", "gt", "directed:strength=2", "perceptual:weight=0.1", "perceptual:weight=1",
-             "post:directed:strength=2"]
+             "post:directed:strength=2", "gan:gt", "gan:directed:strength=2"]
     res = run_cli("bench", "sr", "--train", tmp_path / "train", "--test", tmp_path / "test", "--out", out,
                   "--estimator", estimator_file, *flags)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -116,7 +117,7 @@ def test_perceptual_loss_and_post_sharpening_arms(tmp_path, estimator_file, run_
     assert np.array_equal(got, want)
     # the targets are placed against the perceptual-loss curve at their own PSNR-Y
     versus = table["against_perceptual_curve"]
-    assert set(versus) == {"directed:strength=2", "post:directed:strength=2"}
+    assert set(versus) == {"directed:strength=2", "post:directed:strength=2", "gan:gt", "gan:directed:strength=2"}
     curve = sorted((table[t]["psnr_y"]["value"]["mean"], table[t]["stlpips"]["value"]["mean"])
                    for t in ("gt", "perceptual:weight=0.1", "perceptual:weight=1"))
     for v in versus.values():
@@ -126,12 +127,25 @@ def test_perceptual_loss_and_post_sharpening_arms(tmp_path, estimator_file, run_
             assert v["curve"] == pytest.approx(np.interp(v["psnr_y"], *zip(*curve)))
     assert "Against the perceptual-loss curve" in (out / "sr_results.md").read_text()
     assert (out / "pd_plane.png").is_file()
+    # the GAN arms: trained (not copies of the L1 fine-tune), each compared with its own baseline
+    gan = np.asarray(Image.open(runs / "edsr_gan_gt_seed0" / "outputs" / "S" / "im0.png"))
+    gan_directed = np.asarray(Image.open(runs / "edsr_gan_directed_strength2_seed0" / "outputs" / "S" / "im0.png"))
+    assert not np.array_equal(gan, gt) and not np.array_equal(gan_directed, gan)
+    assert table["gan:gt"]["psnr_y"]["baseline"] == "gt"
+    assert table["gan:directed:strength=2"]["psnr_y"]["baseline"] == "gan:gt"
+    means = {r: json.loads((runs / r / "result.json").read_text())["mean"]["psnr_y"]
+             for r in ("edsr_gan_gt_seed0", "edsr_gan_directed_strength2_seed0")}
+    assert table["gan:directed:strength=2"]["psnr_y"]["delta"]["mean"] == pytest.approx(
+        means["edsr_gan_directed_strength2_seed0"] - means["edsr_gan_gt_seed0"])
 
 
 def test_bad_arm_settings_fail_before_training(tmp_path):
     for targets, message in ((["gt", "perceptual:weight=0"], "perceptual:weight=W with W a number > 0"),
                              (["gt", "perceptual:w=1"], "perceptual:weight=W"),
-                             (["gt", "post:blur"], "unknown transform")):
+                             (["gt", "post:blur"], "unknown transform"),
+                             (["gt", "gan:directed:strength=2"], "add gan:gt"),
+                             (["gt", "gan:gt", "gan:post:usm"], "write gan:gt or gan:TRANSFORM"),
+                             (["gt", "gan:gt", "gan:blur"], "unknown transform")):
         with pytest.raises(BenchError, match=message):
             sr.run(sr.Settings(train=str(tmp_path), test=str(tmp_path), out=str(tmp_path / "o"), targets=targets))
     assert not (tmp_path / "o").exists()
