@@ -23,8 +23,10 @@ class JNDTarget:
     Args:
         estimator: a pretrained name (``"default"``), the path of a jndplug ``.safetensors`` file,
             or an ``nn.Module`` taking ``[B,3,H,W]`` in [0,1] and returning the JND image.
-        strength: scales the estimator's distortion, ``gt + strength * (jnd - gt)``, and so the
-            JND bound of the directed image; 0 returns ``gt``, values above 1 exaggerate it.
+        strength: scales the JND bound of the directed image, and the estimator's distortion
+            ``gt + strength * (jnd - gt)`` of the estimated one; 0 returns ``gt``. ``None``: the
+            kind's default (:data:`jndplug.spec.DEFAULT_STRENGTH`): 2 for ``directed``, where the
+            directed distortion's own threshold lies, 1 for ``jnd``, the estimator's threshold.
         sur: target satisfied-user ratio in (0, 1] (fraction of people who must not notice),
             only for estimators trained with that conditioning; ``None`` uses the estimator's
             own default (``effective_sur``).
@@ -55,7 +57,7 @@ class JNDTarget:
     of the same shape, dtype and device, clamped to [0,1], with no autograd graph.
     """
 
-    def __init__(self, estimator: str | os.PathLike | nn.Module = "default", strength: float = 1.0,
+    def __init__(self, estimator: str | os.PathLike | nn.Module = "default", strength: float | None = None,
                  sur: float | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, tile: tuple[int, int] | None | bool = None,
                  kind: str = DEFAULT_KIND, gain: float | None = None, check_values: bool = True, *,
@@ -64,7 +66,7 @@ class JNDTarget:
             spec = TargetSpec(estimator=estimator, strength=strength, sur=sur, kind=kind, gain=gain)
         elif not isinstance(spec, TargetSpec):
             raise TypeError(f"spec must be a jndplug.spec.TargetSpec, got {type(spec).__name__}")
-        elif not (isinstance(estimator, str) and estimator == "default" and strength == 1.0 and sur is None
+        elif not (isinstance(estimator, str) and estimator == "default" and strength is None and sur is None
                   and kind == DEFAULT_KIND and gain is None):
             raise TypeError("give the target's settings either as spec= or as keyword arguments, not both")
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

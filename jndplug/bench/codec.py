@@ -63,9 +63,9 @@ class Settings:
     train: str = flag(help="training photos (searched recursively)")
     eval: str = flag(help="evaluation photos, e.g. Kodak24")
     out: str = flag("bench-codec", "results folder (rerun to resume)")
-    targets: list[str] = flag(["gt", "jnd", "directed:gain=1", "directed:gain=2"],
-                              "gt (required) and screen transforms: jnd, directed:gain=G, usm ...")
-    seeds: list[int] = flag([0])
+    targets: list[str] = flag(["gt", "directed:strength=1", "directed:strength=2"],
+                              "gt (required) and screen transforms: jnd, directed:strength=K,gain=G, usm ...")
+    seeds: list[int] = flag([0, 1])
     estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
     channels: list[int] = flag([128, 192], "widths of the transforms (default: CompressAI's quality 1-5)",
                                nargs=2, metavar=("N", "M"))

@@ -42,15 +42,17 @@ from jndplug.bench.common import BenchError, machine, resolve_estimator, spread,
 from jndplug.imageio import array_to_tensor, list_images, read_image, to_8bit
 from jndplug.metrics import METRICS, MetricsError, MetricSuite, fmt, match_files, mean_of
 from jndplug.pixels import bicubic_lq, bicubic_resize, centre_crop
-from jndplug.spec import DEFAULT_GAIN
+from jndplug.spec import DEFAULT_GAIN, DEFAULT_STRENGTH
 
 FORMAT = "jndplug-bench-screen/1"
 CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
 OPTIONS = {
     "identity": {},
-    "jnd": {"strength": 1.0},
-    # strength scales the bound as JNDTarget's does: directed:strength=S,gain=G is JNDTarget(strength=S, gain=G)
-    "directed": {"gain": DEFAULT_GAIN, "strength": 1.0, "sigma": directed.SIGMA, "bound": "estimator"},
+    "jnd": {"strength": DEFAULT_STRENGTH["jnd"]},
+    # strength scales the bound as JNDTarget's does: directed:strength=S,gain=G is JNDTarget(strength=S, gain=G),
+    # and plain directed is JNDTarget()
+    "directed": {"gain": DEFAULT_GAIN, "strength": DEFAULT_STRENGTH["directed"], "sigma": directed.SIGMA,
+                 "bound": "estimator"},
     "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
 }
 BOUNDS = ("estimator", "profile")

@@ -102,7 +102,9 @@ def perceptual_weight(target: str) -> float:
     if not weight > 0 or weight == float("inf"):
         raise BenchError(f"--targets {target}: write perceptual:weight=W with W a number > 0")
     return weight
-TARGETS = ["gt", "usm", "jnd", "directed:gain=0.5", "directed:gain=1", "directed:gain=2", "tolerant"]
+# the arms of BENCHMARKS.md's SR proof, budgets spelled out so a default's change cannot rename a result
+TARGETS = ["gt", "directed:strength=1", "directed:strength=2", "perceptual:weight=0.3", "perceptual:weight=1",
+           "perceptual:weight=3", "post:directed:strength=2"]
 METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
 RUN_KEYS = ("test_sets", "train_images", "val_images", "crop", "patch", "batch", "blocks", "features", "lr",
@@ -119,7 +121,8 @@ class Settings:
     test_sets: list[str] = flag(["CSet5", "CSet14"])
     archs: list[str] = flag(list(ARCHS), choices=ARCHS)
     targets: list[str] = flag(list(TARGETS),
-                              "gt (required), tolerant, or screen transforms: usm, jnd, directed:gain=G ...")
+                              "gt (required), tolerant, screen transforms (usm, jnd, directed:strength=K,gain=G "
+                              "...), perceptual:weight=W, post:TRANSFORM, gan:gt and gan:TRANSFORM")
     seeds: list[int] = flag([0, 1, 2])
     estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
     train_images: int = 200

@@ -508,7 +508,8 @@ def test_example_option_files(estimator_file):
     for stem in PAIRS:
         base, jnd = load_options(OPTIONS_DIR / f"{stem}_baseline.yml"), load_options(OPTIONS_DIR / f"{stem}_jnd.yml")
         block = jnd.pop("jnd_target")
-        assert block == {"enable": True, "estimator": "default", "strength": 1.0, "sur": None, "mode": "online"}
+        # strength ~: the kind's default, so the block stays right if a user switches the kind
+        assert block == {"enable": True, "estimator": "default", "strength": None, "sur": None, "mode": "online"}
         assert "jnd_target" not in base and base.pop("name") != jnd.pop("name")
         assert base == jnd, stem  # nothing else differs
         assert base["scale"] == 4
@@ -518,7 +519,7 @@ def test_example_option_files(estimator_file):
                 build_network(deepcopy(dict(base[net])))
         # the block is valid once an estimator exists (the shipped default is trained elsewhere)
         jnd["jnd_target"] = dict(block, estimator=str(estimator_file))
-        assert check_options(jnd)["mode"] == "online"
+        assert check_options(jnd)["mode"] == "online" and check_options(jnd)["strength"] == 2.0
 
 
 def test_an_empty_block_switches_jnd_on_with_the_defaults():
@@ -526,7 +527,7 @@ def test_an_empty_block_switches_jnd_on_with_the_defaults():
     assert opt["jnd_target"] is None  # what YAML makes of the bare line
     cfg = check_options(opt)
     # every setting resolved, so that BasicSR's dump of the options shows what is trained on
-    assert cfg == {"enable": True, "estimator": "default", "strength": 1.0, "sur": None, "mode": "online",
+    assert cfg == {"enable": True, "estimator": "default", "strength": 2.0, "sur": None, "mode": "online",
                    "source_gt": None, "kind": "directed", "gain": 1.0}
     assert "gain" not in check_options({"jnd_target": {"kind": "jnd"}})  # no gain: the kind has none
     assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None

@@ -147,12 +147,12 @@ def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, da
     args = cli_parser("precompute").parse_args(shlex.split(command))
     assert (args.src, args.out) == (str(data), "NEW_DIR")
     assert TargetSpec.from_args(args) == TargetSpec(str(estimator_file), strength=0.5, kind="jnd")
-    # the default kind on a folder made with kind jnd: the kind is named, not the configured None
-    with pytest.raises(CodecError, match=r"\(kind 'jnd' there, 'directed' configured; gain None there, 1\.0 "
-                                         r"configured\)") as err:
+    # the default kind on a folder made with kind jnd: the kind's resolved defaults are named, not None
+    with pytest.raises(CodecError, match=r"\(strength 1\.0 there, 2\.0 configured; kind 'jnd' there, 'directed' "
+                                         r"configured; gain None there, 1\.0 configured\)") as err:
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file,
                "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
-    assert "--kind directed --gain 1" in str(err.value)
+    assert "--strength 2 --kind directed --gain 1" in str(err.value)
     (jnd_dir / "train" / "img1.png").unlink()
     with pytest.raises(CodecError, match="no JND image .*train/img1.png"):
         _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
@@ -413,7 +413,7 @@ def test_dataset_that_is_a_file_is_named_as_such(tmp_path, data):
 
 def test_resume_mismatch_names_only_the_differing_keys(tmp_path, data, estimator_file):
     _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, steps=1)
-    with pytest.raises(CodecError, match=r"other settings \(jnd\.strength: 1\.0 there, 0\.5 now\)") as err:
+    with pytest.raises(CodecError, match=r"other settings \(jnd\.strength: 2\.0 there, 0\.5 now\)") as err:
         _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
                "--resume", steps=2)
     assert "fingerprint" not in str(err.value) and "{" not in str(err.value)

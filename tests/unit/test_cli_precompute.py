@@ -72,7 +72,7 @@ def test_demo_writes_images_and_figure(tmp_path, estimator_file, run_cli):
 
 def test_precompute_resume_and_change_detection(tmp_path, image_folder, unet):
     dst = tmp_path / "dst"
-    target = jndplug.JNDTarget(unet)
+    target = jndplug.JNDTarget(unet, strength=1.0)
     first = precompute(image_folder, dst, target, progress=False)
     assert sorted(first.written) == ["a.png", "c.jpg", "sub/b.png"] and not first.failed
     manifest = read_manifest(dst)
@@ -200,7 +200,7 @@ def test_precompute_rerun_with_other_settings_is_refused_and_overwrite_replaces(
     assert r.returncode == 1
     message = r.stderr.strip()
     assert message.startswith(f"jndplug precompute: error: {dst} holds JND images made with other settings")
-    assert "strength: folder 1, this run 0.5" in message and "kind: folder directed, this run jnd" in message
+    assert "strength: folder 2, this run 0.5" in message and "kind: folder directed, this run jnd" in message
     assert "--overwrite" in message and "another --out" in message and "Traceback" not in r.stderr
     assert {p: p.read_bytes() for p in dst.rglob("*.png")} == before  # nothing rewritten
     r = run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file, "--strength", "0.5",

@@ -78,7 +78,7 @@ def test_operator_rejects_bad_arguments():
 def test_jndtarget_directed_is_the_operator_bounded_by_its_jnd_map(estimator_file):
     x = _images()
     seed_paper = JNDTarget(estimator_file, kind="jnd")
-    target = JNDTarget(estimator_file, kind="directed", gain=0.7)
+    target = JNDTarget(estimator_file, kind="directed", strength=1, gain=0.7)
     want = directed_jnd(x, seed_paper.jnd_map(x), 0.7)
     torch.testing.assert_close(target(x), want, rtol=0, atol=1e-6)
     torch.testing.assert_close(target(x[0]), want[0], rtol=0, atol=1e-6)  # a single image
@@ -92,6 +92,12 @@ def test_jndtarget_directed_is_the_operator_bounded_by_its_jnd_map(estimator_fil
     # the perception-directed image is the default, on the evidence of BENCHMARKS.md "Converged restorers"
     default = JNDTarget(estimator_file)
     assert default.kind == "directed" and default.gain == jndplug.spec.DEFAULT_GAIN
+    # at twice the estimator's map (the directed distortion's own threshold, BENCHMARKS.md): its bound is
+    # the estimated JND image's change at strength 2
+    assert default.strength == 2.0
+    twice = JNDTarget(estimator_file, kind="jnd", strength=2)
+    torch.testing.assert_close(default.jnd_map(x), twice.jnd_map(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(default(x), directed_jnd(x, twice.jnd_map(x), 1.0), rtol=0, atol=1e-6)
 
 
 def test_jndtarget_rejects_bad_kind_and_gain(estimator_file):

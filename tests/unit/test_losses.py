@@ -77,8 +77,10 @@ def test_estimator_and_profile_providers(tmp_path):
     from_module = JNDTolerantLoss(Brighter())(pred, gt)
     assert from_module.item() == pytest.approx(2 / 255, abs=1e-6)
     assert JNDTolerantLoss(JNDTarget(Brighter(), kind="jnd"))(pred, gt).item() == pytest.approx(from_module.item())
-    # a target's map is its estimator's JND magnitude whatever the kind: the directed target's too
-    assert JNDTolerantLoss(JNDTarget(Brighter()))(pred, gt).item() == pytest.approx(from_module.item())
+    # a target's map is its estimator's JND magnitude times the strength whatever the kind: the directed
+    # target's too (its default strength 2 doubles the map: 8/255 covers the 6/255 error)
+    assert JNDTolerantLoss(JNDTarget(Brighter(), strength=1))(pred, gt).item() == pytest.approx(from_module.item())
+    assert JNDTolerantLoss(JNDTarget(Brighter()))(pred, gt).item() == 0
     # a profile, as an object or as a file, gives the same loss; the loss holds no weights of its own
     profile = JNDProfile()
     path = save_profile(profile, tmp_path / "p.safetensors")

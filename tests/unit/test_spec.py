@@ -7,14 +7,19 @@ import shlex
 import pytest
 
 from jndplug.errors import JNDPlugValueError
-from jndplug.spec import DEFAULT_GAIN, DEFAULT_KIND, KINDS, TargetSpec, TargetSpecError
+from jndplug.spec import DEFAULT_GAIN, DEFAULT_KIND, DEFAULT_STRENGTH, KINDS, TargetSpec, TargetSpecError
 
 
 def test_defaults_resolve_once():
     spec = TargetSpec()
-    assert (spec.estimator, spec.strength, spec.sur, spec.kind, spec.gain) == ("default", 1.0, None, DEFAULT_KIND,
-                                                                               DEFAULT_GAIN)
+    assert (spec.estimator, spec.strength, spec.sur, spec.kind, spec.gain) == (
+        "default", DEFAULT_STRENGTH[DEFAULT_KIND], None, DEFAULT_KIND, DEFAULT_GAIN)
     assert DEFAULT_KIND in KINDS and TargetSpec(kind="jnd").gain is None
+    # the strength default is the kind's: the directed image at its own threshold, the JND image at the estimator's
+    assert set(DEFAULT_STRENGTH) == set(KINDS)
+    assert TargetSpec(kind="jnd").strength == DEFAULT_STRENGTH["jnd"] == 1.0
+    assert TargetSpec(kind="directed").strength == DEFAULT_STRENGTH["directed"] == 2.0
+    assert TargetSpec.parse("directed").text() == "directed:strength=2" and TargetSpec.parse("jnd:strength=2").strength == 2.0
     assert TargetSpec(strength=1, sur=1).sur == 1.0 and isinstance(TargetSpec(strength=1).strength, float)
     with pytest.raises(Exception):
         spec.strength = 2.0  # frozen
@@ -87,7 +92,7 @@ def test_manifest_round_trip():
 
 
 def test_differences_list_each_differing_setting():
-    a, b = TargetSpec(strength=1.0), TargetSpec(estimator="x.safetensors", strength=0.5, kind="jnd")
+    a, b = TargetSpec(strength=1.0), TargetSpec(estimator="x.safetensors", strength=0.5, kind="jnd")  # both set
     assert a.differences(a) == []
     assert a.differences(b) == [("estimator", "default", "x.safetensors"), ("strength", 1.0, 0.5),
                                 ("kind", "directed", "jnd"), ("gain", 1.0, None)]
@@ -95,15 +100,18 @@ def test_differences_list_each_differing_setting():
 
 
 def test_describe_names_kind_gain_and_sur():
-    assert TargetSpec().describe() == "directed JND image (gain 1), estimator default, strength 1, SUR estimator default"
+    assert TargetSpec().describe() == "directed JND image (gain 1), estimator default, strength 2, SUR estimator default"
     assert TargetSpec(kind="jnd", sur=0.9).describe() == "estimated JND image, estimator default, strength 1, SUR 0.9"
 
 
-@pytest.mark.parametrize("text", ["directed", "jnd", "directed:strength=2,gain=4", "jnd:strength=0.5",
-                                  "directed:sur=0.9", "jnd:estimator=my.safetensors"])
-def test_compact_form_round_trips(text):
+@pytest.mark.parametrize("text,canonical", [
+    ("directed", "directed:strength=2"), ("jnd", "jnd:strength=1"), ("directed:strength=2,gain=4", None),
+    ("directed:gain=4,strength=1", "directed:strength=1,gain=4"), ("jnd:strength=0.5", None),
+    ("directed:sur=0.9", "directed:strength=2,sur=0.9"), ("jnd:estimator=my.safetensors", "jnd:estimator=my.safetensors,strength=1"),
+])
+def test_compact_form_round_trips(text, canonical):
     spec = TargetSpec.parse(text)
-    assert TargetSpec.parse(spec.text()) == spec and spec.text() == text
+    assert TargetSpec.parse(spec.text()) == spec and spec.text() == (canonical or text)
 
 
 def test_compact_form_names_the_bad_part():

@@ -72,7 +72,8 @@ def test_any_size_from_16(target, hw):
 def test_jnd_map(target, batch):
     m = target.jnd_map(batch)
     assert m.shape == (2, 1, *batch.shape[-2:])
-    seed_paper = JNDTarget(target.model, kind="jnd")
+    # the bound is the estimated JND image's change at the target's strength (2 for the default)
+    seed_paper = JNDTarget(target.model, kind="jnd", strength=target.strength)
     expected = (seed_paper(batch) - batch).pow(2).mean(1, keepdim=True).sqrt()
     assert torch.allclose(m, expected, atol=1e-6)
     assert target.jnd_map(batch[0]).shape == (1, *batch.shape[-2:])
@@ -114,7 +115,7 @@ def test_settings_come_from_one_spec(unet, estimator_file):
 def test_repr_and_effective_sur_show_the_settings_in_effect(unet, estimator_file):
     t = JNDTarget(estimator_file)
     assert t.effective_sur is None and t.sur is None  # not SUR-conditioned
-    assert repr(t).startswith(f"JNDTarget(estimator={str(estimator_file)!r}, kind='directed', strength=1, gain=1, "
+    assert repr(t).startswith(f"JNDTarget(estimator={str(estimator_file)!r}, kind='directed', strength=2, gain=1, "
                               "sur=None,")
     assert "kind='jnd', strength=0.5, sur=None" in repr(JNDTarget(unet, kind="jnd", strength=0.5))
     assert "estimator='UNetJND'" in repr(JNDTarget(unet))
