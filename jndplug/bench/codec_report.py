@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jndplug.bench.common import summarize
 from jndplug.bench.recipe import run_name
+from jndplug.bench.settings import CodecSettings as Settings
 from jndplug.imageio import read_image
 from jndplug.metrics import METRICS
 from jndplug.pixels import centre_crop
-
-if TYPE_CHECKING:
-    from jndplug.bench.codec import Settings
 
 MODEL = "bmshj2018-hyperprior"
 RD_PLOTS = ("psnr_y", "stlpips", "ssimulacra2")

@@ -26,9 +26,7 @@ against real fine-tunes (docs/directed.md).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +37,13 @@ from jndplug import directed
 from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import truth
 from jndplug.bench.common import BenchError, machine, resolve_estimator, spread, write_json, write_text
+from jndplug.bench.settings import ScreenSettings as Settings
 from jndplug.imageio import array_to_tensor, list_images, read_image, to_8bit
 from jndplug.metrics import METRICS, MetricsError, MetricSuite, fmt, match_files, mean_of
 from jndplug.pixels import bicubic_lq, bicubic_resize, centre_crop
 from jndplug.spec import DEFAULT_GAIN, DEFAULT_STRENGTH
 
 FORMAT = "jndplug-bench-screen/1"
-CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
 OPTIONS = {
     "identity": {},
     "jnd": {"strength": DEFAULT_STRENGTH["jnd"]},
@@ -56,46 +54,6 @@ OPTIONS = {
     "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
 }
 BOUNDS = ("estimator", "profile")
-
-
-@dataclass
-class Settings:
-    """One screen; the field names are the command's flags. Exactly one of ``outputs`` and ``bicubic``."""
-
-    gt: str
-    outputs: str | None = None
-    bicubic: int | None = None
-    transforms: list[str] = field(default_factory=lambda: ["jnd", "usm", "directed"])
-    estimator: str = "default"
-    metrics: list[str] = field(default_factory=lambda: list(CHEAP_METRICS))
-    crop_border: int | None = None
-    crop: int | None = None
-    max_images: int | None = None
-    out: str = "bench-screen"
-    overwrite: bool = False
-    metrics_device: str = "cpu"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gt", required=True, help="ground-truth folder (searched recursively)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--outputs", help="restorer outputs, matched to --gt by relative path without extension")
-    src.add_argument("--bicubic", type=int, metavar="SCALE",
-                     help="stand-in restorer: the ground truth (mod-cropped to SCALE) downscaled and upscaled by "
-                          "x SCALE with BasicSR's MATLAB-style bicubic")
-    p.add_argument("--transforms", nargs="+", default=["jnd", "usm", "directed"],
-                   help="NAME or NAME:KEY=VALUE,... (identity, jnd, directed, usm); identity is always added")
-    p.add_argument("--estimator", default="default", help="JND estimator of jnd and directed: name or .safetensors")
-    p.add_argument("--metrics", nargs="+", default=list(CHEAP_METRICS), choices=list(METRICS), metavar="METRIC",
-                   help=f"default: {' '.join(CHEAP_METRICS)} (seconds per image on a CPU); any of {', '.join(METRICS)}")
-    p.add_argument("--crop-border", type=int, help="pixels removed at every edge before scoring "
-                                                   "(default: SCALE with --bicubic, else 0)")
-    p.add_argument("--crop", type=int, help="score the central CROPxCROP (at most) of each image")
-    p.add_argument("--max-images", type=int, help="use this many images, spread over the sorted list")
-    p.add_argument("--out", default="bench-screen", help="results folder (screen.json, screen.md)")
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier screen in --out")
-    p.add_argument("--metrics-device", default="cpu",
-                   help="device of the network-based metrics: cpu, cuda, cuda:1 ... (default cpu)")
 
 
 def parse_transform(spec: str) -> tuple[str, dict]:

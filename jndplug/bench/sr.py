@@ -42,13 +42,11 @@ fine-tune finished with other settings is refused. The defaults are the recipe o
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +54,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jndplug.bench.common import (BenchError, add_settings_arguments, finished_run, flag, machine, resolve_estimator,
-                                  write_json, write_text)
+from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, write_json, write_text
 from jndplug.bench.recipe import (UNTRANSFORMED, add_targets, run_name, save_atomic, to_tensor, training_files,
                                   transform_specs)
-from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
+from jndplug.bench.settings import SR_ARCHS as ARCHS, SRSettings as Settings
 from jndplug.bench.sr_report import PD, crops, pd_plane, report
+from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
 from jndplug.losses import JNDTolerantLoss
-from jndplug.metrics import METRICS, MetricSuite, psnr
+from jndplug.metrics import MetricSuite, psnr
 from jndplug.pixels import bicubic_lq, centre_crop
 
 FORMAT = "jndplug-bench-sr/2"
 SCALE = 4
-ARCHS = ("edsr", "srresnet")
 # targets that train against the ground truth itself (with their own loss), train nothing, or train a GAN
 PERCEPTUAL, POST, GAN = "perceptual:", "post:", "gan:"
 # SRGAN's balance (BasicSR's train_SRGAN_x4 recipe: pixel 1e-2, perceptual 1, GAN 5e-3), with our
@@ -102,51 +99,11 @@ def perceptual_weight(target: str) -> float:
     if not weight > 0 or weight == float("inf"):
         raise BenchError(f"--targets {target}: write perceptual:weight=W with W a number > 0")
     return weight
-# the arms of BENCHMARKS.md's SR proof, budgets spelled out so a default's change cannot rename a result
-TARGETS = ["gt", "directed:strength=1", "directed:strength=2", "perceptual:weight=0.3", "perceptual:weight=1",
-           "perceptual:weight=3", "post:directed:strength=2"]
-METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
+
+
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
 RUN_KEYS = ("test_sets", "train_images", "val_images", "crop", "patch", "batch", "blocks", "features", "lr",
             "pretrain_steps", "steps", "finetune_lr", "metrics")
-
-
-@dataclass
-class Settings:
-    """One ``bench sr`` run; the field names are the command's flags."""
-
-    train: str = flag(help="training photos (searched recursively)")
-    test: str = flag(help="folder whose sub-folders are the test sets")
-    out: str = flag("bench-sr", "results folder (rerun to resume)")
-    test_sets: list[str] = flag(["CSet5", "CSet14"])
-    archs: list[str] = flag(list(ARCHS), choices=ARCHS)
-    targets: list[str] = flag(list(TARGETS),
-                              "gt (required), tolerant, screen transforms (usm, jnd, directed:strength=K,gain=G "
-                              "...), perceptual:weight=W, post:TRANSFORM, gan:gt and gan:TRANSFORM")
-    seeds: list[int] = flag([0, 1, 2])
-    estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
-    train_images: int = 200
-    val_images: int = flag(10, "training photos held back for the pretraining curve")
-    val_side: int = flag(192, "central crop of the validation photos (GT px)")
-    crop: int = flag(256, "central crop of the test images (GT pixels)")
-    patch: int = flag(64, "GT patch side (LQ: a quarter)")
-    batch: int = 8
-    blocks: int = flag(16, "residual blocks")
-    features: int = flag(64, "feature channels")
-    lr: float = flag(2e-4, "pretraining learning rate")
-    pretrain_steps: int = 10000
-    val_every: int = 500
-    steps: int = flag(1000, "fine-tuning steps per target")
-    finetune_lr: float = 5e-5
-    metrics: list[str] = flag(list(METRIC_NAMES), choices=list(METRICS), metavar="METRIC")
-    pretrain_only: bool = flag(False,
-                               "stop after pretraining (a rerun without it fine-tunes from the same checkpoints)")
-    device: str = flag(help="training device: cpu, cuda, cuda:1 ... (default: cuda if available); metrics run on "
-                            "the CPU", factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_settings_arguments(p, Settings)
 
 
 def build(arch: str, blocks: int, features: int) -> torch.nn.Module:

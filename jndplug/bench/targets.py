@@ -12,48 +12,21 @@ four models' distances; the report says which model decided. Results land in
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from jndplug.bench import truth as measures
 from jndplug.bench.common import BenchError, resume_or_run, spread, write_json, write_text
+from jndplug.bench.settings import TargetsSettings as Settings
 from jndplug.imageio import array_to_tensor, list_images, tensor_to_array
 from jndplug.spec import TargetSpec, TargetSpecError
 
 # the default target must be noticed by 10-25 % of the simulated panel, no image above 25 %
 # (SUR 0.75: three in four people must not notice)
 LINE = (0.10, 0.25)
-
-
-@dataclass
-class Settings:
-    images: str
-    targets: list[str] = field(default_factory=lambda: ["directed"])
-    out: str = "bench-targets"
-    limit: int | None = None
-    max_side: int | None = None
-    observers: int = 20
-    seed: int = 0
-    device: str = "cpu"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Settings("")
-    p.add_argument("--images", required=True, help="folder of photos (searched recursively), e.g. Kodak24")
-    p.add_argument("--targets", nargs="+", default=d.targets, metavar="SPEC",
-                   help="targets as KIND[:key=value,...], e.g. directed directed:strength=2,gain=4 jnd "
-                        "(default: directed, the shipped default)")
-    p.add_argument("--out", default=d.out, help="results folder (rerun to resume; default bench-targets)")
-    p.add_argument("--limit", type=int, default=None, help="at most N photos, spread over the sorted list")
-    p.add_argument("--max-side", type=int, default=None, help="downscale photos whose longer side exceeds this")
-    p.add_argument("--observers", type=int, default=d.observers, help="simulated panel size (default 20)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the simulated panel (default 0)")
-    p.add_argument("--device", default=d.device, help="where the JND estimator runs (default cpu)")
 
 
 def label_of(spec: TargetSpec) -> str:

@@ -67,9 +67,9 @@ def test_pretrain_finetune_screen_and_report(tmp_path, estimator_file, run_cli):
 
 def test_settings_are_the_flags_and_callable_from_python(tmp_path):
     args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--steps", "7"])
-    from jndplug.cli.bench import settings_of
+    from jndplug.settings import settings_from_args
 
-    settings = settings_of(sr, args)
+    settings = settings_from_args(sr.Settings, args)
     assert settings == sr.Settings(train="t", test="s", steps=7)
     # the full recipe is the default; the two published runs differ only by flags
     assert (settings.blocks, settings.features, settings.pretrain_steps) == (16, 64, 10000)

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # bottom to top, as in docs/architecture.md: a module may import its own layer and the ones below
 LAYERS = [
     ("foundation", ["jndplug", "jndplug.errors", "jndplug.basicsr_compat", "jndplug.imageio", "jndplug.artifacts",
-                    "jndplug.pixels"]),
+                    "jndplug.pixels", "jndplug.settings"]),
     ("models", ["jndplug.models", "jndplug.weights"]),
     ("targets", ["jndplug.spec", "jndplug.tiling", "jndplug.target", "jndplug.directed", "jndplug.viz", "jndplug.metrics", "jndplug.losses",
                  "jndplug.precompute"]),
