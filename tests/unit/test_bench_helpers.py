@@ -59,3 +59,14 @@ def test_a_run_finished_with_other_settings_is_refused(tmp_path):
     with pytest.raises(BenchError, match=r"other settings \(steps: 2 there, 3 now\)"):
         finished_run(tmp_path, {"steps": 3, "lr": 1e-4})
     assert finished_run(tmp_path / "not-run", {"steps": 3}) is None
+
+
+def test_no_bench_module_is_over_the_house_limit():
+    from pathlib import Path
+
+    import jndplug.bench
+
+    long = {p.name: n for p in Path(jndplug.bench.__file__).parent.glob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"split these by role (450 lines at most): {long}"
+
