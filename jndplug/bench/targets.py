@@ -173,12 +173,18 @@ def markdown(rows: list[dict]) -> list[str]:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
-    """Per target, each photo's detection probability and SSIMULACRA 2 against the lines."""
     try:
-        import matplotlib.pyplot as plt
+        fig = figure(rows)
     except ImportError:  # matplotlib is the viz extra; the tables do without it
         return
     from jndplug.viz import save_figure
+
+    save_figure(fig, path, bbox_inches="tight")
+
+
+def figure(rows: list[dict]):
+    """Per target, each photo's detection probability and SSIMULACRA 2 against the lines."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 2.5), sharey=True)
     for k, r in enumerate(rows):
@@ -187,10 +193,11 @@ def _figure(rows: list[dict], path: Path) -> None:
         axes[1].scatter([i["ssimulacra2"] for i in r["per_image"]], ys, s=12)
     axes[0].axvspan(100 * LINE[0], 100 * LINE[1], color="tab:green", alpha=0.15, label="the line (SUR 0.75)")
     axes[0].set_xlabel("noticed by the simulated panel (%)")
-    axes[0].legend(loc="lower right", fontsize=8)
     axes[1].axvline(80, color="tab:red", ls="--", label="80: same side by side at 1:1")
     axes[1].set_xlabel("SSIMULACRA 2 against the original")
-    axes[1].legend(loc="lower left", fontsize=8)
+    # below the axes: inside, a legend hides the photos that lie in its corner
+    for ax in axes:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False)
     axes[0].set_yticks(range(len(rows)), [r["target"] for r in rows], fontsize=8)
     fig.suptitle("How visible is each training target? (one dot per photo)")
-    save_figure(fig, path, bbox_inches="tight")
+    return fig

@@ -71,7 +71,7 @@ def test_settings_are_the_flags_and_callable_from_python(tmp_path):
 
     settings = settings_from_args(sr.Settings, args)
     assert settings == sr.Settings(train="t", test="s", steps=7)
-    # the full recipe is the default; the two published runs differ only by flags
+    # the networks of the published runs are the default; the runs differ from it only by flags
     assert (settings.blocks, settings.features, settings.pretrain_steps) == (16, 64, 10000)
 
 
