@@ -24,12 +24,9 @@ import torch.nn.functional as F
 from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import check_image_tensor
 from jndplug.pixels import luma
+from jndplug.spec import DEFAULT_SIGMA
 
-# Blur of the high-pass, in output pixels. For x4 SR the low-resolution Nyquist frequency is 1/8
-# cycles/px; the high-pass 1 - exp(-2 pi^2 sigma^2 f^2) passes 71% at 1/8 and 99% at 1/4 with
-# sigma 2, 26% and 71% with sigma 1. On the screen of bicubic x4 outputs (BENCHMARKS.md,
-# "Zero-training screen") sigma 2 gained 0.05 dB PSNR-Y over sigma 1 at four times the NIQE cost.
-SIGMA = 1.0
+SIGMA = DEFAULT_SIGMA  # the reason for its value is with the default, in jndplug.spec
 _BISECTION_STEPS = 60
 
 

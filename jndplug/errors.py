@@ -23,6 +23,10 @@ class JNDPlugValueError(JNDPlugError, ValueError):
     """A bad argument, config or file content."""
 
 
+class JNDPlugTypeError(JNDPlugError, TypeError):
+    """An argument of the wrong type (a numpy array where a tensor belongs, an integer image)."""
+
+
 class CorruptFileError(JNDPlugValueError):
     """A file exists but cannot be read as what it should be (truncated, foreign, unsafe pickle)."""
 

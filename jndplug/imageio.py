@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from jndplug.errors import JNDPlugValueError
+from jndplug.errors import JNDPlugTypeError, JNDPlugValueError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16
@@ -393,35 +393,35 @@ def to_pil(t: torch.Tensor) -> Image.Image:
 
 
 def check_image_tensor(x: torch.Tensor, name: str = "input", values: bool = True) -> None:
-    """Raise a ValueError/TypeError naming the problem if ``x`` is not a batch or image in [0,1].
+    """Raise a JNDPlugValueError/JNDPlugTypeError naming the problem if ``x`` is not a batch or image in [0,1].
 
     ``values=False`` checks only type and shape, which cost nothing; the value check (NaN, Inf,
     range) reads one small result back from the tensor's device, a synchronisation on a GPU.
     """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
-                        "convert PIL images or numpy arrays with jndplug.to_tensor()")
+        raise JNDPlugTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+                               "convert PIL images or numpy arrays with jndplug.to_tensor()")
     if not x.is_floating_point():
-        raise TypeError(f"{name} has integer dtype {x.dtype}; convert to float in [0,1] "
-                        "(for uint8 data: x.float() / 255)")
+        raise JNDPlugTypeError(f"{name} has integer dtype {x.dtype}; convert to float in [0,1] "
+                               "(for uint8 data: x.float() / 255)")
     if x.ndim not in (3, 4):
-        raise ValueError(f"{name} must be [3,H,W] or [B,3,H,W], got shape {tuple(x.shape)}")
+        raise JNDPlugValueError(f"{name} must be [3,H,W] or [B,3,H,W], got shape {tuple(x.shape)}")
     channels = x.shape[-3]
     if channels != 3:
-        raise ValueError(f"{name} must have 3 (RGB) channels in dim -3, got {channels} "
+        raise JNDPlugValueError(f"{name} must have 3 (RGB) channels in dim -3, got {channels} "
                          f"(shape {tuple(x.shape)}); repeat grayscale to 3 channels, drop alpha")
     h, w = x.shape[-2:]
     if h < MIN_SIDE or w < MIN_SIDE:
-        raise ValueError(f"{name} is {h}x{w}; jndplug needs images of at least {MIN_SIDE}x{MIN_SIDE}")
+        raise JNDPlugValueError(f"{name} is {h}x{w}; jndplug needs images of at least {MIN_SIDE}x{MIN_SIDE}")
     if x.numel() == 0:
-        raise ValueError(f"{name} is empty")
+        raise JNDPlugValueError(f"{name} is empty")
     if not values:
         return
     # min and max propagate NaN and hold any Inf, so one reduction read back once answers both
     # questions, without a full-size isfinite mask
     lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise JNDPlugValueError(f"{name} contains NaN or Inf values")
     if hi > 1.0 + 1e-3 or lo < -1e-3:
         hint = " (values look like 0-255: divide by 255)" if hi > 2.0 else ""
-        raise ValueError(f"{name} values must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]{hint}")
+        raise JNDPlugValueError(f"{name} values must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]{hint}")

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, check_output_path, list_images,
                              read_image, sweep_stale_temps, tensor_to_array, write_image)
-from jndplug.spec import TargetSpec
+from jndplug.spec import TargetSpec, number_text
 from jndplug.target import JNDTarget
 from jndplug.weights import estimator_fingerprint
 
@@ -71,7 +71,8 @@ def settings_differences(have: dict, want: dict) -> list[str]:
 
 
 def _show(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    # exact: "folder 2, this run 2" for 2 and 2.0000001 explained nothing
+    return number_text(value) if isinstance(value, float) else str(value)
 
 
 def settings_key(settings: dict) -> str:

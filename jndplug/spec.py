@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import shlex
 from dataclasses import dataclass
@@ -23,18 +24,65 @@ from typing import Any
 
 from jndplug.errors import JNDPlugValueError
 
-KINDS = ("directed", "jnd")
-# The perception-directed image is the default target: fine-tuned converged restorers measured better
-# against it than against the ground truth and the seed paper's JND image (BENCHMARKS.md).
-DEFAULT_KIND = "directed"
+# Blur of the directed image's high-pass, in output pixels. For x4 SR the low-resolution Nyquist
+# frequency is 1/8 cycles/px; the high-pass 1 - exp(-2 pi^2 sigma^2 f^2) passes 71% at 1/8 and 99% at
+# 1/4 with sigma 2, 26% and 71% with sigma 1. On the screen of bicubic x4 outputs (BENCHMARKS.md,
+# "Zero-training screen") sigma 2 gained 0.05 dB PSNR-Y over sigma 1 at four times the NIQE cost.
+DEFAULT_SIGMA = 1.0
 # Sharpening gain of the directed image. Gain 2 scored like gain 1 on the converged restorers and the
 # codec (BENCHMARKS.md), so the smaller change is the default.
 DEFAULT_GAIN = 1.0
-# Scale of the bound per kind. The directed distortion's own threshold, measured with the study on
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A per-pixel bound of the directed image's change: ``provider`` (``module:function``, imported
+    when a target is made, so that this module needs no torch) maps ``(target, x)`` to the ``[B,1,H,W]``
+    float32 bound at the target's strength; ``uses_estimator`` says whether the estimator (and its SUR)
+    takes part."""
+
+    provider: str
+    uses_estimator: bool
+    label: str
+
+
+# Where the directed image may change, and by how much: a new bound is one row here and its function.
+BOUNDS = {
+    "estimator": Bound("jndplug.bounds:estimator_map", True, "the estimator's JND map"),
+    "profile": Bound("jndplug.bounds:profile_map", False, "the untrained JND profile (NAMM)"),
+}
+DEFAULT_BOUND = "estimator"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of target: the scale of its bound by default, the settings that apply to it besides
+    ``estimator``, ``strength``, ``sur`` and ``kind`` (with their defaults), and ``image``
+    (``module:function`` mapping ``(target, x)`` to the target image, imported when a target is made)."""
+
+    default_strength: float
+    settings: dict
+    image: str
+    label: str
+
+
+# The perception-directed image is the default target: fine-tuned converged restorers measured better
+# against it than against the ground truth and the seed paper's JND image (BENCHMARKS.md).
+# Scale of the bound per kind: the directed distortion's own threshold, measured with the study on
 # training photos, lies at 2.05 times the estimator's map for three photos in four (SUR 0.75); at 2
 # Kodak24's targets sit at the visibility line (BENCHMARKS.md). The estimated JND image (kind jnd)
 # is the estimator's threshold itself: scaling it up makes it visible.
-DEFAULT_STRENGTH = {"directed": 2.0, "jnd": 1.0}
+# A new kind is one row here and its image function.
+KIND_TABLE = {
+    "directed": Kind(2.0, {"gain": DEFAULT_GAIN, "bound": DEFAULT_BOUND, "sigma": DEFAULT_SIGMA},
+                     "jndplug.bounds:directed_image", "directed JND image"),
+    "jnd": Kind(1.0, {}, "jndplug.bounds:estimated_image", "estimated JND image"),
+}
+KINDS = tuple(KIND_TABLE)
+DEFAULT_KIND = "directed"
+DEFAULT_STRENGTH = {name: k.default_strength for name, k in KIND_TABLE.items()}
+# settings every kind has; the rest apply to the kinds whose row names them
+_COMMON = ("estimator", "strength", "sur", "kind")
 
 
 class TargetSpecError(JNDPlugValueError):
@@ -53,8 +101,9 @@ def _field(default, help: str, type=None, choices=None, metavar=None):
 @dataclass(frozen=True)
 class TargetSpec:
     """What a JND target is made of. Unset ``strength`` resolves to :data:`DEFAULT_STRENGTH` of the
-    kind, unset ``gain`` to :data:`DEFAULT_GAIN` for the directed kind; ``sur=None`` means the
-    estimator's own default ratio (``JNDTarget.effective_sur``)."""
+    kind; unset ``gain``, ``bound`` and ``sigma`` to the defaults of the kinds they apply to
+    (:data:`KIND_TABLE`), and stay ``None`` for the others; ``sur=None`` means the estimator's own
+    default ratio (``JNDTarget.effective_sur``)."""
 
     estimator: Any = _field("default", "pretrained name or .safetensors path of the JND estimator "
                                        "(default: default)", str, metavar="NAME|PATH")
@@ -65,9 +114,14 @@ class TargetSpec:
     sur: float | None = _field(None, "satisfied-user ratio in (0, 1], for SUR-conditioned estimators "
                                      "(default: the estimator's own)", float)
     kind: str = _field(DEFAULT_KIND, "directed (default): the perception-directed JND image, a zero-mean luma "
-                                     "sharpening bounded by the JND map (docs/directed.md); jnd: the estimated "
+                                     "sharpening bounded by a JND map (docs/directed.md); jnd: the estimated "
                                      "JND image", str, KINDS)
     gain: float | None = _field(None, f"sharpening gain of --kind directed (default {DEFAULT_GAIN:g})", float)
+    bound: str | None = _field(None, "what bounds the change of --kind directed per pixel: "
+                                     + "; ".join(f"{k}: {b.label}" for k, b in BOUNDS.items())
+                                     + f" (default {DEFAULT_BOUND})", str, tuple(BOUNDS))
+    sigma: float | None = _field(None, "blur of --kind directed's high-pass, in output pixels "
+                                       f"(default {DEFAULT_SIGMA:g})", float)
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -81,25 +135,51 @@ class TargetSpec:
             set_(self, "sur", _number("sur", self.sur))
             if not 0.0 < self.sur <= 1.0:
                 raise TargetSpecError("sur", f"must be in (0, 1], got {self.sur:g}")
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KIND_TABLE:
             raise TargetSpecError("kind", f"must be {' or '.join(KINDS)}, got {self.kind!r}")
-        strength = DEFAULT_STRENGTH[self.kind] if self.strength is None else _number("strength", self.strength)
+        row = KIND_TABLE[self.kind]
+        strength = row.default_strength if self.strength is None else _number("strength", self.strength)
         if strength < 0:
             raise TargetSpecError("strength", f"must be a finite number >= 0, got {strength:g}")
         set_(self, "strength", strength)
-        if self.kind == "directed":
-            gain = DEFAULT_GAIN if self.gain is None else _number("gain", self.gain)
-            if gain < 0:
-                raise TargetSpecError("gain", f"must be a finite number >= 0, got {gain:g}")
-            set_(self, "gain", gain)
-        elif self.gain is not None:
-            raise TargetSpecError("gain", f"applies to kind directed only (kind is {self.kind})")
+        for name in self.names():
+            if name in _COMMON:
+                continue
+            value = getattr(self, name)
+            if name not in row.settings:
+                if value is not None:
+                    raise TargetSpecError(name, f"applies to kind {' or '.join(self.kinds_with(name))} only "
+                                                f"(kind is {self.kind})")
+                continue
+            set_(self, name, _check(name, row.settings[name] if value is None else value))
+
+    # -- the kind table --------------------------------------------------------------------------
+
+    @classmethod
+    def kinds_with(cls, name: str) -> list[str]:
+        """The kinds a setting applies to."""
+        return [k for k, row in KIND_TABLE.items() if name in _COMMON or name in row.settings]
+
+    @property
+    def uses_estimator(self) -> bool:
+        """Whether the estimator (and so ``sur``) takes part in the target."""
+        return self.bound is None or BOUNDS[self.bound].uses_estimator
+
+    def applies(self) -> tuple[str, ...]:
+        """The settings that change what this spec's target is: its kind's, and the estimator and
+        ``sur`` only where the estimator takes part."""
+        common = _COMMON if self.uses_estimator else ("strength", "kind")
+        return tuple(n for n in self.names() if n in common or n in KIND_TABLE[self.kind].settings)
 
     # -- mappings --------------------------------------------------------------------------------
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def _type_of(cls, name: str):
+        return dataclasses.fields(cls)[cls.names().index(name)].metadata["type"]
 
     @classmethod
     def from_mapping(cls, values: dict | None, where: str = "") -> TargetSpec:
@@ -109,12 +189,6 @@ class TargetSpec:
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise TargetSpecError(where + unknown[0], f"unknown key; known keys: {', '.join(cls.names())}")
-        for name, value in values.items():  # YAML hands over booleans and strings where numbers belong
-            kind = dataclasses.fields(cls)[cls.names().index(name)].metadata["type"]
-            if kind is float and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise TargetSpecError(where + name, f"must be a number, got {value!r}")
-            if kind is str and not isinstance(value, str):
-                raise TargetSpecError(where + name, f"must be a string, got {value!r}")
         try:
             return cls(**values)
         except TargetSpecError as exc:
@@ -129,7 +203,7 @@ class TargetSpec:
 
     @classmethod
     def add_arguments(cls, parser, prefix: str = "") -> None:
-        """Add ``--estimator`` ... ``--gain`` (``--PREFIXestimator`` ...) to an argparse parser, with
+        """Add ``--estimator`` ... ``--sigma`` (``--PREFIXestimator`` ...) to an argparse parser, with
         ``None`` defaults so that :meth:`from_args` sees what was given."""
         for f in dataclasses.fields(cls):
             m = f.metadata
@@ -156,7 +230,7 @@ class TargetSpec:
         parts = []
         for name, value in self.to_mapping().items():
             if value is not None:
-                parts.append(f"--{prefix}{name} {value:g}" if isinstance(value, float)
+                parts.append(f"--{prefix}{name} {number_text(value)}" if isinstance(value, float)
                              else f"--{prefix}{name} {shlex.quote(str(value))}")
         return " ".join(parts)
 
@@ -174,9 +248,8 @@ class TargetSpec:
             if key == "kind" or key not in cls.names():
                 raise TargetSpecError(f"{text}: {key}", "unknown key; known keys: "
                                       + ", ".join(n for n in cls.names() if n != "kind"))
-            kind_of = dataclasses.fields(cls)[cls.names().index(key)].metadata["type"]
             try:
-                values[key] = kind_of(value.strip()) if kind_of is float else value.strip()
+                values[key] = float(value.strip()) if cls._type_of(key) is float else value.strip()
             except ValueError:
                 raise TargetSpecError(f"{text}: {key}", f"must be a number, got {value.strip()!r}") from None
         try:
@@ -187,11 +260,11 @@ class TargetSpec:
     def text(self) -> str:
         """The compact form :meth:`parse` reads: the strength always (the budget names a result, and a
         default may move), the other settings where they differ from the defaults;
-        ``TargetSpec.parse(spec.text()) == spec`` (the estimator given by name or path)."""
-        default = TargetSpec(kind=self.kind)
-        parts = [f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}"
+        ``TargetSpec.parse(spec.text()) == spec`` exactly (the estimator given by name or path)."""
+        default = TargetSpec(kind=self.kind).to_mapping()
+        parts = [f"{n}={number_text(v)}" if isinstance(v, float) else f"{n}={v}"
                  for n, v in self.to_mapping().items()
-                 if n != "kind" and (n == "strength" or v != default.to_mapping()[n])]
+                 if n != "kind" and (n == "strength" or v != default[n])]
         return self.kind + (":" + ",".join(parts) if parts else "")
 
     # -- manifests and comparisons ---------------------------------------------------------------
@@ -204,32 +277,85 @@ class TargetSpec:
     @classmethod
     def from_manifest(cls, settings: dict) -> TargetSpec:
         """The spec a manifest was written with; a manifest without kind/gain predates directed images
-        and was made with the estimated JND image."""
-        values = {n: settings[n] for n in ("strength", "sur", "kind", "gain") if n in settings}
+        and was made with the estimated JND image, one without bound/sigma used their defaults."""
+        values = {n: settings[n] for n in cls.names() if n != "estimator" and settings.get(n) is not None}
         values.setdefault("kind", "jnd")
         return cls(estimator=settings.get("arch", "default"), **values)
 
     def differences(self, other: TargetSpec, compare_estimator: bool = True) -> list[tuple[str, Any, Any]]:
-        """``(name, mine, theirs)`` for each setting that differs."""
-        names = [n for n in self.names() if compare_estimator or n != "estimator"]
+        """``(name, mine, theirs)`` for each setting that differs; a setting that does not apply to
+        both targets (``gain`` of a ``jnd`` one, the estimator of a profile-bounded one) is not one."""
+        both = set(self.applies()) & set(other.applies())
+        names = [n for n in self.names() if n in both and (compare_estimator or n != "estimator")]
         a, b = self.to_mapping(), other.to_mapping()
         return [(n, a[n], b[n]) for n in names if a[n] != b[n]]
 
     def describe(self) -> str:
-        """One line for logs: the kind and every resolved value."""
-        est = self.to_mapping()["estimator"]
-        what = f"directed JND image (gain {self.gain:g})" if self.kind == "directed" else "estimated JND image"
-        sur = "estimator default" if self.sur is None else f"{self.sur:g}"
-        return f"{what}, estimator {est}, strength {self.strength:g}, SUR {sur}"
+        """One line for logs: the kind and every resolved value (``JNDTarget.describe`` adds what
+        only a loaded estimator knows)."""
+        return self._describe(str(self.to_mapping()["estimator"]),
+                              "estimator default" if self.sur is None else number_text(self.sur))
+
+    def _describe(self, estimator: str, sur: str) -> str:
+        what = KIND_TABLE[self.kind].label
+        if self.kind == "directed":
+            extra = [f"gain {number_text(self.gain)}"]
+            if self.bound != DEFAULT_BOUND:
+                extra.append(f"bound {self.bound}")
+            if self.sigma != DEFAULT_SIGMA:
+                extra.append(f"sigma {number_text(self.sigma)}")
+            what += f" ({', '.join(extra)})"
+        parts = [what] + ([f"estimator {estimator}"] if self.uses_estimator else [])
+        parts.append(f"strength {number_text(self.strength)}")
+        if self.uses_estimator:
+            parts.append(f"SUR {sur}")
+        return ", ".join(parts)
+
+
+def number_text(value: float) -> str:
+    """A number as short as it can be written and still read back exactly: ``2`` for 2.0,
+    ``1.2345678`` for 1.2345678 (``:g`` would round it to six digits)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+_CHECKS = {  # the settings a kind's row may name: how each is checked
+    "gain": lambda v: _number_at_least("gain", v, 0.0),
+    "sigma": lambda v: _number_above("sigma", v),
+    "bound": lambda v: _choice("bound", v, BOUNDS),
+}
+
+
+def _check(name: str, value):
+    return _CHECKS[name](value)
+
+
+def _number_at_least(name: str, value, low: float) -> float:
+    value = _number(name, value)
+    if value < low:
+        raise TargetSpecError(name, f"must be a finite number >= {low:g}, got {value:g}")
+    return value
+
+
+def _number_above(name: str, value) -> float:
+    value = _number(name, value)
+    if not value > 0:
+        raise TargetSpecError(name, f"must be a finite number > 0, got {value:g}")
+    return value
+
+
+def _choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise TargetSpecError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _number(name: str, value) -> float:
-    if isinstance(value, bool):
+    # a string is refused even where it would parse: YAML's "2.0" and JNDTarget(strength="2") are
+    # mistakes the same way (the compact form and argparse convert their text before this)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TargetSpecError(name, f"must be a number, got {value!r}")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TargetSpecError(name, f"must be a number, got {value!r}") from None
+    value = float(value)
     if not math.isfinite(value):
         raise TargetSpecError(name, f"must be a finite number, got {value}")
     return value

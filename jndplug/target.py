@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
 import torch.nn as nn
 
-from jndplug import directed
+from jndplug.bounds import estimator_map
+from jndplug.errors import JNDPlugTypeError
 from jndplug.imageio import check_image_tensor
-from jndplug.spec import DEFAULT_KIND, TargetSpec, TargetSpecError
+from jndplug.spec import BOUNDS, DEFAULT_KIND, KIND_TABLE, TargetSpec, TargetSpecError, number_text
 from jndplug.tiling import blend, check_tile, pad_to_stride, tile_for, tiled_forward
 from jndplug.weights import load_estimator
 
@@ -36,6 +38,9 @@ class JNDTarget:
             paper's estimated JND image, the estimator's own output.
         gain: the directed image's sharpening gain (0 returns ``gt``); only with ``kind="directed"``,
             default :data:`jndplug.spec.DEFAULT_GAIN`.
+
+    The directed image's other settings (``bound``, ``sigma``) are given through ``spec=``
+    (e.g. ``TargetSpec(bound="profile")``).
 
     and how it runs:
 
@@ -65,12 +70,12 @@ class JNDTarget:
         if spec is None:
             spec = TargetSpec(estimator=estimator, strength=strength, sur=sur, kind=kind, gain=gain)
         elif not isinstance(spec, TargetSpec):
-            raise TypeError(f"spec must be a jndplug.spec.TargetSpec, got {type(spec).__name__}")
+            raise JNDPlugTypeError(f"spec must be a jndplug.spec.TargetSpec, got {type(spec).__name__}")
         elif not (isinstance(estimator, str) and estimator == "default" and strength is None and sur is None
                   and kind == DEFAULT_KIND and gain is None):
-            raise TypeError("give the target's settings either as spec= or as keyword arguments, not both")
+            raise JNDPlugTypeError("give the target's settings either as spec= or as keyword arguments, not both")
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+            raise JNDPlugTypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         model = spec.estimator if isinstance(spec.estimator, nn.Module) else load_estimator(spec.estimator)
         from jndplug.models import estimator_info  # the registry imports timm: only when an estimator is made
 
@@ -79,6 +84,9 @@ class JNDTarget:
             raise TargetSpecError("sur", "(satisfied-user ratio) needs an estimator trained with SUR conditioning; "
                                          f"{spec.to_mapping()['estimator']} was not (use sur=None)")
         self.spec = spec
+        row = KIND_TABLE[spec.kind]
+        self._image = _function(row.image)
+        self._bound_of = _function(BOUNDS[spec.bound].provider) if spec.bound is not None else estimator_map
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -119,9 +127,8 @@ class JNDTarget:
         return str(self.spec.to_mapping()["estimator"])
 
     def describe(self) -> str:
-        """One line for logs: what the target makes, with the estimator by the name it was given
-        (and its architecture) and the SUR in effect."""
-        what = f"directed JND image (gain {self.gain:g})" if self.kind == "directed" else "estimated JND image"
+        """One line for logs: what the target makes (:meth:`TargetSpec.describe`), with the estimator
+        by the name it was given and its architecture, and the SUR in effect."""
         name = self.estimator_name
         if self.arch_name != name:
             name = f"{name} ({self.arch_name})"
@@ -131,46 +138,45 @@ class JNDTarget:
             sur = f"{self.effective_sur:g} (the estimator's default)"
         else:
             sur = f"{self.sur:g}"
-        return f"{what}, estimator {name}, strength {self.strength:g}, SUR {sur}"
+        return self.spec._describe(name, sur)
 
     def __repr__(self) -> str:
-        gain = f", gain={self.gain:g}" if self.kind == "directed" else ""
-        return (f"JNDTarget(estimator={self.estimator_name!r}, kind={self.kind!r}, strength={self.strength:g}{gain}, "
-                f"sur={self.effective_sur}, device={self.device}, dtype={self.dtype}, tile={self.tile})")
+        default, mine = TargetSpec(kind=self.kind).to_mapping(), self.spec.to_mapping()
+        shown = ["kind", "strength"] + [n for n in KIND_TABLE[self.kind].settings if n == "gain" or mine[n] != default[n]]
+        settings = "".join(f"{n}={number_text(mine[n]) if isinstance(mine[n], float) else repr(mine[n])}, "
+                           for n in shown)
+        return (f"JNDTarget(estimator={self.estimator_name!r}, {settings}sur={self.effective_sur}, "
+                f"device={self.device}, dtype={self.dtype}, tile={self.tile})")
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         check_image_tensor(x, values=self.check_values)
-        single = x.ndim == 3
-        batch = x[None] if single else x
+        batch = x[None] if x.ndim == 3 else x
         if self.strength == 0 or self.gain == 0:
             out = batch.clamp(0, 1)
         else:
-            out = self._estimated(batch)
-            if self.kind == "directed":
-                # the estimator's JND image only sets the bound; the direction is the sharpening
-                xf = batch.to(device=out.device, dtype=torch.float32).clamp(0, 1)
-                out = directed.directed_jnd(xf, _rms_change(out, xf), self.gain).clamp_(0, 1).to(batch.dtype)
-        return out[0] if single else out
+            out = self._image(self, self._float32(batch)).to(device=batch.device, dtype=batch.dtype)
+        return out[0] if x.ndim == 3 else out
 
     @torch.no_grad()
     def jnd_map(self, x: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """Per-pixel JND magnitude of the estimator, whatever the kind: RMS over channels of its
-        JND image (``kind="jnd"``) minus ``x``, times ``strength``. The directed image's change
-        stays within it; :meth:`distortion` is that change.
+        """Per-pixel bound of the target's change, whatever the kind: the spec's ``bound``
+        (:data:`jndplug.spec.BOUNDS`) for the directed image, whose change stays within it, and
+        for the estimated JND image (and the default bound) the RMS over channels of the
+        estimator's JND image minus ``x``; both times ``strength``. :meth:`distortion` is the change.
 
-        ``[B,1,H,W]`` for a batch, ``[1,H,W]`` for a single image, in the input's dtype.
-        ``normalize=True`` divides each image's map by its maximum, as ResJND does for its JND
-        maps (an image whose map is all zero stays zero).
+        ``[B,1,H,W]`` for a batch, ``[1,H,W]`` for a single image, in the input's dtype and on its
+        device, computed in float32. ``normalize=True`` divides each image's map by its maximum, as
+        ResJND does for its JND maps (an image whose map is all zero stays zero).
         """
         check_image_tensor(x, values=self.check_values)
         batch = x[None] if x.ndim == 3 else x
-        est = batch.clamp(0, 1) if self.strength == 0 else self._estimated(batch)
-        m = _rms_change(est, batch.to(device=est.device, dtype=torch.float32))
+        xf = self._float32(batch)
+        m = torch.zeros_like(xf[:, :1]) if self.strength == 0 else self._bound(xf)
         if normalize:
             peak = m.amax(dim=(-2, -1), keepdim=True)
             m = m / torch.where(peak > 0, peak, torch.ones_like(peak))
-        m = m.to(x.dtype)
+        m = m.to(device=x.device, dtype=x.dtype)
         return m[0] if x.ndim == 3 else m
 
     @torch.no_grad()
@@ -178,17 +184,25 @@ class JNDTarget:
         """The change the target makes, ``target(x) - x``, in the input's shape and dtype."""
         return self(x) - x
 
-    def _estimated(self, batch: torch.Tensor) -> torch.Tensor:
-        """The estimator's JND image blended by strength, in the batch's dtype and on its device."""
-        tile = tile_for(batch.shape[-2:], self.tile)
-        device = self._prepare_model(batch)
+    def _float32(self, batch: torch.Tensor) -> torch.Tensor:
+        # every target is computed in float32 on the estimator's device, whatever the input's dtype:
+        # a bf16 bound would move in steps of about 1/256
+        return batch.to(device=self.device or batch.device, dtype=torch.float32).clamp(0, 1)
+
+    def _bound(self, xf: torch.Tensor) -> torch.Tensor:
+        return self._bound_of(self, xf)
+
+    def _estimated(self, xf: torch.Tensor) -> torch.Tensor:
+        """The estimator's JND image of a float32 batch, blended by strength, in float32."""
+        tile = tile_for(xf.shape[-2:], self.tile)
+        device = self._prepare_model(xf)
         if tile:
-            return tiled_forward(self.model, batch, tile, strength=self.strength, run=self._run, dtype=self.dtype,
+            return tiled_forward(self.model, xf, tile, strength=self.strength, run=self._run, dtype=self.dtype,
                                  device=device)
-        xb = batch.to(device=device, dtype=self.dtype)
+        xb = xf.to(dtype=self.dtype)
         h, w = xb.shape[-2:]
         jnd = self._run(pad_to_stride(xb, self.size_divisor))[..., :h, :w].clamp_(0, 1).to(torch.float32)
-        return blend(batch, jnd, self.strength)
+        return blend(xf, jnd, self.strength)
 
     def _prepare_model(self, batch: torch.Tensor) -> torch.device:
         device = self.device or batch.device
@@ -201,6 +215,7 @@ class JNDTarget:
         return self.model(x, sur=self.sur, **kwargs) if self.accepts_sur else self.model(x, **kwargs)
 
 
-def _rms_change(image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[B,1,H,W]`` float32 RMS over channels of ``image - x``."""
-    return (image.to(torch.float32) - x.to(torch.float32)).pow(2).mean(1, keepdim=True).sqrt()
+def _function(path: str):
+    """The function a kind-table row names as ``module:function``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)

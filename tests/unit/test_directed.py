@@ -256,3 +256,36 @@ def test_precompute_records_kind_and_gain(tmp_path, estimator_file):
     # every manifest spells out the kind; one without it (made before kind existed) reads as kind jnd
     seed = settings_of(JNDTarget(estimator_file, kind="jnd"))
     assert seed["kind"] == "jnd" and seed["gain"] is None
+
+
+def test_jndtarget_takes_the_profile_bound_and_sigma_from_its_spec(estimator_file):
+    from jndplug.spec import TargetSpec
+
+    x = _images(3)
+    target = JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="profile", sigma=2.0, strength=1.5))
+    bound = 1.5 * JNDProfile().jnd_map(x)
+    assert torch.allclose(target.jnd_map(x), bound, atol=1e-6)
+    expected = (x + directed_distortion(x, bound, 1.0, sigma=2.0)).clamp(0, 1)
+    assert torch.allclose(target(x), expected, atol=1e-6)
+    # the bound decides: the same spec bounded by the estimator makes another image
+    assert not torch.allclose(target(x), JNDTarget(estimator_file, strength=1.5)(x), atol=1e-3)
+    assert "bound profile, sigma 2" in target.describe() and "bound='profile', sigma=2," in repr(target)
+
+
+def test_check_values_false_is_honoured_by_the_default_kind(estimator_file):
+    x = _images(4)
+    x[0, 0, 3, 3] = float("nan")
+    with pytest.raises(jndplug.errors.JNDPlugValueError, match="NaN"):
+        JNDTarget(estimator_file)(x)
+    # the caller vouches for its inputs: no check (and no device sync), whatever the kind
+    out = JNDTarget(estimator_file, check_values=False)(x)
+    assert out.shape == x.shape
+
+
+def test_low_precision_inputs_get_a_float32_bound(estimator_file):
+    # the bound used to be rounded to the input's dtype inside the estimator pass (bf16 steps of ~1/256)
+    xb = _images(5).to(torch.bfloat16)
+    for kind in ("directed", "jnd"):
+        target = JNDTarget(estimator_file, kind=kind)
+        assert torch.equal(target.jnd_map(xb), target.jnd_map(xb.float()).to(torch.bfloat16))
+        assert torch.equal(target(xb), target(xb.float()).to(torch.bfloat16))

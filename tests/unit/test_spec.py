@@ -29,7 +29,9 @@ def test_defaults_resolve_once():
     ({"strength": -0.1}, "strength"), ({"strength": math.inf}, "strength"), ({"strength": "strong"}, "strength"),
     ({"strength": True}, "strength"), ({"sur": 0.0}, "sur"), ({"sur": 1.5}, "sur"), ({"kind": "sharp"}, "kind"),
     ({"gain": -1.0}, "gain"), ({"gain": math.nan}, "gain"), ({"kind": "jnd", "gain": 1.0}, "gain"),
-    ({"estimator": 42}, "estimator"),
+    ({"estimator": 42}, "estimator"), ({"strength": "2"}, "strength"), ({"gain": "1.0"}, "gain"),
+    ({"bound": "box"}, "bound"), ({"sigma": 0.0}, "sigma"), ({"kind": "jnd", "bound": "profile"}, "bound"),
+    ({"kind": "jnd", "sigma": 2.0}, "sigma"), ({"kind": None}, "kind"),
 ])
 def test_bad_settings_name_their_key(values, key):
     with pytest.raises(TargetSpecError) as err:
@@ -94,9 +96,14 @@ def test_manifest_round_trip():
 def test_differences_list_each_differing_setting():
     a, b = TargetSpec(strength=1.0), TargetSpec(estimator="x.safetensors", strength=0.5, kind="jnd")  # both set
     assert a.differences(a) == []
+    # gain, bound and sigma do not apply to a jnd target: the kind differs, they are not named
     assert a.differences(b) == [("estimator", "default", "x.safetensors"), ("strength", 1.0, 0.5),
-                                ("kind", "directed", "jnd"), ("gain", 1.0, None)]
-    assert [name for name, *_ in a.differences(b, compare_estimator=False)] == ["strength", "kind", "gain"]
+                                ("kind", "directed", "jnd")]
+    assert [name for name, *_ in a.differences(b, compare_estimator=False)] == ["strength", "kind"]
+    # a profile-bounded target uses no estimator: another estimator or SUR is the same target
+    profile = TargetSpec(bound="profile")
+    assert profile.differences(TargetSpec(bound="profile", estimator="x.safetensors", sur=0.5)) == []
+    assert profile.differences(TargetSpec()) == [("bound", "profile", "estimator")]
 
 
 def test_describe_names_kind_gain_and_sur():
@@ -112,6 +119,36 @@ def test_describe_names_kind_gain_and_sur():
 def test_compact_form_round_trips(text, canonical):
     spec = TargetSpec.parse(text)
     assert TargetSpec.parse(spec.text()) == spec and spec.text() == (canonical or text)
+
+
+@pytest.mark.parametrize("value", [1.2345678, 2.0000001, 0.1, 1 / 3, 1e-9, 123456.5])
+def test_compact_form_and_flags_are_exact(value):
+    # six-digit rounding made strength=1.2345678 come back as 1.23457: advice that was refused again, forever
+    spec = TargetSpec(strength=value, gain=value, sigma=value)
+    assert TargetSpec.parse(spec.text()) == spec
+    assert TargetSpec.from_args(_parser().parse_args(shlex.split(spec.flags())), "") == spec
+    assert TargetSpec.parse("directed:strength=2").text() == "directed:strength=2"  # short where exact
+
+
+def test_kind_table_owns_each_kinds_defaults_and_settings():
+    from jndplug.spec import BOUNDS, DEFAULT_BOUND, DEFAULT_SIGMA, KIND_TABLE
+
+    assert KINDS == tuple(KIND_TABLE) and DEFAULT_STRENGTH == {k: r.default_strength for k, r in KIND_TABLE.items()}
+    directed = TargetSpec()
+    assert (directed.bound, directed.sigma) == (DEFAULT_BOUND, DEFAULT_SIGMA) and DEFAULT_BOUND in BOUNDS
+    jnd = TargetSpec(kind="jnd")
+    assert (jnd.gain, jnd.bound, jnd.sigma) == (None, None, None)
+    assert jnd.applies() == ("estimator", "strength", "sur", "kind")
+    assert TargetSpec(bound="profile").applies() == ("strength", "kind", "gain", "bound", "sigma")
+    assert TargetSpec.parse("directed:bound=profile,sigma=2") == TargetSpec(bound="profile", sigma=2.0)
+    assert TargetSpec.parse("directed:bound=profile,sigma=2").text() == "directed:strength=2,bound=profile,sigma=2"
+    with pytest.raises(TargetSpecError, match="bound: applies to kind directed only"):
+        TargetSpec.parse("jnd:bound=profile")
+    assert TargetSpec.from_mapping({"bound": "profile"}, "jnd_target.").bound == "profile"
+    with pytest.raises(TargetSpecError, match=r"jnd_target\.bound: must be one of estimator, profile"):
+        TargetSpec.from_mapping({"bound": "flatt"}, "jnd_target.")
+    assert TargetSpec(bound="profile", sigma=2).describe() == \
+        "directed JND image (gain 1, bound profile, sigma 2), strength 2"
 
 
 def test_compact_form_names_the_bad_part():

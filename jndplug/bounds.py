@@ -1,0 +1,50 @@
+"""The functions the kind table (:data:`jndplug.spec.KIND_TABLE`, :data:`jndplug.spec.BOUNDS`)
+names: each kind's target image and each bound of the directed image, as ``f(target, x)`` of a
+:class:`jndplug.target.JNDTarget` and a float32 ``[B,3,H,W]`` batch in [0, 1] on the target's device.
+
+A new bound is a row in ``BOUNDS`` and a function here returning the ``[B,1,H,W]`` float32 bound at
+``target.strength``; a new kind is a row in ``KIND_TABLE`` and its image function.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from jndplug import directed
+
+
+def estimated_image(target, x: torch.Tensor) -> torch.Tensor:
+    """The seed paper's JND image: the estimator's output blended by strength (``kind="jnd"``)."""
+    return target._estimated(x)
+
+
+def directed_image(target, x: torch.Tensor) -> torch.Tensor:
+    """The perception-directed JND image (``kind="directed"``): ``x`` plus the zero-mean luma
+    sharpening of :func:`jndplug.directed.directed_distortion`, bounded by the spec's bound."""
+    bound = target._bound(x)
+    return (x + directed.directed_distortion(x, bound, target.gain, target.spec.sigma)).clamp_(0, 1)
+
+
+def estimator_map(target, x: torch.Tensor) -> torch.Tensor:
+    """RMS over channels of the estimator's JND image minus ``x``: the seed paper's JND magnitude."""
+    return rms_change(target._estimated(x), x)
+
+
+def profile_map(target, x: torch.Tensor) -> torch.Tensor:
+    """The analytic JND profile (luminance adaptation and contrast masking combined by NAMM; the
+    untrained :class:`jndplug.models.jnd_profile.JNDProfile`) times strength."""
+    return target.strength * _profile(x.device).jnd_map(x).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _profile(device: torch.device):
+    from jndplug.models.jnd_profile import JNDProfile
+
+    return JNDProfile().to(device).eval().requires_grad_(False)
+
+
+def rms_change(image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[B,1,H,W]`` float32 RMS over channels of ``image - x``."""
+    return (image.to(torch.float32) - x.to(torch.float32)).pow(2).mean(1, keepdim=True).sqrt()
