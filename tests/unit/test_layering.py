@@ -10,7 +10,7 @@ LAYERS = [
     ("foundation", ["jndplug", "jndplug.errors", "jndplug.basicsr_compat", "jndplug.imageio", "jndplug.artifacts",
                     "jndplug.pixels", "jndplug.settings"]),
     ("models", ["jndplug.models", "jndplug.weights"]),
-    ("targets", ["jndplug.spec", "jndplug.tiling", "jndplug.target", "jndplug.directed", "jndplug.viz", "jndplug.metrics", "jndplug.losses",
+    ("targets", ["jndplug.spec", "jndplug.bounds", "jndplug.tiling", "jndplug.target", "jndplug.directed", "jndplug.viz", "jndplug.metrics", "jndplug.losses",
                  "jndplug.precompute"]),
     ("data", ["jndplug.data"]),
     ("pipeline", ["jndplug.datagen", "jndplug.study", "jndplug.patches", "jndplug.training"]),
