@@ -11,8 +11,13 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 from jndplug import directed
+from jndplug.pixels import luma
+from jndplug.spec import BOUNDS
+
+LOCAL_RADIUS = 3  # the 7x7 window of the local standard deviation
 
 
 def estimated_image(target, x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +29,8 @@ def directed_image(target, x: torch.Tensor) -> torch.Tensor:
     """The perception-directed JND image (``kind="directed"``): ``x`` plus the zero-mean luma
     sharpening of :func:`jndplug.directed.directed_distortion`, bounded by the spec's bound."""
     bound = target._bound(x)
-    return (x + directed.directed_distortion(x, bound, target.gain, target.spec.sigma)).clamp_(0, 1)
+    gain = target.gain * (target.strength if BOUNDS[target.spec.bound].scales_sharpening else 1.0)
+    return (x + directed.directed_distortion(x, bound, gain, target.spec.sigma)).clamp_(0, 1)
 
 
 def estimator_map(target, x: torch.Tensor) -> torch.Tensor:
@@ -36,6 +42,26 @@ def profile_map(target, x: torch.Tensor) -> torch.Tensor:
     """The analytic JND profile (luminance adaptation and contrast masking combined by NAMM; the
     untrained :class:`jndplug.models.jnd_profile.JNDProfile`) times strength."""
     return target.strength * _profile(x.device).jnd_map(x).to(torch.float32)
+
+
+def localstd_map(target, x: torch.Tensor) -> torch.Tensor:
+    """Strength times the standard deviation of the luma in the 7x7 window around each pixel
+    (mirrored at the borders): the change may grow with the local contrast that masks it."""
+    y = F.pad(luma(x), (LOCAL_RADIUS,) * 4, mode="reflect" if min(x.shape[-2:]) > LOCAL_RADIUS else "replicate")
+    size = 2 * LOCAL_RADIUS + 1
+    mean = F.avg_pool2d(y, size, stride=1)
+    var = (F.avg_pool2d(y * y, size, stride=1) - mean * mean).clamp_(min=0)
+    return target.strength * var.sqrt_()
+
+
+def flat_map(target, x: torch.Tensor) -> torch.Tensor:
+    """Strength 8-bit levels everywhere: the change is clipped where it would be largest, at edges."""
+    return torch.full_like(x[:, :1], target.strength / 255.0)
+
+
+def no_bound(target, x: torch.Tensor) -> torch.Tensor:
+    """No bound (the strength scales the sharpening instead, ``Bound.scales_sharpening``)."""
+    return torch.full_like(x[:, :1], float("inf"))
 
 
 @functools.lru_cache(maxsize=4)

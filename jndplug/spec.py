@@ -39,17 +39,30 @@ class Bound:
     """A per-pixel bound of the directed image's change: ``provider`` (``module:function``, imported
     when a target is made, so that this module needs no torch) maps ``(target, x)`` to the ``[B,1,H,W]``
     float32 bound at the target's strength; ``uses_estimator`` says whether the estimator (and its SUR)
-    takes part."""
+    takes part; ``default_strength`` is the strength an unset one resolves to, ``None`` where none has
+    been calibrated (then the spec must give one); ``scales_sharpening``: the strength scales the
+    sharpening instead of the bound (for ``none``, which has no bound to scale)."""
 
     provider: str
     uses_estimator: bool
     label: str
+    default_strength: float | None = None
+    scales_sharpening: bool = False
 
 
 # Where the directed image may change, and by how much: a new bound is one row here and its function.
+# The estimator's map at strength 2 is the directed distortion's own threshold, measured with the
+# study on training photos: 2.05 times the map for three photos in four (SUR 0.75); at 2 Kodak24's
+# targets sit at the visibility line (BENCHMARKS.md). The profile's 2 is the screen's old default,
+# never calibrated. The trivial bounds have no default until one is measured at the line
+# (`jndplug bench visibility`).
 BOUNDS = {
-    "estimator": Bound("jndplug.bounds:estimator_map", True, "the estimator's JND map"),
-    "profile": Bound("jndplug.bounds:profile_map", False, "the untrained JND profile (NAMM)"),
+    "estimator": Bound("jndplug.bounds:estimator_map", True, "the estimator's JND map", 2.0),
+    "profile": Bound("jndplug.bounds:profile_map", False, "the untrained JND profile (NAMM)", 2.0),
+    "localstd": Bound("jndplug.bounds:localstd_map", False, "the 7x7 standard deviation of the luma"),
+    "flat": Bound("jndplug.bounds:flat_map", False, "the same bound everywhere, in 8-bit levels"),
+    "none": Bound("jndplug.bounds:no_bound", False, "no bound: a plain zero-mean sharpening, strength x gain",
+                  scales_sharpening=True),
 }
 DEFAULT_BOUND = "estimator"
 
@@ -67,14 +80,13 @@ class Kind:
 
 
 # The perception-directed image is the default target: fine-tuned converged restorers measured better
-# against it than against the ground truth and the seed paper's JND image (BENCHMARKS.md).
-# Scale of the bound per kind: the directed distortion's own threshold, measured with the study on
-# training photos, lies at 2.05 times the estimator's map for three photos in four (SUR 0.75); at 2
-# Kodak24's targets sit at the visibility line (BENCHMARKS.md). The estimated JND image (kind jnd)
-# is the estimator's threshold itself: scaling it up makes it visible.
+# against it than against the ground truth and the seed paper's JND image (BENCHMARKS.md). Its
+# default strength is its default bound's; the estimated JND image (kind jnd) is the estimator's
+# threshold itself at 1: scaling it up makes it visible.
 # A new kind is one row here and its image function.
 KIND_TABLE = {
-    "directed": Kind(2.0, {"gain": DEFAULT_GAIN, "bound": DEFAULT_BOUND, "sigma": DEFAULT_SIGMA},
+    "directed": Kind(BOUNDS[DEFAULT_BOUND].default_strength,
+                     {"gain": DEFAULT_GAIN, "bound": DEFAULT_BOUND, "sigma": DEFAULT_SIGMA},
                      "jndplug.bounds:directed_image", "directed JND image"),
     "jnd": Kind(1.0, {}, "jndplug.bounds:estimated_image", "estimated JND image"),
 }
@@ -138,10 +150,6 @@ class TargetSpec:
         if not isinstance(self.kind, str) or self.kind not in KIND_TABLE:
             raise TargetSpecError("kind", f"must be {' or '.join(KINDS)}, got {self.kind!r}")
         row = KIND_TABLE[self.kind]
-        strength = row.default_strength if self.strength is None else _number("strength", self.strength)
-        if strength < 0:
-            raise TargetSpecError("strength", f"must be a finite number >= 0, got {strength:g}")
-        set_(self, "strength", strength)
         for name in self.names():
             if name in _COMMON:
                 continue
@@ -152,6 +160,18 @@ class TargetSpec:
                                                 f"(kind is {self.kind})")
                 continue
             set_(self, name, _check(name, row.settings[name] if value is None else value))
+        if self.strength is not None:
+            strength = _number("strength", self.strength)
+        elif self.bound is not None:
+            strength = BOUNDS[self.bound].default_strength
+            if strength is None:
+                raise TargetSpecError("strength", f"bound {self.bound} has no calibrated default strength; give "
+                                                  "one (`jndplug bench visibility` finds the strength at the line)")
+        else:
+            strength = row.default_strength
+        if strength < 0:
+            raise TargetSpecError("strength", f"must be a finite number >= 0, got {strength:g}")
+        set_(self, "strength", strength)
 
     # -- the kind table --------------------------------------------------------------------------
 

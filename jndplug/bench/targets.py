@@ -104,8 +104,9 @@ def _photos(s: Settings) -> list[tuple[str, Path]]:
     return [(p.relative_to(root).as_posix(), p) for p in spread(files, s.limit)]
 
 
-def run(s: Settings) -> dict:
-    """Score every target on every photo; returns ``{"rows": [...]}`` and writes targets.{json,md,png}."""
+def run(s: Settings, report: bool = True) -> dict:
+    """Score every target on every photo; returns ``{"rows": [...]}`` and writes targets.{json,md,png}
+    (``report=False``: only each target's ``targets/LABEL/result.json``)."""
     from tqdm import tqdm
 
     from jndplug.bench.truth_report import load_photo
@@ -139,6 +140,8 @@ def run(s: Settings) -> dict:
                     "max_side": s.max_side, "observers": s.observers, "seed": s.seed}
         rows.append(resume_or_run(out / "targets" / label, settings, f"targets {label}",
                                   lambda: score(spec, target, label, settings)))
+    if not report:
+        return {"rows": rows}
     write_json(out / "targets.json", {"line": LINE, "rows": rows})
     write_text(out / "targets.md", "\n".join(markdown(rows)) + "\n")
     _figure(rows, out / "targets.png")

@@ -18,6 +18,8 @@ KINDS = {
                   "truth report of its JND images"),
     "targets": ("jndplug.bench.targets", "truth report of training targets: how many simulated observers notice "
                                          "each target, its SSIMULACRA 2, ColorVideoVDP, FLIP, RMS and band gains"),
+    "visibility": ("jndplug.bench.visibility", "targets at equal visibility: the strength of each target (bound) "
+                                               "at which the simulated panel notices it at a given level"),
     "screen": ("jndplug.bench.screen", "zero-training screen: a target transform applied to a restorer's outputs "
                "predicts whether fine-tuning on it helps"),
 }
