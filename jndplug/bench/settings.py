@@ -36,6 +36,7 @@ SCREEN_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
 ESTIMATOR_PARTS = ("speed", "accuracy", "overhead", "truth", "sur")
 TRUTH_METRICS = ("ssimulacra2", "flip", "cvvdp")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+STATISTICS = {"max": "noticed_max", "mean": "noticed_mean"}  # bench visibility: over the photos, of the summary
 
 
 @dataclass
@@ -180,3 +181,25 @@ class EstimatorSettings:
     metrics: list[str] = flag(list(TRUTH_METRICS), f"truth: visibility metrics of the JND images (default "
                                                    f"{' '.join(TRUTH_METRICS)})",
                               choices=list(METRICS), metavar="METRIC")
+
+
+@dataclass
+class VisibilitySettings:
+    """One ``bench visibility`` run; the field names are the command's flags."""
+
+    images: str = flag(help="photos to calibrate on (searched recursively); not the ones you judge on")
+    targets: list[str] = flag(["directed"], "targets as KIND[:key=value,...]; a strength given is the first guess "
+                                            "(default 1 where the bound has no default), e.g. directed "
+                                            "directed:bound=localstd,strength=0.2", metavar="SPEC")
+    out: str = flag("bench-visibility", "results folder (rerun to resume; default bench-visibility)")
+    level: float = flag(0.25, "the panel's detection probability to reach (default 0.25: SUR 0.75)")
+    statistic: str = flag("max", "over the photos: max (default; no photo above the level) or mean",
+                          choices=list(STATISTICS))
+    match: str | None = flag(None, "instead of --level: the statistic of this target", metavar="SPEC")
+    tolerance: float = flag(0.01, "stop when the statistic is this close to the level (default 0.01)")
+    evaluations: int = flag(6, "at most this many strengths per target (default 6)")
+    limit: int | None = flag(None, "at most N photos, spread over the sorted list")
+    max_side: int | None = flag(None, "downscale photos whose longer side exceeds this")
+    observers: int = flag(20, "simulated panel size (default 20)")
+    seed: int = flag(0, "seed of the simulated panel (default 0)")
+    device: str = flag("cpu", "where the JND estimator runs (default cpu)")

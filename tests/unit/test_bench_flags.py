@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from jndplug.bench import codec, estimator, screen, sr, targets
+from jndplug.bench import codec, estimator, screen, sr, targets, visibility
 from jndplug.cli import build_parser
 from jndplug.cli import train as train_cli
 from jndplug.settings import add_settings_arguments, flag, settings_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = {"sr": sr, "codec": codec, "screen": screen, "targets": targets, "estimator": estimator}
+BENCHES = {"sr": sr, "codec": codec, "screen": screen, "targets": targets, "estimator": estimator,
+           "visibility": visibility}
 
 
 def _command(*path: str) -> argparse.ArgumentParser:
@@ -42,7 +43,7 @@ def test_each_command_is_exactly_its_settings(path, settings):
 
 @pytest.mark.parametrize("mod, required", [(sr, {"train": "t", "test": "s"}), (codec, {"train": "t", "eval": "e"}),
                                            (screen, {"gt": "g", "bicubic": 4}), (targets, {"images": "i"}),
-                                           (estimator, {})])
+                                           (estimator, {}), (visibility, {"images": "i"})])
 def test_flags_default_to_the_settings_defaults(mod, required):
     p = argparse.ArgumentParser()
     add_settings_arguments(p, mod.Settings)
