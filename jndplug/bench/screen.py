@@ -92,7 +92,7 @@ def options_of(what: TargetSpec | dict) -> dict:
                                   if n not in ("kind", "estimator") and not (n == "sur" and values[n] is None)}}
 
 
-def uses_estimator(specs: list[tuple[str, TargetSpec | dict]]) -> bool:
+def _any_uses_estimator(specs: list[tuple[str, TargetSpec | dict]]) -> bool:
     return any(isinstance(what, TargetSpec) and what.uses_estimator for _, what in specs)
 
 
@@ -171,7 +171,7 @@ def run(settings: Settings) -> dict:
     labels = [label for label, _ in specs]
     if len(set(labels)) != len(labels):
         raise BenchError(f"--transforms names a transform twice: {' '.join(settings.transforms)}")
-    estimator = resolve_estimator(settings.estimator) if uses_estimator(specs) else None
+    estimator = resolve_estimator(settings.estimator) if _any_uses_estimator(specs) else None
     crop = settings.crop_border if settings.crop_border is not None else (settings.bicubic or 0)
     pairs = _pairs(settings)
     try:
