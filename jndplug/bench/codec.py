@@ -29,7 +29,6 @@ finished with other settings is refused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -41,59 +40,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from jndplug.bench.common import (BenchError, add_settings_arguments, finished_run, flag, machine, resolve_estimator,
-                                  spread, write_json, write_text)
 from jndplug.bench.codec_report import MODEL, crops, plots, report
+from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, spread, write_json, write_text
 from jndplug.bench.recipe import add_targets, run_name, save_atomic, to_tensor, training_files, transform_specs
+from jndplug.bench.settings import CODEC_FACTOR as FACTOR, CodecSettings as Settings
 from jndplug.imageio import list_images, read_image, to_8bit, write_image
-from jndplug.metrics import METRICS, MetricSuite
+from jndplug.metrics import MetricSuite
 from jndplug.pixels import centre_crop, psnr
 
 FORMAT = "jndplug-bench-codec/2"
-FACTOR = 64  # the model's downsampling factor
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
 RUN_KEYS = ("channels", "lambdas", "pretrain_lambda", "train_images", "val_images", "eval_images", "patch", "batch",
             "lr", "pretrain_steps", "adapt_steps", "adapt_lr", "steps", "finetune_lr", "metrics")
-
-
-@dataclass
-class Settings:
-    """One ``bench codec`` run; the field names are the command's flags."""
-
-    train: str = flag(help="training photos (searched recursively)")
-    eval: str = flag(help="evaluation photos, e.g. Kodak24")
-    out: str = flag("bench-codec", "results folder (rerun to resume)")
-    targets: list[str] = flag(["gt", "directed:strength=1", "directed:strength=2"],
-                              "gt (required) and screen transforms: jnd, directed:strength=K,gain=G, usm ...")
-    seeds: list[int] = flag([0, 1])
-    estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
-    channels: list[int] = flag([128, 192], "widths of the transforms (default: CompressAI's quality 1-5)",
-                               nargs=2, metavar=("N", "M"))
-    lambdas: list[float] = flag([0.0035, 0.0067, 0.013])
-    pretrain_lambda: float | None = flag(None, "default: the middle of --lambdas")
-    train_images: int = 300
-    val_images: int = flag(8, "training photos held back for the curves")
-    val_side: int = flag(256, "central crop of the validation photos")
-    eval_images: int | None = flag(None, "use this many evaluation images, spread over the sorted list")
-    patch: int = flag(128, f"training crop side (a multiple of {FACTOR})")
-    batch: int = 8
-    lr: float = flag(3e-4, "pretraining learning rate")
-    pretrain_steps: int = 20000
-    adapt_steps: int = 2000
-    adapt_lr: float = 1e-4
-    steps: int = flag(500, "fine-tuning steps per target")
-    finetune_lr: float = 5e-5
-    val_every: int = 250
-    metrics: list[str] = flag(["psnr_y", "ssim_y", "ms_ssim", "stlpips", "ssimulacra2", "flip"],
-                              choices=list(METRICS), metavar="METRIC")
-    pretrain_only: bool = flag(False, "stop after pretraining and adaptation")
-    device: str = flag(help="training device: cpu, cuda, cuda:1 ... (default: cuda if available); entropy coding "
-                            "and metrics run on the CPU",
-                       factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_settings_arguments(p, Settings)
 
 
 def build(channels) -> torch.nn.Module:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jndplug.bench.common import summarize
 from jndplug.bench.recipe import run_name
-from jndplug.imageio import read_image
+from jndplug.bench.settings import CodecSettings as Settings
+from jndplug.imageio import atomic_write, read_image
 from jndplug.metrics import METRICS
 from jndplug.pixels import centre_crop
-
-if TYPE_CHECKING:
-    from jndplug.bench.codec import Settings
 
 MODEL = "bmshj2018-hyperprior"
 RD_PLOTS = ("psnr_y", "stlpips", "ssimulacra2")
@@ -136,6 +133,8 @@ def crops(path: Path, evals: list, s: Settings, side: int = 96) -> None:
     """Original and every target's decoded image (seed 0) at the middle lambda, centre crops at 2x."""
     from PIL import Image
 
+    from jndplug.bench.figures import with_column_titles
+
     lm = sorted(s.lambdas)[len(s.lambdas) // 2]
     rows = []
     for file, gt in evals[:3]:
@@ -143,4 +142,6 @@ def crops(path: Path, evals: list, s: Settings, side: int = 96) -> None:
         tiles = [gt] + [read_image(run / "decoded" / f"{file}.png") for run in runs]
         rows.append(np.concatenate([centre_crop(t, side) for t in tiles], 1))
     grid = np.concatenate(rows, 0)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
+    grid = Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST)
+    with atomic_write(path) as f:
+        with_column_titles(grid, ["original", *s.targets]).save(f, format="PNG")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import datetime
 import json
 import math
@@ -11,7 +9,6 @@ import os
 import platform
 import shutil
 import sys
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -26,43 +23,6 @@ RESULT = "result.json"
 
 class BenchError(JNDPlugValueError):
     """A benchmark cannot start as asked; the message says what to change."""
-
-
-def flag(default=dataclasses.MISSING, help: str | None = None, *, factory=None, **argparse_keywords):
-    """A ``Settings`` field that is also its command's flag: its default (a list is copied for each
-    instance; ``factory`` computes one), the flag's help and any other argparse keywords
-    (``choices``, ``metavar``, a fixed ``nargs``)."""
-    meta = {"help": help, **argparse_keywords}
-    if isinstance(default, list):
-        factory = (lambda values: lambda: list(values))(default)
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def add_settings_arguments(p: argparse.ArgumentParser, settings_class) -> None:
-    """A flag for each field of the dataclass ``settings_class``, ``--field-name``: typed from the
-    annotation (a list takes one or more values, ``X | None`` is an optional X, a bool is a
-    switch), required where the field has no default, with the keywords given to :func:`flag`."""
-    hints = typing.get_type_hints(settings_class)
-    for f in dataclasses.fields(settings_class):
-        kw = dict(f.metadata)
-        if f.default is not dataclasses.MISSING:
-            kw["default"] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            kw["default"] = f.default_factory()
-        else:
-            kw["required"] = True
-        kind = hints[f.name]
-        if kind is bool:
-            kw["action"] = "store_true"
-        else:
-            if typing.get_origin(kind) is list:
-                kw.setdefault("nargs", "+")
-            kind = next(a for a in (*typing.get_args(kind), kind) if a is not type(None))
-            if kind is not str:
-                kw["type"] = kind
-        p.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
 def resolve_estimator(spec: str) -> str:

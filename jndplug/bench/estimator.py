@@ -27,9 +27,7 @@ Writes ``estimator_results.json`` and ``estimator_results.md`` under ``--out`` (
 
 from __future__ import annotations
 
-import argparse
 import copy
-from dataclasses import dataclass, field
 import importlib.util
 import sys
 import time
@@ -41,76 +39,12 @@ import torch
 import jndplug
 from jndplug.bench import figures
 from jndplug.bench.common import BenchError, machine, resolve_estimator, write_json, write_text
+from jndplug.bench.settings import DTYPE_NAMES, EstimatorSettings as Settings
 from jndplug.bench.truth_report import truth, truth_images, truth_markdown
-from jndplug.metrics import METRICS
 from jndplug.models.cost import count_parameters, macs_per_pixel
 
 FORMAT = "jndplug-bench-estimator/1"
-PARTS = ("speed", "accuracy", "overhead", "truth", "sur")
-TRUTH_METRICS = ("ssimulacra2", "flip", "cvvdp")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class Settings:
-    """One ``bench estimator`` run; the field names are the command's flags (their help says which part uses each)."""
-
-    parts: list[str] = field(default_factory=lambda: list(PARTS))
-    out: str = "bench-estimator"
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-    archs: list[str] = field(default_factory=lambda: ["unet", "resjnd"])
-    weights: list[str] = field(default_factory=list)
-    sizes: list[str] = field(default_factory=lambda: ["512x512", "1920x1080"])
-    budget: float = 10.0
-    dtype: str = "float32"
-    data: list[str] = field(default_factory=list)
-    split: str | None = None
-    sur_values: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.95])
-    val_crop: int = 512
-    estimator: str = "default"
-    patch: int = 96
-    batch: int = 16
-    steps: int = 5
-    repeats: int = 3
-    images: str | None = None
-    limit: int | None = None
-    max_side: int | None = None
-    sur: float | None = None
-    strength: float = 1.0
-    metrics: list[str] = field(default_factory=lambda: list(TRUTH_METRICS))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    p.add_argument("--out", default="bench-estimator", help="results folder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--archs", nargs="+", default=["unet", "resjnd"], help="architectures timed with random weights")
-    p.add_argument("--weights", nargs="+", default=[],
-                   help="estimators: pretrained names or .safetensors files (speed, accuracy, truth)")
-    p.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080"], help="speed: image sizes WxH")
-    p.add_argument("--budget", type=float, default=10.0, help="speed: seconds of timed runs per case (at least one)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                   help="speed: arithmetic of the timed forward passes (bfloat16/float16: what a GPU user would run)")
-    p.add_argument("--data", nargs="+", default=[], help="accuracy, sur: labelled data, e.g. generated:DATASET")
-    p.add_argument("--split", help="sur: split.json of the training run: its validation ids only, and its training "
-                                   "ids for the most-common-level baseline")
-    p.add_argument("--sur-values", nargs="+", type=float, default=[0.5, 0.75, 0.95],
-                   help="sur: satisfied-user ratios to compare")
-    p.add_argument("--val-crop", type=int, default=512, help="accuracy: central crop side, as in training validation")
-    p.add_argument("--estimator", default="default", help="overhead: the JND estimator (name or path)")
-    p.add_argument("--patch", type=int, default=96, help="overhead: GT patch side of the training batch")
-    p.add_argument("--batch", type=int, default=16, help="overhead: batch size")
-    p.add_argument("--steps", type=int, default=5, help="overhead: timed steps per block")
-    p.add_argument("--repeats", type=int, default=3, help="overhead: alternating blocks with and without JNDTarget")
-    p.add_argument("--images", help="truth: folder of photos (searched recursively), e.g. Kodak24")
-    p.add_argument("--limit", type=int, help="truth: use this many images, spread over the sorted list")
-    p.add_argument("--max-side", type=int, help="truth: downscale (Lanczos) images whose longer side exceeds this")
-    p.add_argument("--sur", type=float, help="truth: satisfied-user ratio for SUR-conditioned estimators (default: "
-                                             "each one's own; estimators without SUR conditioning ignore it)")
-    p.add_argument("--strength", type=float, default=1.0, help="truth: JNDTarget strength (default 1)")
-    p.add_argument("--metrics", nargs="+", choices=list(METRICS), default=list(TRUTH_METRICS), metavar="METRIC",
-                   help=f"truth: visibility metrics of the JND images (default {' '.join(TRUTH_METRICS)})")
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def run(settings: Settings) -> dict:

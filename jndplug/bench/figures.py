@@ -1,4 +1,4 @@
-"""Figures of ``bench estimator``: the truth report's luma band power ratios."""
+"""Figures of the benchmarks: the truth report's luma band power ratios, titled image grids."""
 
 from __future__ import annotations
 
@@ -42,3 +42,15 @@ def band_ratios(rows: list[dict], path: Path) -> Path:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def with_column_titles(grid, titles: list[str], height: int = 18):
+    """The PIL image ``grid`` of equally wide columns, under a white band naming each column."""
+    from PIL import Image, ImageDraw
+
+    out = Image.new("RGB", (grid.width, grid.height + height), "white")
+    out.paste(grid, (0, height))
+    draw, width = ImageDraw.Draw(out), grid.width / len(titles)
+    for i, title in enumerate(titles):
+        draw.text(((i + 0.5) * width, height / 2), title, fill="black", anchor="mm")
+    return out

@@ -12,15 +12,16 @@ import torch
 from tqdm import tqdm
 
 from jndplug.bench.common import BenchError, spread
-from jndplug.bench.screen import Transforms, parse_transform
+from jndplug.bench.screen import Transforms, options_of, parse_transform
 from jndplug.imageio import list_images
 
 # targets trained against the ground truth itself: no transform, nothing to precompute
 UNTRANSFORMED = ("gt", "tolerant")
 
 
-def transform_specs(targets: list[str], untransformed=UNTRANSFORMED) -> list[tuple[str, dict]]:
-    """The screen transforms of ``targets`` (a bad spec fails before hours of training); ``gt`` required."""
+def transform_specs(targets: list[str], untransformed=UNTRANSFORMED) -> list[tuple]:
+    """The screen transforms of ``targets`` (``parse_transform``: a JND target is its ``TargetSpec``),
+    so a bad one fails before hours of training; ``gt`` required."""
     if "gt" not in targets:
         raise BenchError("--targets must include gt: every other target is compared with it seed by seed")
     return [parse_transform(t) for t in targets if t not in untransformed]
@@ -57,7 +58,7 @@ def add_targets(data: dict, specs, estimator: str, cache_dir: Path) -> None:
     from jndplug.target import JNDTarget
 
     key = hashlib.sha256(Path(estimator).read_bytes()).hexdigest()[:16] + json.dumps(
-        [[label, opts] for label, opts in specs] + data["files"], sort_keys=True)
+        [[label, options_of(what)] for label, what in specs] + data["files"], sort_keys=True)
     cache = cache_dir / f"targets_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     n = len(data["gt"])
     if cache.is_file():

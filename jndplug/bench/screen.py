@@ -9,15 +9,15 @@ ground truth. A metric that gets better than under ``identity`` predicts that fi
 transformed over untransformed output in radial frequency bands (cycles/px), the share of the
 change's energy that is a per-channel mean shift, its chroma share (BT.601) and its RMS.
 
-Transforms (``--transforms``, each ``NAME`` or ``NAME:KEY=VALUE,...``; ``identity`` is always
-scored first):
+Transforms (``--transforms``; ``identity`` is always scored first):
 
 - ``identity``: the outputs themselves;
-- ``jnd[:strength=S]``: the seed paper's estimated JND image (``JNDTarget``, ``--estimator``);
-- ``directed[:gain=G,sigma=S,bound=estimator|profile]``: the perception-directed JND image
-  (jndplug.directed), bounded by the estimator's JND map or by the untrained ``JNDProfile``;
+- ``jnd``, ``directed`` and every other target kind, written as ``TargetSpec.parse`` reads them
+  (``jnd:strength=0.5``, ``directed:strength=2,gain=4``, ``directed:gain=1,bound=profile,sigma=2``):
+  the JND target ``JNDTarget`` makes of the outputs, exactly as in training, with the estimator of
+  ``--estimator``;
 - ``usm[:weight=W,radius=R,threshold=T]``: BasicSR's ``usm_sharp`` (Real-ESRGAN's ``gt_usm``;
-  defaults 0.5, 50, 10).
+  defaults 0.5, 50, 10), a bench-only transform.
 
 Transformed outputs are rounded to 8 bits, as a restorer's saved outputs are. Writes
 ``screen.json`` and ``screen.md`` under ``--out``. The prediction has not yet been validated
@@ -26,120 +26,88 @@ against real fine-tunes (docs/directed.md).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from jndplug import directed
 from jndplug.basicsr_compat import install_torchvision_shim
 from jndplug.bench import truth
 from jndplug.bench.common import BenchError, machine, resolve_estimator, spread, write_json, write_text
+from jndplug.bench.settings import ScreenSettings as Settings
 from jndplug.imageio import array_to_tensor, list_images, read_image, to_8bit
 from jndplug.metrics import METRICS, MetricsError, MetricSuite, fmt, match_files, mean_of
 from jndplug.pixels import bicubic_lq, bicubic_resize, centre_crop
-from jndplug.spec import DEFAULT_GAIN, DEFAULT_STRENGTH
+from jndplug.spec import KINDS, TargetSpec, TargetSpecError
 
 FORMAT = "jndplug-bench-screen/1"
-CHEAP_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
-OPTIONS = {
-    "identity": {},
-    "jnd": {"strength": DEFAULT_STRENGTH["jnd"]},
-    # strength scales the bound as JNDTarget's does: directed:strength=S,gain=G is JNDTarget(strength=S, gain=G),
-    # and plain directed is JNDTarget()
-    "directed": {"gain": DEFAULT_GAIN, "strength": DEFAULT_STRENGTH["directed"], "sigma": directed.SIGMA,
-                 "bound": "estimator"},
-    "usm": {"weight": 0.5, "radius": 50, "threshold": 10},
-}
-BOUNDS = ("estimator", "profile")
+# the transforms that are no JND target (those are TargetSpec kinds), with their options' defaults
+BENCH_ONLY = {"identity": {}, "usm": {"weight": 0.5, "radius": 50, "threshold": 10}}
 
 
-@dataclass
-class Settings:
-    """One screen; the field names are the command's flags. Exactly one of ``outputs`` and ``bicubic``."""
-
-    gt: str
-    outputs: str | None = None
-    bicubic: int | None = None
-    transforms: list[str] = field(default_factory=lambda: ["jnd", "usm", "directed"])
-    estimator: str = "default"
-    metrics: list[str] = field(default_factory=lambda: list(CHEAP_METRICS))
-    crop_border: int | None = None
-    crop: int | None = None
-    max_images: int | None = None
-    out: str = "bench-screen"
-    overwrite: bool = False
-    metrics_device: str = "cpu"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gt", required=True, help="ground-truth folder (searched recursively)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--outputs", help="restorer outputs, matched to --gt by relative path without extension")
-    src.add_argument("--bicubic", type=int, metavar="SCALE",
-                     help="stand-in restorer: the ground truth (mod-cropped to SCALE) downscaled and upscaled by "
-                          "x SCALE with BasicSR's MATLAB-style bicubic")
-    p.add_argument("--transforms", nargs="+", default=["jnd", "usm", "directed"],
-                   help="NAME or NAME:KEY=VALUE,... (identity, jnd, directed, usm); identity is always added")
-    p.add_argument("--estimator", default="default", help="JND estimator of jnd and directed: name or .safetensors")
-    p.add_argument("--metrics", nargs="+", default=list(CHEAP_METRICS), choices=list(METRICS), metavar="METRIC",
-                   help=f"default: {' '.join(CHEAP_METRICS)} (seconds per image on a CPU); any of {', '.join(METRICS)}")
-    p.add_argument("--crop-border", type=int, help="pixels removed at every edge before scoring "
-                                                   "(default: SCALE with --bicubic, else 0)")
-    p.add_argument("--crop", type=int, help="score the central CROPxCROP (at most) of each image")
-    p.add_argument("--max-images", type=int, help="use this many images, spread over the sorted list")
-    p.add_argument("--out", default="bench-screen", help="results folder (screen.json, screen.md)")
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier screen in --out")
-    p.add_argument("--metrics-device", default="cpu",
-                   help="device of the network-based metrics: cpu, cuda, cuda:1 ... (default cpu)")
+def parse_transform(text: str) -> tuple[str, TargetSpec | dict]:
+    """``(label, what)`` of one transform: the ``TargetSpec`` of a JND target, the options (completed
+    with the defaults) of a bench-only one."""
+    name, _, rest = text.partition(":")
+    if name in BENCH_ONLY:
+        return text, {"name": name, **_bench_only_options(text, BENCH_ONLY[name], rest)}
+    if name not in KINDS:
+        raise BenchError(f"--transforms {text}: unknown transform {name!r}; known: {', '.join([*BENCH_ONLY, *KINDS])}")
+    if "estimator" in (item.partition("=")[0].strip() for item in rest.split(",")):
+        # one estimator per benchmark: its file is checked before any work and recorded with the results
+        raise BenchError(f"--transforms {text}: give the estimator with --estimator, not in the transform")
+    try:
+        return text, TargetSpec.parse(text)
+    except TargetSpecError as exc:
+        raise BenchError(f"--transforms {exc}") from None
 
 
-def parse_transform(spec: str) -> tuple[str, dict]:
-    """``(label, options)`` of ``NAME[:KEY=VALUE,...]``, options completed with the defaults."""
-    name, _, rest = spec.partition(":")
-    if name not in OPTIONS:
-        raise BenchError(f"--transforms {spec}: unknown transform {name!r}; known: {', '.join(OPTIONS)}")
-    opts = dict(OPTIONS[name])
+def _bench_only_options(text: str, defaults: dict, rest: str) -> dict:
+    opts = dict(defaults)
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in opts:
-            raise BenchError(f"--transforms {spec}: {item!r} is not KEY=VALUE with KEY one of "
+            raise BenchError(f"--transforms {text}: {item!r} is not KEY=VALUE with KEY one of "
                              f"{', '.join(opts) or '(none: identity takes no options)'}")
-        if isinstance(opts[key], str):
-            if value not in BOUNDS:
-                raise BenchError(f"--transforms {spec}: bound must be one of {', '.join(BOUNDS)}, got {value!r}")
-            opts[key] = value
-            continue
         try:
             opts[key] = type(opts[key])(value)
         except ValueError:
-            raise BenchError(f"--transforms {spec}: {key} must be a number, got {value!r}") from None
-        if not np.isfinite(opts[key]) or opts[key] < 0 or (key in ("sigma", "radius") and opts[key] == 0):
-            raise BenchError(f"--transforms {spec}: {key} must be a finite number "
-                             f"{'> 0' if key in ('sigma', 'radius') else '>= 0'}, got {value}")
-    return spec, {"name": name, **opts}
+            raise BenchError(f"--transforms {text}: {key} must be a number, got {value!r}") from None
+        if not np.isfinite(opts[key]) or opts[key] < 0 or (key == "radius" and opts[key] == 0):
+            raise BenchError(f"--transforms {text}: {key} must be a finite number "
+                             f"{'> 0' if key == 'radius' else '>= 0'}, got {value}")
+    return opts
+
+
+def options_of(what: TargetSpec | dict) -> dict:
+    """A transform's resolved options as plain values: what its images depend on besides the estimator."""
+    if not isinstance(what, TargetSpec):
+        return dict(what)
+    values = what.to_mapping()
+    # sur only where given: unset, the results of earlier runs (and their cached images) keep their key
+    return {"name": what.kind, **{n: values[n] for n in what.applies()
+                                  if n not in ("kind", "estimator") and not (n == "sur" and values[n] is None)}}
+
+
+def _any_uses_estimator(specs: list[tuple[str, TargetSpec | dict]]) -> bool:
+    return any(isinstance(what, TargetSpec) and what.uses_estimator for _, what in specs)
 
 
 class Transforms:
-    """Applies the parsed transforms to one HxWx3 uint8 output, sharing one estimator pass."""
+    """Applies the parsed transforms to one HxWx3 uint8 output; every JND target through its own
+    ``JNDTarget``, with ``estimator`` wherever the target uses one."""
 
-    def __init__(self, specs: list[tuple[str, dict]], estimator: str | None):
+    def __init__(self, specs: list[tuple[str, TargetSpec | dict]], estimator: str | None):
         from jndplug.target import JNDTarget
 
         self.specs = specs
-        need = {s["strength"] for _, s in specs
-                if s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")}
-        self.targets = {k: JNDTarget(estimator, strength=k, kind="jnd") for k in need} if need else {}
-        self.profile = None
-        if any(s["name"] == "directed" and s["bound"] == "profile" for _, s in specs):
-            from jndplug.models.jnd_profile import JNDProfile
-
-            self.profile = JNDProfile()  # untrained: the analytic NAMM profile
-        if any(s["name"] == "usm" for _, s in specs):
+        self.targets = {label: JNDTarget.from_spec(dataclasses.replace(what, estimator=estimator)
+                                                   if what.uses_estimator else what)
+                        for label, what in specs if isinstance(what, TargetSpec)}
+        if any(isinstance(what, dict) and what["name"] == "usm" for _, what in specs):
             try:
                 install_torchvision_shim()
                 import basicsr.utils.img_process_util  # noqa: F401
@@ -148,24 +116,17 @@ class Transforms:
 
     def __call__(self, out: np.ndarray) -> dict[str, np.ndarray]:
         x = array_to_tensor(out)[None]
-        jnd = {k: t(x) for k, t in self.targets.items()}
         result = {}
-        for label, s in self.specs:
-            if s["name"] == "identity":
+        for label, what in self.specs:
+            if label in self.targets:
+                y = self.targets[label](x)
+            elif what["name"] == "identity":
                 y = x
-            elif s["name"] == "jnd":
-                y = jnd[s["strength"]]
-            elif s["name"] == "directed":
-                if s["bound"] == "profile":
-                    bound = s["strength"] * self.profile.jnd_map(x)
-                else:  # the map JNDTarget.jnd_map gives, from the JND image already computed
-                    bound = (jnd[s["strength"]] - x).pow(2).mean(1, keepdim=True).sqrt()
-                y = directed.directed_jnd(x, bound, s["gain"], s["sigma"])
             else:
                 from basicsr.utils.img_process_util import usm_sharp
 
-                y = torch.from_numpy(usm_sharp(out.astype(np.float32) / 255.0, s["weight"], int(s["radius"]),
-                                               s["threshold"])).permute(2, 0, 1)[None]
+                y = torch.from_numpy(usm_sharp(out.astype(np.float32) / 255.0, what["weight"], int(what["radius"]),
+                                               what["threshold"])).permute(2, 0, 1)[None]
             result[label] = np.clip(np.round(y[0].permute(1, 2, 0).numpy().astype(np.float64) * 255), 0, 255
                                     ).astype(np.uint8)
         return result
@@ -210,9 +171,7 @@ def run(settings: Settings) -> dict:
     labels = [label for label, _ in specs]
     if len(set(labels)) != len(labels):
         raise BenchError(f"--transforms names a transform twice: {' '.join(settings.transforms)}")
-    uses_estimator = any(s["name"] == "jnd" or (s["name"] == "directed" and s["bound"] == "estimator")
-                         for _, s in specs)
-    estimator = resolve_estimator(settings.estimator) if uses_estimator else None
+    estimator = resolve_estimator(settings.estimator) if _any_uses_estimator(specs) else None
     crop = settings.crop_border if settings.crop_border is not None else (settings.bicubic or 0)
     pairs = _pairs(settings)
     try:
@@ -274,7 +233,7 @@ def summarize(specs, rows: dict[str, list[dict]], names: list[str]) -> dict:
     summary = []
     for label, s in specs:
         mean = mean_of(rows[label], names)
-        entry = {"transform": label, "options": s, "mean": mean,
+        entry = {"transform": label, "options": options_of(s), "mean": mean,
                  "band_power_ratio": [_mean(r["band_power_ratio"][i] for r in rows[label])
                                       for i in range(len(truth.BANDS))],
                  "mean_shift_share": _mean(r["mean_shift_share"] for r in rows[label]),

@@ -36,19 +36,20 @@ Layout of ``--out``::
     sr_results.json, sr_results.md, pd_plane.png, crops_ARCH.png
 
 Resumable: pretraining continues from its last checkpoint, finished fine-tunes are skipped, and a
-fine-tune finished with other settings is refused. The defaults are the recipe of BENCHMARKS.md
-("Full-size EDSR-baseline and SRResNet") but for the longer pretraining and the targets.
+fine-tune finished with other settings is refused. The defaults are not the published recipe: they
+share its networks (16 blocks, 64 features), data, batch, pretraining length, fine-tuning rate and
+targets, but the command of BENCHMARKS.md ("Twice the budget on the converged restorers") also
+gives ``--patch 48 --val-every 1000 --steps 300`` (defaults 64, 500 and 1000); pass those to
+reproduce it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,97 +57,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jndplug.bench.common import (BenchError, add_settings_arguments, finished_run, flag, machine, resolve_estimator,
-                                  write_json, write_text)
-from jndplug.bench.recipe import (UNTRANSFORMED, add_targets, run_name, save_atomic, to_tensor, training_files,
-                                  transform_specs)
-from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
+from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, write_json, write_text
+from jndplug.bench.recipe import add_targets, run_name, save_atomic, to_tensor, training_files, transform_specs
+from jndplug.bench.settings import SR_ARCHS as ARCHS, SRSettings as Settings
+from jndplug.bench.sr_arms import (GAN_WEIGHTS, POST, GANTerm, arm_of, check_arms, feature_network, images_of,
+                                   perceptual_weight)
 from jndplug.bench.sr_report import PD, crops, pd_plane, report
+from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
 from jndplug.losses import JNDTolerantLoss
-from jndplug.metrics import METRICS, MetricSuite, psnr
+from jndplug.metrics import MetricSuite, psnr
 from jndplug.pixels import bicubic_lq, centre_crop
 
 FORMAT = "jndplug-bench-sr/2"
 SCALE = 4
-ARCHS = ("edsr", "srresnet")
-# targets that train against the ground truth itself (with their own loss), train nothing, or train a GAN
-PERCEPTUAL, POST, GAN = "perceptual:", "post:", "gan:"
-# SRGAN's balance (BasicSR's train_SRGAN_x4 recipe: pixel 1e-2, perceptual 1, GAN 5e-3), with our
-# VGG16 trunk; the discriminator starts from scratch at GAN_D_LR, the generator uses --finetune-lr
-GAN_WEIGHTS = {"pixel": 1e-2, "perceptual": 1.0, "adversarial": 5e-3}
-GAN_D_LR = 1e-4
-
-
-def arm_of(target: str) -> str:
-    """``gt``, ``tolerant``, ``perceptual``, ``post``, ``gan`` or ``transform`` (a screen transform of the GT)."""
-    if target in UNTRANSFORMED:
-        return target
-    for prefix in (PERCEPTUAL, POST, GAN):
-        if target.startswith(prefix):
-            return prefix[:-1]
-    return "transform"
-
-
-def images_of(target: str) -> str:
-    """The training images a target's fine-tune compares with: ``gt`` or a transform's label."""
-    inner = target[len(GAN):] if arm_of(target) == "gan" else target
-    return inner if arm_of(inner) == "transform" else "gt"
-
-
-def perceptual_weight(target: str) -> float:
-    key, eq, value = target[len(PERCEPTUAL):].partition("=")
-    try:
-        weight = float(value) if key == "weight" and eq else float("nan")
-    except ValueError:
-        weight = float("nan")
-    if not weight > 0 or weight == float("inf"):
-        raise BenchError(f"--targets {target}: write perceptual:weight=W with W a number > 0")
-    return weight
-# the arms of BENCHMARKS.md's SR proof, budgets spelled out so a default's change cannot rename a result
-TARGETS = ["gt", "directed:strength=1", "directed:strength=2", "perceptual:weight=0.3", "perceptual:weight=1",
-           "perceptual:weight=3", "post:directed:strength=2"]
-METRIC_NAMES = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
 # what a fine-tune's result depends on: a finished run with other values is not mixed in
 RUN_KEYS = ("test_sets", "train_images", "val_images", "crop", "patch", "batch", "blocks", "features", "lr",
             "pretrain_steps", "steps", "finetune_lr", "metrics")
-
-
-@dataclass
-class Settings:
-    """One ``bench sr`` run; the field names are the command's flags."""
-
-    train: str = flag(help="training photos (searched recursively)")
-    test: str = flag(help="folder whose sub-folders are the test sets")
-    out: str = flag("bench-sr", "results folder (rerun to resume)")
-    test_sets: list[str] = flag(["CSet5", "CSet14"])
-    archs: list[str] = flag(list(ARCHS), choices=ARCHS)
-    targets: list[str] = flag(list(TARGETS),
-                              "gt (required), tolerant, screen transforms (usm, jnd, directed:strength=K,gain=G "
-                              "...), perceptual:weight=W, post:TRANSFORM, gan:gt and gan:TRANSFORM")
-    seeds: list[int] = flag([0, 1, 2])
-    estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
-    train_images: int = 200
-    val_images: int = flag(10, "training photos held back for the pretraining curve")
-    val_side: int = flag(192, "central crop of the validation photos (GT px)")
-    crop: int = flag(256, "central crop of the test images (GT pixels)")
-    patch: int = flag(64, "GT patch side (LQ: a quarter)")
-    batch: int = 8
-    blocks: int = flag(16, "residual blocks")
-    features: int = flag(64, "feature channels")
-    lr: float = flag(2e-4, "pretraining learning rate")
-    pretrain_steps: int = 10000
-    val_every: int = 500
-    steps: int = flag(1000, "fine-tuning steps per target")
-    finetune_lr: float = 5e-5
-    metrics: list[str] = flag(list(METRIC_NAMES), choices=list(METRICS), metavar="METRIC")
-    pretrain_only: bool = flag(False,
-                               "stop after pretraining (a rerun without it fine-tunes from the same checkpoints)")
-    device: str = flag(help="training device: cpu, cuda, cuda:1 ... (default: cuda if available); metrics run on "
-                            "the CPU", factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_settings_arguments(p, Settings)
 
 
 def build(arch: str, blocks: int, features: int) -> torch.nn.Module:
@@ -314,46 +240,6 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
                  settings, train_seconds, s.steps)
 
 
-def feature_network(target: str, device: str) -> torch.nn.Module:
-    from jndplug.datagen.recipes import FeatureNetwork
-
-    features = FeatureNetwork().to(device).eval()
-    if "stlpips" not in features.source["weights"]:  # a random trunk is no perceptual loss a user would run
-        raise BenchError(f"--targets {target}: the VGG16 weights bundled with stlpips-pytorch are missing "
-                         "(pip install 'jndplug[perceptual]')")
-    return features
-
-
-class GANTerm:
-    """A small spectral-norm patch discriminator and its non-saturating losses.
-
-    Small on purpose: the fine-tune is a few hundred CPU steps from a converged generator, and
-    spectral norm keeps a discriminator trained from scratch from overpowering it that early.
-    """
-
-    def __init__(self, device: str, features: int = 64):
-        sn = torch.nn.utils.parametrizations.spectral_norm
-        layers, width = [torch.nn.Conv2d(3, features, 3, 1, 1), torch.nn.LeakyReLU(0.2)], features
-        for _ in range(3):  # three stride-2 stages: each logit sees about 46 px of a 48 px patch
-            layers += [sn(torch.nn.Conv2d(width, 2 * width, 4, 2, 1)), torch.nn.LeakyReLU(0.2)]
-            width *= 2
-        layers.append(torch.nn.Conv2d(width, 1, 3, 1, 1))
-        self.net = torch.nn.Sequential(*layers).to(device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=GAN_D_LR, betas=(0.9, 0.99))
-
-    def generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
-        logits = self.net(fake)
-        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-
-    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> None:
-        r, f = self.net(real), self.net(fake)
-        loss = (F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
-                + F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-
-
 def post_sharpen(arch: str, target: str, seed: int, tests: list, suite, s: Settings, settings: dict) -> dict:
     """No training: the same seed's ``gt`` fine-tune's test outputs through the transform of ``post:T``."""
     from jndplug.bench.screen import Transforms, parse_transform
@@ -418,15 +304,7 @@ def run(s: Settings) -> dict:
     """Pretrain, fine-tune per target and seed, screen and report; returns the report."""
     if s.patch % SCALE:
         raise BenchError(f"--patch {s.patch} must be a multiple of {SCALE}")
-    for t in s.targets:  # the other arms' settings fail now, not after pretraining
-        if arm_of(t) == "perceptual":
-            perceptual_weight(t)
-        elif arm_of(t) == "post":
-            transform_specs(["gt", t[len(POST):]])
-        elif arm_of(t) == "gan" and arm_of(t[len(GAN):]) not in ("gt", "transform"):
-            raise BenchError(f"--targets {t}: write gan:gt or gan:TRANSFORM (e.g. gan:directed:strength=2)")
-        if arm_of(t) == "gan" and "gan:gt" not in s.targets:
-            raise BenchError(f"--targets {t}: add gan:gt, the GAN baseline every gan: target is compared with")
+    check_arms(s.targets)  # the other arms' settings fail now, not after pretraining
     # the images the trained arms compare with, each computed once ("gt" stays required)
     images = [t for t in s.targets if t == "gt"] + [images_of(t) for t in s.targets
                                                    if arm_of(t) in ("transform", "gan") and images_of(t) != "gt"]

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jndplug.bench.common import summarize
 from jndplug.bench.recipe import UNTRANSFORMED, run_name
+from jndplug.bench.settings import SRSettings as Settings
 from jndplug.imageio import read_image
 from jndplug.metrics import METRICS
 from jndplug.pixels import centre_crop
-
-if TYPE_CHECKING:
-    from jndplug.bench.sr import Settings
 
 PD = ("psnr_y", "stlpips")  # the perception-distortion plane: fidelity against a perceptual distance
 

@@ -12,48 +12,21 @@ four models' distances; the report says which model decided. Results land in
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from jndplug.bench import truth as measures
 from jndplug.bench.common import BenchError, resume_or_run, spread, write_json, write_text
+from jndplug.bench.settings import TargetsSettings as Settings
 from jndplug.imageio import array_to_tensor, list_images, tensor_to_array
 from jndplug.spec import TargetSpec, TargetSpecError
 
 # the default target must be noticed by 10-25 % of the simulated panel, no image above 25 %
 # (SUR 0.75: three in four people must not notice)
 LINE = (0.10, 0.25)
-
-
-@dataclass
-class Settings:
-    images: str
-    targets: list[str] = field(default_factory=lambda: ["directed"])
-    out: str = "bench-targets"
-    limit: int | None = None
-    max_side: int | None = None
-    observers: int = 20
-    seed: int = 0
-    device: str = "cpu"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Settings("")
-    p.add_argument("--images", required=True, help="folder of photos (searched recursively), e.g. Kodak24")
-    p.add_argument("--targets", nargs="+", default=d.targets, metavar="SPEC",
-                   help="targets as KIND[:key=value,...], e.g. directed directed:strength=2,gain=4 jnd "
-                        "(default: directed, the shipped default)")
-    p.add_argument("--out", default=d.out, help="results folder (rerun to resume; default bench-targets)")
-    p.add_argument("--limit", type=int, default=None, help="at most N photos, spread over the sorted list")
-    p.add_argument("--max-side", type=int, default=None, help="downscale photos whose longer side exceeds this")
-    p.add_argument("--observers", type=int, default=d.observers, help="simulated panel size (default 20)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the simulated panel (default 0)")
-    p.add_argument("--device", default=d.device, help="where the JND estimator runs (default cpu)")
 
 
 def label_of(spec: TargetSpec) -> str:
@@ -203,12 +176,18 @@ def markdown(rows: list[dict]) -> list[str]:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
-    """Per target, each photo's detection probability and SSIMULACRA 2 against the lines."""
     try:
-        import matplotlib.pyplot as plt
+        fig = figure(rows)
     except ImportError:  # matplotlib is the viz extra; the tables do without it
         return
     from jndplug.viz import save_figure
+
+    save_figure(fig, path, bbox_inches="tight")
+
+
+def figure(rows: list[dict]):
+    """Per target, each photo's detection probability and SSIMULACRA 2 against the lines."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 2.5), sharey=True)
     for k, r in enumerate(rows):
@@ -217,10 +196,11 @@ def _figure(rows: list[dict], path: Path) -> None:
         axes[1].scatter([i["ssimulacra2"] for i in r["per_image"]], ys, s=12)
     axes[0].axvspan(100 * LINE[0], 100 * LINE[1], color="tab:green", alpha=0.15, label="the line (SUR 0.75)")
     axes[0].set_xlabel("noticed by the simulated panel (%)")
-    axes[0].legend(loc="lower right", fontsize=8)
     axes[1].axvline(80, color="tab:red", ls="--", label="80: same side by side at 1:1")
     axes[1].set_xlabel("SSIMULACRA 2 against the original")
-    axes[1].legend(loc="lower left", fontsize=8)
+    # below the axes: inside, a legend hides the photos that lie in its corner
+    for ax in axes:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False)
     axes[0].set_yticks(range(len(rows)), [r["target"] for r in rows], fontsize=8)
     fig.suptitle("How visible is each training target? (one dot per photo)")
-    save_figure(fig, path, bbox_inches="tight")
+    return fig

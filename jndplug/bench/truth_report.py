@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 import jndplug
 from jndplug.bench import truth as measures
 from jndplug.bench.common import BenchError, notes_lines, resume_or_run, spread
+from jndplug.bench.settings import EstimatorSettings as Settings
 from jndplug.imageio import array_to_tensor, list_images, read_image, tensor_to_array, to_8bit
 from jndplug.metrics import fmt, mean_of, psnr
 from jndplug.spec import TargetSpec, TargetSpecError
-
-if TYPE_CHECKING:
-    from jndplug.bench.estimator import Settings
 
 
 def truth_images(s: Settings) -> list[tuple[str, Path]]:

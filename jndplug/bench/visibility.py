@@ -23,58 +23,14 @@ judge on: the screen and the benchmarks take the calibrated specs (``calibrated`
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from jndplug.bench.common import BenchError, write_json, write_text
+from jndplug.bench.settings import STATISTICS, VisibilitySettings as Settings
 from jndplug.spec import TargetSpec, TargetSpecError, number_text
-
-STATISTICS = {"max": "noticed_max", "mean": "noticed_mean"}
-
-
-@dataclass
-class Settings:
-    images: str
-    targets: list[str] = field(default_factory=lambda: ["directed"])
-    out: str = "bench-visibility"
-    level: float = 0.25
-    statistic: str = "max"
-    match: str | None = None
-    tolerance: float = 0.01
-    evaluations: int = 6
-    limit: int | None = None
-    max_side: int | None = None
-    observers: int = 20
-    seed: int = 0
-    device: str = "cpu"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = Settings("")
-    p.add_argument("--images", required=True, help="photos to calibrate on (searched recursively); not the ones "
-                                                    "you judge on")
-    p.add_argument("--targets", nargs="+", default=d.targets, metavar="SPEC",
-                   help="targets as KIND[:key=value,...]; a strength given is the first guess (default 1 where "
-                        "the bound has no default), e.g. directed directed:bound=localstd,strength=0.2")
-    p.add_argument("--out", default=d.out, help="results folder (rerun to resume; default bench-visibility)")
-    p.add_argument("--level", type=float, default=d.level,
-                   help="the panel's detection probability to reach (default 0.25: SUR 0.75)")
-    p.add_argument("--statistic", choices=list(STATISTICS), default=d.statistic,
-                   help="over the photos: max (default; no photo above the level) or mean")
-    p.add_argument("--match", metavar="SPEC", help="instead of --level: the statistic of this target")
-    p.add_argument("--tolerance", type=float, default=d.tolerance,
-                   help="stop when the statistic is this close to the level (default 0.01)")
-    p.add_argument("--evaluations", type=int, default=d.evaluations,
-                   help="at most this many strengths per target (default 6)")
-    p.add_argument("--limit", type=int, default=None, help="at most N photos, spread over the sorted list")
-    p.add_argument("--max-side", type=int, default=None, help="downscale photos whose longer side exceeds this")
-    p.add_argument("--observers", type=int, default=d.observers, help="simulated panel size (default 20)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the simulated panel (default 0)")
-    p.add_argument("--device", default=d.device, help="where the JND estimator runs (default cpu)")
-
 
 def round3(value: float) -> float:
     """Three significant digits: the strengths the search evaluates, and names."""

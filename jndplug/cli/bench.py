@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 
 import jndplug.bench
 from jndplug.cli import add_command
+from jndplug.settings import add_settings_arguments, settings_from_args
 
 KINDS = {
     "sr": ("jndplug.bench.sr", "super-resolution: converged restorers fine-tuned per target (ground truth, JND "
@@ -25,11 +25,6 @@ KINDS = {
 }
 
 
-def settings_of(mod, args: argparse.Namespace):
-    """The module's ``Settings`` from the parsed flags: each field is the flag of its name."""
-    return mod.Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(mod.Settings)})
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "bench", description=jndplug.bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
@@ -37,6 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         mod = importlib.import_module(module)
         k = kinds.add_parser(name, help=summary, description=mod.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-        mod.add_arguments(k)
+        add_settings_arguments(k, mod.Settings)
         # BenchError is a JNDPlugValueError: `jndplug` prints it as one line, without a traceback
-        k.set_defaults(func=lambda args, mod=mod: mod.run(settings_of(mod, args)) and 0)
+        k.set_defaults(func=lambda args, mod=mod: mod.run(settings_from_args(mod.Settings, args)) and 0)

@@ -6,12 +6,14 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from jndplug.cli import DEVICE_HELP, add_command
 from jndplug.errors import JNDPlugValueError
+from jndplug.settings import add_settings_arguments, flag
 
 DESCRIPTION = """\
 Train a JND estimator on one or more labelled datasets, each given as KIND:PATH.
@@ -27,25 +29,44 @@ The run folder receives ``config.json``, ``split.json``, ``log.csv``/``log.json`
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+OBSERVER_MODELS = ["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "none"]
+
+
+def _arch_help() -> str:
     from jndplug.training.config import DEFAULTS
 
+    return f"architecture (default {DEFAULTS['arch']})"
+
+
+def _registered_archs() -> list[str]:
+    # the registry, so a new architecture is trainable without an edit here
+    from jndplug.models import list_estimators
+
+    return list_estimators()
+
+
+@dataclass(kw_only=True)  # keyword-only: --out has no default but follows flags that do
+class Settings:
+    """The flags of ``jndplug train``; the training config itself is ``--config`` and ``--set``."""
+
+    data: list[str] = flag(help="training data (repeatable)", action="append", metavar="KIND:PATH")
+    arch: str | None = flag(None, _arch_help(), choices=_registered_archs)
+    config: str | None = flag(None, "YAML or JSON file overriding the training defaults")
+    set: list[str] = flag([], "override one config key", action="append", metavar="KEY=VALUE")
+    out: str = flag(help="run folder (a rerun resumes it)")
+    export: str | None = flag(None, "write the final (best-validation) model here as .safetensors")
+    export_dtype: str = flag("float32", "precision of the exported tensors (float16 halves the file; default float32)",
+                             choices=["float32", "float16"])
+    device: str | None = flag(None, DEVICE_HELP)
+    no_level_metrics: bool = flag(False, "skip level agreement (it needs jndplug.datagen's distortion measure)")
+    observer_model: str = flag("none", "after training, the simulated observers' detection rate on the validation "
+                                       "predictions with this visibility model (needs the study extra; default none)",
+                               choices=OBSERVER_MODELS)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True, metavar="KIND:PATH", help="training data (repeatable)")
-    p.add_argument("--arch", choices=["unet", "resjnd"], default=None, help=f"architecture (default {DEFAULTS['arch']})")
-    p.add_argument("--config", help="YAML or JSON file overriding the training defaults")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
-    p.add_argument("--out", required=True, help="run folder (a rerun resumes it)")
-    p.add_argument("--export", help="write the final (best-validation) model here as .safetensors")
-    p.add_argument("--export-dtype", choices=["float32", "float16"], default="float32",
-                   help="precision of the exported tensors (float16 halves the file; default float32)")
-    p.add_argument("--device", default=None, help=DEVICE_HELP)
-    p.add_argument("--no-level-metrics", action="store_true",
-                   help="skip level agreement (it needs jndplug.datagen's distortion measure)")
-    p.add_argument("--observer-model", choices=["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "none"],
-                   default="none",
-                   help="after training, the simulated observers' detection rate on the validation predictions "
-                        "with this visibility model (needs the study extra; default none)")
+    add_settings_arguments(p, Settings)
     p.set_defaults(func=_train)
 
 

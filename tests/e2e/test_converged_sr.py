@@ -1,5 +1,6 @@
 """``jndplug bench sr`` (converged restorers fine-tuned per target), end to end on tiny images."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -67,11 +68,11 @@ def test_pretrain_finetune_screen_and_report(tmp_path, estimator_file, run_cli):
 
 def test_settings_are_the_flags_and_callable_from_python(tmp_path):
     args = build_parser("bench").parse_args(["bench", "sr", "--train", "t", "--test", "s", "--steps", "7"])
-    from jndplug.cli.bench import settings_of
+    from jndplug.settings import settings_from_args
 
-    settings = settings_of(sr, args)
+    settings = settings_from_args(sr.Settings, args)
     assert settings == sr.Settings(train="t", test="s", steps=7)
-    # the full recipe is the default; the two published runs differ only by flags
+    # the networks of the published runs are the default; the runs differ from it only by flags
     assert (settings.blocks, settings.features, settings.pretrain_steps) == (16, 64, 10000)
 
 
@@ -108,11 +109,16 @@ def test_perceptual_loss_post_sharpening_and_gan_arms(tmp_path, estimator_file, 
     perceptual = np.asarray(Image.open(runs / "edsr_perceptual_weight1_seed0" / "outputs" / "S" / "im0.png"))
     assert not np.array_equal(gt, perceptual)  # the feature term changed the training
     # post-sharpening trains nothing: it is the transform applied to the gt fine-tune's outputs
-    from jndplug.bench.screen import Transforms, parse_transform
+    from jndplug.imageio import array_to_tensor
+    from jndplug.spec import TargetSpec
+    from jndplug.target import JNDTarget
 
     post = json.loads((runs / "edsr_post_directed_strength2_seed0" / "result.json").read_text())
     assert post["train_seconds"] == 0 and post["steps"] == 0
-    want = Transforms([parse_transform("directed:strength=2")], str(estimator_file))(gt)["directed:strength=2"]
+    # the one target path: the transform of post:T is JNDTarget's image of T, rounded to 8 bits
+    spec = dataclasses.replace(TargetSpec.parse("directed:strength=2"), estimator=str(estimator_file))
+    y = JNDTarget.from_spec(spec)(array_to_tensor(gt)[None])[0].permute(1, 2, 0).numpy().astype(np.float64)
+    want = np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
     got = np.asarray(Image.open(runs / "edsr_post_directed_strength2_seed0" / "outputs" / "S" / "im0.png"))
     assert np.array_equal(got, want)
     # the targets are placed against the perceptual-loss curve at their own PSNR-Y

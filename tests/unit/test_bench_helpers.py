@@ -59,3 +59,52 @@ def test_a_run_finished_with_other_settings_is_refused(tmp_path):
     with pytest.raises(BenchError, match=r"other settings \(steps: 2 there, 3 now\)"):
         finished_run(tmp_path, {"steps": 3, "lr": 1e-4})
     assert finished_run(tmp_path / "not-run", {"steps": 3}) is None
+
+
+def test_no_bench_module_is_over_the_house_limit():
+    from pathlib import Path
+
+    import jndplug.bench
+
+    long = {p.name: n for p in Path(jndplug.bench.__file__).parent.glob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"split these by role (450 lines at most): {long}"
+
+
+def _row(target, noticed, ssimulacra2):
+    return {"target": target, "per_image": [{"noticed": n, "ssimulacra2": s} for n, s in zip(noticed, ssimulacra2)]}
+
+
+def test_the_targets_figure_keeps_its_legends_off_the_points():
+    pytest.importorskip("matplotlib")
+    from jndplug.bench.targets import figure
+
+    # points in every corner of both panels, where a legend inside the axes would sit
+    fig = figure([_row("directed", [0.0, 0.3], [20.0, 95.0]), _row("jnd", [0.3, 0.0], [95.0, 20.0])])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend() or next(iter(fig.legends), None)
+        assert legend is not None
+        box, inside = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert not box.overlaps(inside), f"the legend of '{ax.get_xlabel()}' lies on its axes"
+
+
+def test_codec_crops_name_their_columns(tmp_path):
+    from PIL import Image
+
+    from jndplug.bench.codec_report import crops
+    from jndplug.bench.settings import CodecSettings
+    from jndplug.imageio import write_image
+
+    s = CodecSettings(train="t", eval="e", out=str(tmp_path), targets=["gt", "jnd"], seeds=[0], lambdas=[0.01, 0.02])
+    grey = np.full((32, 32, 3), 128, np.uint8)
+    for target in s.targets:
+        write_image(tmp_path / "runs" / f"l0.02_{target}_seed0" / "decoded" / "a.png", grey)
+    crops(tmp_path / "crops.png", [("a", grey)], s, side=32)
+    grid = np.asarray(Image.open(tmp_path / "crops.png").convert("L"))
+    header = grid[: grid.shape[0] - 64]  # the tiles at 2x: 64 px of one image row
+    assert header.shape[0] > 0, "no title band above the columns"
+    columns = np.split(header, 3, axis=1)  # original, gt, jnd
+    assert all((c < 100).any() for c in columns), "a column has no title"
+    assert (grid[-64:] == 128).all()  # the tiles themselves are untouched

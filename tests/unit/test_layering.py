@@ -8,9 +8,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # bottom to top, as in docs/architecture.md: a module may import its own layer and the ones below
 LAYERS = [
     ("foundation", ["jndplug", "jndplug.errors", "jndplug.basicsr_compat", "jndplug.imageio", "jndplug.artifacts",
-                    "jndplug.pixels"]),
+                    "jndplug.pixels", "jndplug.settings"]),
     ("models", ["jndplug.models", "jndplug.weights"]),
-    ("targets", ["jndplug.spec", "jndplug.tiling", "jndplug.target", "jndplug.directed", "jndplug.viz", "jndplug.metrics", "jndplug.losses",
+    ("targets", ["jndplug.spec", "jndplug.bounds", "jndplug.tiling", "jndplug.target", "jndplug.directed", "jndplug.viz", "jndplug.metrics", "jndplug.losses",
                  "jndplug.precompute"]),
     ("data", ["jndplug.data"]),
     ("pipeline", ["jndplug.datagen", "jndplug.study", "jndplug.patches", "jndplug.training"]),
