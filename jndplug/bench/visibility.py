@@ -69,19 +69,28 @@ def calibrate(statistic_at, level: float, start: float, tolerance: float, evalua
             below = (round3(s), v) if below is None or round3(s) > below[0] else below
         else:
             above = (round3(s), v) if above is None or round3(s) < above[0] else above
+    # regula falsi on log strength, Illinois variant: an end kept twice in a row has its distance to
+    # the level halved, or one side creeps in by small steps (a convex curve: 0.209, 0.214, 0.217 ...)
+    weight = {"below": 1.0, "above": 1.0}
+    kept = None
     while below and above and len(history) < evaluations and min(abs(v - level) for _, v in history) > tolerance:
         (s0, v0), (s1, v1) = below, above
-        if v1 == v0:
+        d0, d1 = (level - v0) * weight["below"], (v1 - level) * weight["above"]
+        if d0 + d1 <= 0:
             break
-        t = (level - v0) / (v1 - v0)
-        s = round3(math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0))))
+        s = round3(math.exp(math.log(s0) + d0 / (d0 + d1) * (math.log(s1) - math.log(s0))))
         if s in (s0, s1):  # three digits cannot get closer
             break
         v = evaluate(s)
-        if v < level:
+        side = "below" if v < level else "above"
+        if side == "below":
             below = (s, v)
         else:
             above = (s, v)
+        other = "above" if side == "below" else "below"
+        weight[other] = weight[other] / 2 if kept == other else 1.0
+        weight[side] = 1.0
+        kept = other
     best = min(history, key=lambda sv: abs(sv[1] - level))
     return best[0], history
 
@@ -107,9 +116,10 @@ def run(s: Settings) -> dict:
             observers=s.observers, seed=s.seed, device=s.device), report=False)["rows"]
         return rows[0]["summary"][key], rows[0]["summary"]
 
-    level = s.level
+    level, reference = s.level, None
     if match is not None:
-        level = statistic_of(match)[0]
+        level, summary = statistic_of(match)
+        reference = {"target": match.text(), "summary": summary}
         print(f"level: {s.statistic} noticed of {match.text()} = {level:.1%}", file=sys.stderr)
     results = []
     for shape in shapes:
@@ -124,7 +134,7 @@ def run(s: Settings) -> dict:
         results.append({"target": shape.text(), "calibrated": calibrated.text(), "strength": strength,
                         "value": dict(history)[strength], "converged": abs(dict(history)[strength] - level)
                         <= s.tolerance, "history": history, "summary": summaries[strength]})
-    result = {"level": level, "statistic": s.statistic, "match": match.text() if match else None,
+    result = {"level": level, "statistic": s.statistic, "match": match.text() if match else None, "reference": reference,
               "tolerance": s.tolerance, "images": str(Path(s.images).resolve()), "limit": s.limit,
               "observers": s.observers, "seed": s.seed, "results": results}
     write_json(out / "visibility.json", result)
@@ -153,6 +163,11 @@ def markdown(result: dict) -> str:
              f"{result['images']}" + (f" ({result['limit']} photos)" if result["limit"] else "") + ".", "",
              "| target | calibrated | noticed mean (max) | images > 25 % | SSIMULACRA 2 mean (min) | RMS /255 | "
              "evaluations | within tolerance |", "|" + "---|" * 8]
+    if result.get("reference"):
+        sm = result["reference"]["summary"]
+        lines.append(f"| {result['reference']['target']} (the level) | | {sm['noticed_mean']:.1%} "
+                     f"({sm['noticed_max']:.1%}) | {sm['images_above_line']} | {sm['ssimulacra2_mean']:.1f} "
+                     f"({sm['ssimulacra2_min']:.1f}) | {sm['rms_255_mean']:.2f} | | |")
     for r in result["results"]:
         sm = r["summary"]
         lines.append(f"| {r['target']} | {r['calibrated']} | {sm['noticed_mean']:.1%} ({sm['noticed_max']:.1%}) | "

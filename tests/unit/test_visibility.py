@@ -90,3 +90,10 @@ def test_bench_visibility_refuses_bad_settings(photos, tmp_path):
                         ({"targets": ["directed:bound=box"]}, "bound: must be one of")]:
         with pytest.raises(BenchError, match=message):
             visibility.run(visibility.Settings(images=str(photos), out=str(tmp_path / "v"), **kw))
+
+
+def test_search_does_not_creep_on_a_steep_curve():
+    # plain regula falsi kept the far end and crept in from below in small steps (0.209, 0.214, 0.217, ...)
+    f = lambda s: min(1.0, (s / 0.42) ** 4)  # noqa: E731
+    strength, history = visibility.calibrate(f, 0.21, 0.2, tolerance=0.005, evaluations=8)
+    assert abs(f(strength) - 0.21) <= 0.005 and len(history) <= 7
