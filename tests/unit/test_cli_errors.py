@@ -88,7 +88,7 @@ def test_debug_shows_the_traceback(folders):
     argv = ["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "lpips", "--lpips-trunk", str(trunk)]
     with pytest.raises(CorruptFileError, match="empty or truncated"):
         main(argv + ["--debug"])
-    with pytest.raises(CorruptFileError):
+    with pytest.raises(CorruptFileError, match="empty or truncated"):
         main(["--debug"] + argv)
 
 
@@ -99,7 +99,7 @@ def test_bugs_keep_their_traceback(folders, monkeypatch):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", bug)
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ZeroDivisionError, match="a bug"):
         main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"])
 
 
