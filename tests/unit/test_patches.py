@@ -206,7 +206,11 @@ def test_regressor_trains_with_early_stopping_and_calibrates(kadid, tmp_path, ca
     assert result["stopped_early"] and len(result["history"]) == 3 and result["best_epoch"] == 1
     result = train_regressor(data, run, {**cfg, "epochs": 6, "min_delta": 1e-5, "lr": 3e-3}, progress=False)
     hist = result["history"]
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    # the kept epoch is the one with the lowest loss on the fixed validation patches, and training
+    # lowered that loss well beyond rounding: 0.329 after the first epoch, 0.266 at the best
+    # (2026-12-07); the mean training losses of differently shuffled epochs are not compared
+    assert result["best_val_loss"] == min(h["val_loss"] for h in hist) == hist[result["best_epoch"] - 1]["val_loss"]
+    assert result["best_val_loss"] < 0.9 * hist[0]["val_loss"]
     model = load_regressor(run / "regressor.safetensors")
     assert model.info["score_range"] == [1.0, 5.0] and model.info["best_epoch"] == result["best_epoch"]
     split = json.loads((run / "split.json").read_text())
