@@ -42,6 +42,19 @@ def estimator_file(tmp_path_factory, unet):
     return path
 
 
+@pytest.fixture
+def torch_hub(tmp_path, monkeypatch):
+    """torch's hub cache in a folder of the test's own (``checkpoints/``, where torchvision keeps its
+    weights, not yet made), with downloading turned into a test failure."""
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     """A smooth colour image with some edges (random noise would be an unrealistic input)."""
     rng = np.random.default_rng(seed)
