@@ -66,6 +66,12 @@ def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     return np.round(np.clip(base, 0, 1) * peak).astype(dtype)
 
 
+def noisy(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """``img`` plus seeded Gaussian noise of ``sigma`` levels, rounded and clipped to uint8."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)
+
+
 def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32), strength: float = 1.0) -> Path:
     """originals/im<i>.png and distorted/im<i>/<level>.png with noise growing by level (times ``strength``)."""
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from conftest import PYTHON, make_image
+from conftest import PYTHON, make_image, noisy
 from jndplug.errors import CorruptFileError
 from jndplug.imageio import read_image
 from jndplug.metrics import MetricSuite, evaluate_folders, psnr, ssim, to_markdown
@@ -27,11 +27,6 @@ def photo():
 def suite():
     return MetricSuite(["psnr", "psnr_y", "ssim", "ssim_y", "ms_ssim", "niqe", "cvvdp", "ssimulacra2", "flip",
                         "stlpips"])
-
-
-def noisy(img, sigma, seed=0):
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)
 
 
 def test_identical_images_score_perfectly(suite, photo):

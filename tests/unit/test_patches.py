@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_image
+from conftest import make_image, noisy
 from jndplug.cli import main
 from jndplug.patches import (BUCKETS, PATCH_FIELDS, PairItem, TinyPatchRegressor, bucket_items, build_patch_dataset,
                              calibrate, classify, evaluate, fit_thresholds, fuse, load_patch_pairs, load_regressor,
@@ -16,11 +16,6 @@ from jndplug.patches import (BUCKETS, PATCH_FIELDS, PairItem, TinyPatchRegressor
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _noisy(a, sigma, seed):
-    rng = np.random.default_rng(seed)
-    return np.clip(a + rng.normal(0, sigma, a.shape), 0, 255).round().astype(np.uint8)
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ def kadid(tmp_path):
         Image.fromarray(ref).save(root / "images" / f"I{i:02d}.png")
         for level, (sigma, dmos) in enumerate([(1, 4.9), (6, 3.8 - 0.1 * i), (20, 1.5)], start=1):
             name = f"I{i:02d}_01_{level:02d}.png"
-            Image.fromarray(_noisy(ref, sigma, 10 * i + level)).save(root / "images" / name)
+            Image.fromarray(noisy(ref, sigma, 10 * i + level)).save(root / "images" / name)
             rows.append(f"{name},I{i:02d}.png,{dmos},0.5")
     (root / "dmos.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -124,7 +119,7 @@ def _tid(tmp_path, with_threshold):
         ref = make_image(40, 40, 3)
         Image.fromarray(ref).save(root / "reference_images" / "I01.BMP")
         for level in (1, 2):
-            Image.fromarray(_noisy(ref, 4 * level, level)).save(root / "distorted_images" / f"i01_07_{level}.bmp")
+            Image.fromarray(noisy(ref, 4 * level, level)).save(root / "distorted_images" / f"i01_07_{level}.bmp")
         (root / "mos_with_names.txt").write_text("6.5 i01_07_1.bmp\n4.2 i01_07_2.bmp\n")
     return read_collection(f"tid2013:{root}", invisible_at=6.0 if with_threshold else None)
 
@@ -136,7 +131,7 @@ def test_study_and_csv_sources(tmp_path):
     Image.fromarray(ref).save(root / "originals" / "im0.png")
     (root / "distorted" / "im0").mkdir(parents=True)
     for level in range(1, 10):
-        Image.fromarray(_noisy(ref, level, level)).save(root / "distorted" / "im0" / f"{level}.png")
+        Image.fromarray(noisy(ref, level, level)).save(root / "distorted" / "im0" / f"{level}.png")
     sur = [1.0, 1.0, 0.8, 0.4, 0.2, 0.0, 0.0, 0.0, 0.0]
     (root / "labels.json").write_text(json.dumps({"schema": "jndplug-labels-v1",
                                                   "images": {"im0": {"jnd_level": 3, "sur": sur}}}))
