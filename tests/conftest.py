@@ -42,6 +42,19 @@ def estimator_file(tmp_path_factory, unet):
     return path
 
 
+@pytest.fixture
+def torch_hub(tmp_path, monkeypatch):
+    """torch's hub cache in a folder of the test's own (``checkpoints/``, where torchvision keeps its
+    weights, not yet made), with downloading turned into a test failure."""
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     """A smooth colour image with some edges (random noise would be an unrealistic input)."""
     rng = np.random.default_rng(seed)
@@ -51,6 +64,12 @@ def make_image(h=48, w=64, seed=0, dtype=np.uint8):
     base[h // 3: h // 2, w // 4: w // 2] = rng.uniform(0.1, 0.9, 3)
     peak = np.iinfo(dtype).max
     return np.round(np.clip(base, 0, 1) * peak).astype(dtype)
+
+
+def noisy(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """``img`` plus seeded Gaussian noise of ``sigma`` levels, rounded and clipped to uint8."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)
 
 
 def make_dataset(root: Path, n_images: int = 3, size: tuple[int, int] = (48, 32), strength: float = 1.0) -> Path:

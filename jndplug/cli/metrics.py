@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args) -> int:
     table = evaluate_folders(args.outputs, args.references, args.metrics, crop_border=args.crop_border,
-                             lpips_trunk=args.lpips_trunk, dists_trunk=args.dists_trunk, device=args.device,
-                             progress=True)
+                             device=args.device, progress=True)
     write_table(table, args.json, args.md)
     print(to_markdown(table))
     return 0

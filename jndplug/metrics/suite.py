@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +40,8 @@ METRICS: dict[str, MetricInfo] = {
     "flip": MetricInfo(False, "FLIP", "NVIDIA FLIP mean error (LDR), 0 = identical; same display as CVVDP"),
     "stlpips": MetricInfo(False, "ST-LPIPS", "shift-tolerant LPIPS, AlexNet trunk, weights bundled with "
                                             "stlpips-pytorch"),
-    "lpips": MetricInfo(False, "LPIPS", "LPIPS v0.1 AlexNet (lpips package); ImageNet trunk from a local file"),
-    "dists": MetricInfo(False, "DISTS", "DISTS (DISTS_pytorch); ImageNet VGG16 trunk from a local file"),
+    "lpips": MetricInfo(False, "LPIPS", "LPIPS v0.1 AlexNet (lpips package); ImageNet trunk from torch's hub cache"),
+    "dists": MetricInfo(False, "DISTS", "DISTS (DISTS_pytorch); ImageNet VGG16 trunk from torch's hub cache"),
 }
 DEFAULT_METRICS = tuple(METRICS)
 FIDELITY = ("psnr", "psnr_y", "ssim", "ssim_y", "ms_ssim")
@@ -52,13 +54,12 @@ class MetricUnavailable(Exception):
 class MetricSuite:
     """Scores (output, reference) pairs of HxWx3 uint8/uint16 RGB arrays.
 
-    Metrics that cannot be set up (package missing, weights not given) land in ``skipped`` with
-    the reason. ``lpips_trunk`` / ``dists_trunk``: local torchvision ImageNet checkpoints of
-    AlexNet (``alexnet-owt-7be5be79.pth``) and VGG16 (``vgg16-397923af.pth``).
+    Metrics that cannot be set up (package missing, weights not in place) land in ``skipped`` with
+    the reason. LPIPS and DISTS read their ImageNet trunks where torchvision keeps them
+    (:func:`_trunk_file`); nothing is downloaded.
     """
 
-    def __init__(self, metrics=DEFAULT_METRICS, crop_border: int = 0, lpips_trunk: str | None = None,
-                 dists_trunk: str | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, metrics=DEFAULT_METRICS, crop_border: int = 0, device: str | torch.device = "cpu"):
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise MetricsError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
@@ -66,7 +67,6 @@ class MetricSuite:
             raise MetricsError(f"crop_border must be >= 0, got {crop_border}")
         self.crop_border = crop_border
         self.device = torch.device(device)
-        self.lpips_trunk, self.dists_trunk = lpips_trunk, dists_trunk
         self.functions: dict[str, callable] = {}
         self.skipped: dict[str, str] = {}
         for name in metrics:
@@ -179,27 +179,28 @@ class MetricSuite:
         return self._distance(net)
 
     def _setup_lpips(self):
-        if not self.lpips_trunk:
-            raise MetricUnavailable("no ImageNet AlexNet trunk given (torchvision's alexnet-owt-7be5be79.pth cannot "
-                                    "be downloaded here): pass --lpips-trunk FILE")
+        _check_trunk("alexnet", "lpips")
         try:
             import lpips
         except ImportError as exc:
             raise MetricUnavailable(f"needs lpips ({INSTALL_HINT}): {exc}") from None
-        # pnet_rand: build the trunk without torchvision's download, then load it from the local file
-        net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-        net.net.load_state_dict(_trunk_slices(net.net.state_dict(), _read_trunk(self.lpips_trunk, "lpips")))
+        with _pretrained_warnings_off():
+            net = lpips.LPIPS(net="alex", verbose=False)
         return self._distance(net.to(self.device).eval())
 
     def _setup_dists(self):
-        if not self.dists_trunk:
-            raise MetricUnavailable("no ImageNet VGG16 trunk given (torchvision's vgg16-397923af.pth cannot be "
-                                    "downloaded here): pass --dists-trunk FILE")
+        _check_trunk("vgg16", "dists")
         try:
-            net = _local_dists(_read_trunk(self.dists_trunk, "dists"))
+            from DISTS_pytorch import DISTS
         except ImportError as exc:
             raise MetricUnavailable(f"needs DISTS_pytorch ({INSTALL_HINT}): {exc}") from None
-        net = net.to(self.device).eval()
+        # DISTS() reads its fitted alpha/beta from where its wheel installs them
+        fitted = Path(sys.prefix) / "weights.pt"
+        if not fitted.is_file():
+            raise MetricUnavailable(f"DISTS_pytorch's weights.pt is not at {fitted}, where its wheel installs it: "
+                                    "reinstall dists-pytorch in this environment")
+        with _pretrained_warnings_off():
+            net = DISTS().to(self.device).eval()
 
         def f(o, r):
             with torch.no_grad():
@@ -229,66 +230,45 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
 
-def _read_trunk(path: str, metric: str) -> dict:
-    path = Path(path)
+def _trunk_file(arch: str) -> tuple[Path, str]:
+    """``(path, url)``: where torchvision keeps its ImageNet weights of ``arch`` (torch's hub cache),
+    and where it would download them from."""
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(arch).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def _check_trunk(arch: str, metric: str) -> None:
+    """Make sure torchvision will find ``arch``'s ImageNet weights in its cache, and that they are tensors only.
+
+    As for BasicSR's VGG (``jndplug.integrations.basicsr.options.check_vgg_weights``) nothing is
+    downloaded: a missing file skips the metric with the path to put it at. torchvision unpickles
+    the cached file without ``weights_only``, so the file is read with it first: a pickle that is
+    not plain tensors is refused before any of its code runs.
+    """
+    import torchvision.models
+
+    path, url = _trunk_file(arch)
+    name = {"alexnet": "AlexNet", "vgg16": "VGG16"}[arch]
     if not path.is_file():
-        raise FileNotFoundError(f"{metric}: trunk weights file not found: {path}")
-    arch = {"lpips": "AlexNet", "dists": "VGG16"}.get(metric, "")
-    state = load_torch_file(path, f"torchvision {arch} checkpoint for {metric}",
-                            f"give --{metric}-trunk the {arch.lower()}-*.pth file torchvision saves "
-                            "(see docs/metrics.md)")
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CorruptFileError(f"{path}: not a state dict of tensors; give --{metric}-trunk a torchvision checkpoint")
-    return state
+        raise MetricUnavailable(f"needs torchvision's ImageNet {name} weights at {path} (nothing is downloaded "
+                                f"here): fetch {url} on a machine with network and copy it there")
+    fix = f"replace it with {path.name} from {url}"
+    state = load_torch_file(path, f"torchvision {name} checkpoint for {metric}", fix)
+    with torch.device("meta"):  # only the names and shapes, nothing allocated
+        expected = getattr(torchvision.models, arch)(weights=None).state_dict()
+    wrong = [k for k, v in expected.items()
+             if not (isinstance(state, dict) and isinstance(state.get(k), torch.Tensor) and state[k].shape == v.shape)]
+    if wrong:
+        raise CorruptFileError(f"{path}: not torchvision's ImageNet {name}: it lacks {wrong[0]} (or its shape "
+                               f"differs); {fix}")
 
 
-def _trunk_slices(own: dict, trunk: dict) -> dict:
-    """torchvision ``features.N.*`` keys renamed to the ``sliceK.N.*`` layout LPIPS and DISTS use."""
-    out = {}
-    for key in own:
-        _, index, param = key.split(".", 2)
-        source = f"features.{index}.{param}"
-        if source not in trunk:
-            raise CorruptFileError(f"trunk weights lack {source!r} (expected a torchvision ImageNet checkpoint)")
-        out[key] = trunk[source]
-    return out
-
-
-def _local_dists(trunk: dict):
-    """DISTS_pytorch's DISTS with the VGG16 trunk from ``trunk`` instead of torchvision's download."""
-    import DISTS_pytorch
-    from DISTS_pytorch.DISTS_pt import DISTS, L2pooling
-    from torchvision.models import vgg16
-
-    features = vgg16(weights=None).features
-    features.load_state_dict({k.split(".", 1)[1]: v for k, v in trunk.items() if k.startswith("features.")})
-
-    class LocalDISTS(DISTS):
-        def __init__(self):
-            torch.nn.Module.__init__(self)  # DISTS.__init__ would download the trunk
-            # the stages of DISTS_pt.DISTS.__init__: VGG16 with max pooling replaced by L2 pooling
-            bounds = [(0, 4), (5, 9), (10, 16), (17, 23), (24, 30)]
-            for i, (lo, hi) in enumerate(bounds):
-                stage = torch.nn.Sequential()
-                if i:
-                    stage.add_module(str(lo - 1), L2pooling(channels=[64, 128, 256, 512][i - 1]))
-                for x in range(lo, hi):
-                    stage.add_module(str(x), features[x])
-                setattr(self, f"stage{i + 1}", stage)
-            for p in self.parameters():
-                p.requires_grad = False
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, -1, 1, 1))
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, -1, 1, 1))
-            self.chns = [3, 64, 128, 256, 512, 512]
-            # the fitted alpha/beta ship with the package (installed under sys.prefix by its wheel)
-            candidates = [Path(sys.prefix) / "weights.pt", Path(DISTS_pytorch.__file__).parent / "weights.pt"]
-            found = next((p for p in candidates if p.is_file()), None)
-            if found is None:
-                raise ImportError(f"DISTS_pytorch's weights.pt not found in {', '.join(map(str, candidates))}")
-            weights = torch.load(found, map_location="cpu", weights_only=True)
-            self.alpha = torch.nn.Parameter(weights["alpha"], requires_grad=False)
-            self.beta = torch.nn.Parameter(weights["beta"], requires_grad=False)
-
-    return LocalDISTS()
+@contextmanager
+def _pretrained_warnings_off():
+    # lpips and DISTS_pytorch ask torchvision for pretrained=True, which it still honours with a
+    # deprecation warning the user can do nothing about
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(pretrained|weight enum)", category=UserWarning)
+        yield

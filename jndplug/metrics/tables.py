@@ -114,11 +114,9 @@ def write_table(table: dict, json_path=None, md_path=None) -> None:
 # the suite's command-line arguments, shared by `jndplug metrics` and the benchmarks
 
 def add_suite_arguments(p: argparse.ArgumentParser, device_flag: str = "--metrics-device") -> None:
-    """``--metrics``, the trunks and the metrics' device, as ``device_flag``: a command with no other
+    """``--metrics`` and the metrics' device, as ``device_flag``: a command with no other
     device calls it ``--device``."""
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=list(METRICS), metavar="METRIC",
                    help=f"default: all ({', '.join(METRICS)})")
-    p.add_argument("--lpips-trunk", help="local torchvision ImageNet AlexNet checkpoint, for LPIPS")
-    p.add_argument("--dists-trunk", help="local torchvision ImageNet VGG16 checkpoint, for DISTS")
     p.add_argument(device_flag, default="cpu", help="device of the network-based metrics: cpu, cuda, cuda:1 ... "
                                                     "(default cpu)")

@@ -433,7 +433,7 @@ def test_wrap_model_swaps_every_target_only_during_the_step(shape, estimator_fil
     model = Recorder()
     gt, gt_usm = model.gt, model.gt_usm
     wrap_model(model, target)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the step fails"):
         model.optimize_parameters(1)
     for seen, true in zip(model.seen, (gt, gt_usm)):
         frames = true.reshape(-1, 3, 32, 32)

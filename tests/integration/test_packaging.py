@@ -80,3 +80,29 @@ def test_core_dependencies_and_the_extras_that_name_the_optional_modules():
         assert dist not in core, f"{dist} is a core dependency, yet optional ({module})"
         assert dist in names(extras[extra]), f"the {extra} extra does not install {dist}"
     assert "viz" in extras["all"][0]
+
+
+def test_what_the_core_imports_at_load_time_is_a_core_dependency():
+    # a module-level import of a package that only comes with some other package (pyyaml with
+    # basicsr and timm) breaks `jndplug` on an install that lacks it; jndplug/study needs the study
+    # extra and integrations/ its framework, so both are left out
+    import ast
+    import importlib.metadata
+    import re
+    import tomllib
+
+    declared = {re.split(r"[<>=\[;]", r, maxsplit=1)[0].strip().lower().replace("_", "-")
+                for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    missing = set()
+    for path in (ROOT / "jndplug").rglob("*.py"):
+        if path.is_relative_to(ROOT / "jndplug" / "study") or path.is_relative_to(ROOT / "jndplug" / "integrations"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"jndplug", "__future__"}:
+                dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported at load time but not in pyproject.toml dependencies: {sorted(missing)}"

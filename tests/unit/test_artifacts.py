@@ -46,7 +46,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise RuntimeError("disk gone")
 
     monkeypatch.setattr(artifacts, "_st_save", fail)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="disk gone"):
         save_artifact(path, {"w": torch.zeros(2)}, "x/1", {}, "test")
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
 

@@ -65,9 +65,10 @@ def test_permission_denied_names_the_file_and_the_fix(folders, capsys, monkeypat
     ("pickle", "objects other than tensors"),
     ("truncated", "empty or truncated"),
 ])
-def test_unreadable_metric_trunk(folders, capsys, content, reason):
+def test_unreadable_metric_trunk(folders, capsys, torch_hub, content, reason):
     pytest.importorskip("lpips")
-    trunk = folders / "alexnet.pth"
+    trunk = torch_hub / "alexnet-owt-7be5be79.pth"
+    torch_hub.mkdir(parents=True)
     if content == "pickle":
         torch.save({"features": torch.nn.Linear(1, 1)}, trunk)  # a module: refused by weights_only
     elif content == "truncated":
@@ -75,20 +76,19 @@ def test_unreadable_metric_trunk(folders, capsys, content, reason):
         trunk.write_bytes(trunk.read_bytes()[:1000])
     else:
         trunk.write_bytes(content)
-    assert main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "lpips",
-                 "--lpips-trunk", str(trunk)]) == 1
+    assert main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "lpips"]) == 1
     line = _one_line(capsys)
-    assert str(trunk) in line and reason in line and "--lpips-trunk" in line
+    assert str(trunk) in line and reason in line and "alexnet-owt-7be5be79.pth from https://" in line
 
 
-def test_debug_shows_the_traceback(folders):
+def test_debug_shows_the_traceback(folders, torch_hub):
     pytest.importorskip("lpips")
-    trunk = folders / "alexnet.pth"
-    trunk.write_bytes(b"")
-    argv = ["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "lpips", "--lpips-trunk", str(trunk)]
+    torch_hub.mkdir(parents=True)
+    (torch_hub / "alexnet-owt-7be5be79.pth").write_bytes(b"")
+    argv = ["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "lpips"]
     with pytest.raises(CorruptFileError, match="empty or truncated"):
         main(argv + ["--debug"])
-    with pytest.raises(CorruptFileError):
+    with pytest.raises(CorruptFileError, match="empty or truncated"):
         main(["--debug"] + argv)
 
 
@@ -99,7 +99,7 @@ def test_bugs_keep_their_traceback(folders, monkeypatch):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", bug)
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ZeroDivisionError, match="a bug"):
         main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"])
 
 

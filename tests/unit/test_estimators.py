@@ -5,6 +5,7 @@ import struct
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import jndplug
 from jndplug.models.cost import count_parameters, macs_per_pixel
@@ -43,6 +44,26 @@ def test_macs_counts_linear_and_grouped_convs():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, groups=3), torch.nn.Flatten(),
                               torch.nn.Linear(6 * 8 * 8, 10))
     assert macs_per_pixel(net, (8, 8)) == pytest.approx((6 * 1 * 9 * 64 + 384 * 10) / 64)
+
+
+def test_macs_are_the_published_ones(unet):
+    # BENCHMARKS.md "Estimator cost" (jndplug bench estimator --parts speed counts at 64x64)
+    assert round(macs_per_pixel(unet, (64, 64))) == 10_665
+
+
+def test_macs_count_what_runs_outside_modules():
+    # matrix products and convolutions called as functions inside forward (attention, a projection
+    # applied with F.conv2d) cost as much as those of nn.Linear and nn.Conv2d layers
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(6, 3, 3, 3))
+            self.p = torch.nn.Parameter(torch.ones(6 * 8 * 8, 10))
+
+        def forward(self, x):
+            return F.conv2d(x, self.w, padding=1).flatten(1) @ self.p
+
+    assert macs_per_pixel(Functional(), (8, 8)) == pytest.approx((6 * 3 * 9 * 64 + 384 * 10) / 64)
 
 
 def test_unet_sur_conditioning():

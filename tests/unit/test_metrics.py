@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from conftest import PYTHON, make_image
+from conftest import PYTHON, make_image, noisy
+from jndplug.errors import CorruptFileError
 from jndplug.imageio import read_image
 from jndplug.metrics import MetricSuite, evaluate_folders, psnr, ssim, to_markdown
 
@@ -26,11 +27,6 @@ def photo():
 def suite():
     return MetricSuite(["psnr", "psnr_y", "ssim", "ssim_y", "ms_ssim", "niqe", "cvvdp", "ssimulacra2", "flip",
                         "stlpips"])
-
-
-def noisy(img, sigma, seed=0):
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)
 
 
 def test_identical_images_score_perfectly(suite, photo):
@@ -112,10 +108,15 @@ def test_small_images_get_a_reason_not_a_biased_mean(tmp_path):
     assert table["mean"]["psnr"] == pytest.approx(np.mean([r["psnr"] for r in table["images"]]))
 
 
-def test_lpips_and_dists_without_trunk_are_reported_skipped(tmp_path):
+ALEXNET, VGG16 = "alexnet-owt-7be5be79.pth", "vgg16-397923af.pth"  # torchvision's ImageNet files
+
+
+def test_lpips_and_dists_without_trunk_are_reported_skipped(tmp_path, torch_hub):
     suite = MetricSuite(["psnr", "lpips", "dists"])
     assert suite.names == ["psnr"]
-    assert "--lpips-trunk" in suite.skipped["lpips"] and "--dists-trunk" in suite.skipped["dists"]
+    # the reason names the exact file to put in place, and where it comes from
+    assert f"{torch_hub / ALEXNET} " in suite.skipped["lpips"] and f"{torch_hub / VGG16} " in suite.skipped["dists"]
+    assert "https://download.pytorch.org/models/" + VGG16 in suite.skipped["dists"]
     img = make_image(32, 32)
     Image.fromarray(img).save(tmp_path / "a.png")
     table = evaluate_folders(tmp_path, tmp_path, suite=suite)
@@ -123,24 +124,25 @@ def test_lpips_and_dists_without_trunk_are_reported_skipped(tmp_path):
     assert "lpips: skipped" in text and "dists: skipped" in text
 
 
-def test_lpips_and_dists_read_local_trunks(tmp_path, photo):
+def test_lpips_and_dists_read_their_trunks_from_torchs_hub_cache(torch_hub, photo):
     import torchvision
 
     torch.manual_seed(0)
-    alex, vgg = tmp_path / "alex.pth", tmp_path / "vgg.pth"
-    # random trunks stand in for the ImageNet checkpoints (same layout as torchvision's files)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), alex)
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), vgg)
-    suite = MetricSuite(["lpips", "dists"], lpips_trunk=str(alex), dists_trunk=str(vgg))
+    torch_hub.mkdir(parents=True)
+    # random trunks stand in for the ImageNet checkpoints (torchvision's layout and file names); the
+    # fixture fails the test if torchvision looks for them anywhere else
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), torch_hub / ALEXNET)
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), torch_hub / VGG16)
+    suite = MetricSuite(["lpips", "dists"])
     assert not suite.skipped
     small = photo[:64, :64]
     same, diff = suite(small, small)[0], suite(noisy(small, 20), small)[0]
     assert same["lpips"] == pytest.approx(0.0, abs=1e-6) and same["dists"] == pytest.approx(0.0, abs=1e-5)
     assert diff["lpips"] > 1e-4 and diff["dists"] > 1e-4
-    bad = tmp_path / "bad.pth"
-    torch.save({"classifier.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="features"):
-        MetricSuite(["lpips"], lpips_trunk=str(bad))
+    torch.save({"classifier.weight": torch.zeros(1)}, torch_hub / ALEXNET)
+    with pytest.raises(CorruptFileError, match=rf"{ALEXNET}: not torchvision's ImageNet AlexNet: it lacks "
+                                              r"features\.0\.weight"):
+        MetricSuite(["lpips"])
 
 
 def test_cli_writes_json_and_markdown(tmp_path, run_cli):

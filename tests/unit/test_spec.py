@@ -1,6 +1,7 @@
 """TargetSpec: the one description of a JND target's settings (validation, YAML, flags, manifest)."""
 
 import argparse
+import dataclasses
 import math
 import shlex
 
@@ -21,8 +22,8 @@ def test_defaults_resolve_once():
     assert TargetSpec(kind="directed").strength == DEFAULT_STRENGTH["directed"] == 2.0
     assert TargetSpec.parse("directed").text() == "directed:strength=2" and TargetSpec.parse("jnd:strength=2").strength == 2.0
     assert TargetSpec(strength=1, sur=1).sur == 1.0 and isinstance(TargetSpec(strength=1).strength, float)
-    with pytest.raises(Exception):
-        spec.strength = 2.0  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'strength'"):
+        spec.strength = 2.0
 
 
 @pytest.mark.parametrize("values,key", [

@@ -74,7 +74,7 @@ def test_binary_search_edges_and_refusals():
     while not s.done:
         s.answer(s.next_level(), False)
     assert s.jnd == 9 and [lvl for lvl, _ in s.history] == [5, 7, 8, 9]
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="inconsistent binary-search state lo=5 hi=3"):
         BinarySearch.from_dict({"n_levels": 9, "lo": 5, "hi": 3, "history": []})
 
 
@@ -114,10 +114,10 @@ def test_session_catch_trials_refusals_and_json_round_trip():
     with pytest.raises(ProtocolError, match="True"):
         s.answer(t.index, "yes")
     restored = Session.from_dict(json.loads(json.dumps(s.to_dict())))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="is 0, not 1"):
         restored.answer(1, True)
     restored.answer(0, True)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="not a .+ session state"):
         Session.from_dict({"protocol": "other"})
     with pytest.raises(ValueError, match="more than once"):
         Session(["a", "a"])

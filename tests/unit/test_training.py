@@ -1,6 +1,7 @@
 """train_estimator: dataset readers, split, resume, export, SUR conditioning, DDP, config errors."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -146,8 +147,11 @@ def test_training_learns_and_exports(tmp_path, pairs):
     result = train([pairs], out, cfg, export=str(export), progress=False, measure=None, command="test")
     for name in ("config.json", "split.json", "log.csv", "log.json", "curves.png", "metrics.json", "best.safetensors"):
         assert (out / name).is_file(), name
-    hist = result["history"]
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert [h["step"] for h in result["history"]] == [20, 40]
+    # learnt, on fixed data: the label of the validation image is the image 6 levels brighter, so
+    # predicting no change scores 20 log10(255/6) = 32.6 dB; the trained estimator scored 65.2 dB
+    # (2026-12-07). The mean training losses of two rounds of random batches are not compared.
+    assert result["validation"]["psnr"] > 20 * math.log10(255 / 6) + 10
     model = jndplug.load_estimator(export)
     assert model.provenance["data"] == [pairs] and model.provenance["command"] == "test"
     assert model.provenance["validation"]["psnr"] == pytest.approx(result["validation"]["psnr"])
