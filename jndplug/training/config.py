@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from jndplug.errors import JNDPlugValueError
 from jndplug.pixels import MS_SSIM_MIN_SIDE
 from jndplug.training.terms import LOSS_TERMS
@@ -86,7 +88,13 @@ def resolve_config(overrides: dict) -> dict:
     if bad:
         raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
     if "ms_ssim" in cfg["loss"] and cfg["patch"] < MS_SSIM_MIN_SIDE:
-        raise JNDPlugValueError(f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; use ssim")
+        loss = dict(cfg["loss"])
+        ssim = loss.pop("ms_ssim") + loss.pop("ssim", 0)
+        flow = "{" + ", ".join(f"{k}: {v!r}" for k, v in {**loss, "ssim": ssim}.items()) + "}"
+        raise JNDPlugValueError(
+            f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; add "
+            f"{shlex.join(['--set', f'loss={flow}'])} (the same loss with ssim for ms_ssim; in a config file "
+            f"loss: {flow}), or set patch to {-(-MS_SSIM_MIN_SIDE // 32) * 32} or more")
     if cfg["patch"] % 32:
         raise JNDPlugValueError(f"patch must be a multiple of 32 (the encoder's stride), got {cfg['patch']}")
     for key in ("batch", "steps", "val_every", "checkpoint_every"):
