@@ -6,7 +6,6 @@ import shlex
 
 from jndplug.errors import JNDPlugValueError
 from jndplug.pixels import MS_SSIM_MIN_SIDE
-from jndplug.training.terms import LOSS_TERMS
 
 DEFAULTS: dict = {
     "arch": "unet",
@@ -84,6 +83,9 @@ def resolve_config(overrides: dict) -> dict:
     if cfg["init"] is not None and not isinstance(cfg["init"], str):
         raise JNDPlugValueError(f"config init must be an estimator file path or pretrained name, got "
                                 f"{cfg['init']!r:.60}")
+    # the terms are torch code: imported here, so that `jndplug train --help` (which shows DEFAULTS) needs no torch
+    from jndplug.training.terms import LOSS_TERMS
+
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
         raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
