@@ -9,7 +9,7 @@ Importing this module (first, before ``basicsr`` or a BasicSR-based package such
    is refused, and missing VGG weights of a perceptual loss are named before anything is written;
    each problem stops the run with one line, as a bad command-line flag does),
    ``build_model`` (in online mode the model's ``optimize_parameters`` is wrapped by
-   :func:`wrap_model`; in offline mode :func:`report_offline_targets` only watches the first steps)
+   :func:`wrap_model`; in offline mode it is only watched for the first steps' log line)
    and ``load_resume_state`` (resuming also works on CPU).
 
 Any ``model_type`` works because every BasicSR model computes its training losses inside
@@ -20,12 +20,13 @@ See docs/basicsr.md.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
 
 from jndplug.basicsr_compat import install_torchvision_shim
-from jndplug.imageio import array_to_tensor, read_image
+from jndplug.imageio import ImageReadError, array_to_tensor, read_image
 from jndplug.integrations.basicsr._compat import cpu_resume
 
 install_torchvision_shim()
@@ -44,7 +45,7 @@ from jndplug.target import JNDTarget  # noqa: E402
 #   pixel_opt: {type: JNDTolerantLoss, jnd: default, kind: l1, loss_weight: 1.0}
 LOSS_REGISTRY.register(JNDTolerantLoss)
 
-__all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "report_offline_targets", "wrap_model"]
+__all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
 
 # the log line on the targets' PSNR comes after this many training steps, in both modes
 REPORT_STEPS = 10
@@ -96,7 +97,7 @@ def wrap_model(model, target: JNDTarget, report_steps: int = 10):
     return model
 
 
-def report_offline_targets(model, jnd_root: str, source_root: str, description: str,
+def _report_offline_targets(model, jnd_root: str, source_root: str, description: str,
                            report_steps: int = 10):
     """Offline mode's counterpart of :func:`wrap_model`'s log line, the model otherwise untouched.
 
@@ -133,14 +134,19 @@ def report_offline_targets(model, jnd_root: str, source_root: str, description: 
 
 
 def _log_file_psnr(files: list[str], jnd_root: str, source_root: str, steps: int, description: str) -> None:
+    logger = get_root_logger()
+    if not logger.isEnabledFor(logging.INFO):  # ranks other than 0 under torchrun: no line, no reading
+        return
     psnrs = []
     for path in files:
         original = os.path.join(source_root, os.path.relpath(path, jnd_root))
-        if os.path.isfile(path) and os.path.isfile(original):
+        try:
             psnrs.append(_mean_psnr(array_to_tensor(read_image(path))[None],
                                     array_to_tensor(read_image(original))[None]))
+        except (OSError, ImageReadError):
+            continue  # a check for the log must never stop the training it reports on
     if psnrs:
-        get_root_logger().info(
+        logger.info(
             f"jndplug: JND targets over the first {steps} steps: mean PSNR {torch.stack(psnrs).mean().item():.2f} "
             f"dB against the ground truth (whole images of the {len(psnrs)} files they were cropped from; "
             f"{description})")
@@ -189,7 +195,7 @@ def _build_model(upstream):
         if cfg["mode"] == "offline":
             jnd_root = opt["datasets"]["train"]["dataroot_gt"]
             logger.info(f"jndplug: offline JND targets, read from {jnd_root} ({target.describe()})")
-            return report_offline_targets(model, jnd_root, cfg["source_gt"], target.describe(), REPORT_STEPS)
+            return _report_offline_targets(model, jnd_root, cfg["source_gt"], target.describe(), REPORT_STEPS)
         logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target.describe()}")
         return wrap_model(model, target, REPORT_STEPS)
 
