@@ -6,9 +6,11 @@ Importing this module (first, before ``basicsr`` or a BasicSR-based package such
 1. makes ``basicsr==1.4.2`` importable with current torchvision (see :mod:`jndplug.basicsr_compat`);
 2. hooks three names in ``basicsr.train``, which ``train_pipeline`` looks up at call time:
    ``parse_options`` (the ``jnd_target`` block is checked at start-up, a block BasicSR would ignore
-   is flagged, and missing VGG weights of a perceptual loss are named before anything is written),
+   is refused, and missing VGG weights of a perceptual loss are named before anything is written;
+   each problem stops the run with one line, as a bad command-line flag does),
    ``build_model`` (in online mode the model's ``optimize_parameters`` is wrapped by
-   :func:`wrap_model`) and ``load_resume_state`` (resuming also works on CPU).
+   :func:`wrap_model`; in offline mode it is only watched for the first steps' log line)
+   and ``load_resume_state`` (resuming also works on CPU).
 
 Any ``model_type`` works because every BasicSR model computes its training losses inside
 ``optimize_parameters`` from ``self.gt`` set by ``feed_data``, and validation never calls it.
@@ -18,11 +20,13 @@ See docs/basicsr.md.
 from __future__ import annotations
 
 import functools
-import sys
+import logging
+import os
 
 import torch
 
 from jndplug.basicsr_compat import install_torchvision_shim
+from jndplug.imageio import ImageReadError, array_to_tensor, read_image
 from jndplug.integrations.basicsr._compat import cpu_resume
 
 install_torchvision_shim()
@@ -43,9 +47,8 @@ LOSS_REGISTRY.register(JNDTolerantLoss)
 
 __all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
 
-# What start-up does with a block BasicSR would ignore (`jnd_targets:`, `train: {jnd_target: ...}`):
-# "warn" in anyone's train.py, "error" in jndplug's launcher (python -m jndplug.integrations.basicsr.train).
-on_misplaced_block = "warn"
+# the log line on the targets' PSNR comes after this many training steps, in both modes
+REPORT_STEPS = 10
 
 # Model attributes holding training targets: `gt`, and the unsharp-masked copy that Real-ESRGAN
 # style models compute in feed_data and use for their pixel, perceptual and GAN losses.
@@ -94,6 +97,61 @@ def wrap_model(model, target: JNDTarget, report_steps: int = 10):
     return model
 
 
+def _report_offline_targets(model, jnd_root: str, source_root: str, description: str,
+                           report_steps: int = 10):
+    """Offline mode's counterpart of :func:`wrap_model`'s log line, the model otherwise untouched.
+
+    The training batches are random crops of the files under ``jnd_root`` (the ``jndplug
+    precompute`` folder) and the crop positions are not kept, so after ``report_steps`` steps the
+    line gives the mean PSNR of the whole files those crops came from (``gt_path`` of each batch
+    ``feed_data`` received) against their originals under ``source_root``, at the same relative
+    paths. A dataset whose ``gt_path`` is not a file (an LMDB key) gets no line.
+    """
+    feed, step = model.feed_data, model.optimize_parameters
+    batch: list[str] = []
+    seen: dict[str, None] = {}  # the files of the steps so far, in order, each once
+    steps = 0
+
+    @functools.wraps(feed)
+    def feed_data(data, *args, **kwargs):
+        paths = data.get("gt_path") if isinstance(data, dict) else None
+        batch[:] = [paths] if isinstance(paths, str) else [p for p in paths or () if isinstance(p, str)]
+        return feed(data, *args, **kwargs)
+
+    @functools.wraps(step)
+    def optimize_parameters(*args, **kwargs):
+        nonlocal steps
+        # validation calls feed_data too, but never this: the last batch fed is a training batch
+        seen.update(dict.fromkeys(batch))
+        steps += 1
+        if steps == report_steps:
+            model.feed_data, model.optimize_parameters = feed, step  # nothing more to watch
+            _log_file_psnr(list(seen), jnd_root, source_root, report_steps, description)
+        return step(*args, **kwargs)
+
+    model.feed_data, model.optimize_parameters = feed_data, optimize_parameters
+    return model
+
+
+def _log_file_psnr(files: list[str], jnd_root: str, source_root: str, steps: int, description: str) -> None:
+    logger = get_root_logger()
+    if not logger.isEnabledFor(logging.INFO):  # ranks other than 0 under torchrun: no line, no reading
+        return
+    psnrs = []
+    for path in files:
+        original = os.path.join(source_root, os.path.relpath(path, jnd_root))
+        try:
+            psnrs.append(_mean_psnr(array_to_tensor(read_image(path))[None],
+                                    array_to_tensor(read_image(original))[None]))
+        except (OSError, ImageReadError):
+            continue  # a check for the log must never stop the training it reports on
+    if psnrs:
+        logger.info(
+            f"jndplug: JND targets over the first {steps} steps: mean PSNR {torch.stack(psnrs).mean().item():.2f} "
+            f"dB against the ground truth (whole images of the {len(psnrs)} files they were cropped from; "
+            f"{description})")
+
+
 def _mean_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean over the images (frames) of the PSNR of ``a`` against ``b``, both in [0, 1].
 
@@ -107,15 +165,17 @@ def _parse_options(upstream):
     @functools.wraps(upstream)
     def parse_options(root_path, is_train=True):
         opt, args = upstream(root_path, is_train)
-        misplaced = misplaced_blocks(opt)
-        if misplaced:
-            if on_misplaced_block == "error":
-                raise JNDOptionError(misplaced[0], misplaced_message(misplaced))
-            # BasicSR's logger is not set up yet (setting it up here would lose its log file)
-            print(f"jndplug: WARNING: {misplaced[0]}: {misplaced_message(misplaced)}", file=sys.stderr, flush=True)
-        if is_train:
-            check_vgg_weights(opt)
-        cfg = check_options(opt)
+        try:
+            misplaced = misplaced_blocks(opt)
+            if misplaced:
+                raise JNDOptionError(misplaced[0], misplaced_message(misplaced, has_block="jnd_target" in opt))
+            if is_train:
+                check_vgg_weights(opt)
+            cfg = check_options(opt)
+        except JNDOptionError as exc:
+            # one line, as argparse reports a bad flag in this same function: before BasicSR's log
+            # file exists, so the console is the only place it can go, and the run must not go on
+            raise SystemExit(f"error: {exc}") from exc
         if cfg is not None:
             opt["jnd_target"] = cfg  # resolved values, logged by BasicSR with the other options
         return opt, args
@@ -133,11 +193,11 @@ def _build_model(upstream):
         logger = get_root_logger()
         target = make_target(cfg)
         if cfg["mode"] == "offline":
-            logger.info(f"jndplug: offline JND targets, read from {opt['datasets']['train']['dataroot_gt']} "
-                        f"({target.describe()})")
-            return model
+            jnd_root = opt["datasets"]["train"]["dataroot_gt"]
+            logger.info(f"jndplug: offline JND targets, read from {jnd_root} ({target.describe()})")
+            return _report_offline_targets(model, jnd_root, cfg["source_gt"], target.describe(), REPORT_STEPS)
         logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target.describe()}")
-        return wrap_model(model, target)
+        return wrap_model(model, target, REPORT_STEPS)
 
     return build_model
 

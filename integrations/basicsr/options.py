@@ -8,11 +8,14 @@ with the offending key, raised before BasicSR creates the experiment folder, dat
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 from pathlib import Path
 
 from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import list_images
+from jndplug.losses import JNDTolerantLoss
 from jndplug.precompute import MANIFEST, read_manifest, settings_of
 from jndplug.spec import TargetSpec, TargetSpecError
 from jndplug.target import JNDTarget
@@ -55,7 +58,9 @@ def check_options(opt: dict) -> dict | None:
     known = [*ADAPTER_DEFAULTS, *TargetSpec.names()]
     unknown = sorted(set(block) - set(known))
     if unknown:
-        raise JNDOptionError(f"{BLOCK}.{unknown[0]}", f"unknown key; known keys: {', '.join(known)}")
+        near = difflib.get_close_matches(unknown[0], known, n=1)
+        raise JNDOptionError(f"{BLOCK}.{unknown[0]}", f"unknown key; {f'did you mean {near[0]}? ' if near else ''}"
+                                                      f"known keys: {', '.join(known)}")
     cfg = {**ADAPTER_DEFAULTS, **{k: v for k, v in block.items() if k in ADAPTER_DEFAULTS}}
     if not isinstance(cfg["enable"], bool):
         raise JNDOptionError(f"{BLOCK}.enable", f"must be true or false, got {cfg['enable']!r}")
@@ -185,35 +190,48 @@ def _describe(name: str | None, settings: dict) -> str:
 # -- a block BasicSR would silently ignore ---------------------------------------------------------
 
 def misplaced_blocks(opt: dict) -> list[str]:
-    """Keys that look like a misspelt or misplaced ``jnd_target`` block (``jnd_targets``, ``jnd``,
-    ``train.jnd_target`` ...) in options without a top-level one: BasicSR ignores unknown keys, so
-    such a file trains the plain baseline."""
-    if BLOCK in opt:
-        return []
-    found = [key for key in opt if _looks_like_block(key)]
-    for parent, value in opt.items():  # one level down: `train: {jnd_target: ...}` and the like
-        if isinstance(value, dict):
-            found += [f"{parent}.{key}" for key in value if _looks_like_block(key)]
+    """Keys other than the top-level ``jnd_target`` that look like such a block (``jnd_targets``,
+    ``jnd``, ``datasets.train.jnd_target`` ...), at any depth: BasicSR reads only the top-level one
+    and ignores unknown keys, so such a block changes nothing, and without a top-level one the file
+    trains the plain baseline."""
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}.{i}")
+        if not isinstance(node, dict):
+            return
+        # a JND-tolerant loss's own parameters (its `jnd` estimator) are not a block
+        own = _LOSS_PARAMETERS if node.get("type") == JNDTolerantLoss.__name__ else ()
+        for key, value in node.items():
+            name = f"{path}.{key}" if path else str(key)
+            if name == BLOCK:
+                continue  # the block itself: check_options reports its unknown keys
+            if key not in own and _looks_like_block(key):
+                found.append(name)
+            walk(value, name)
+
+    walk(opt, "")
     return found
 
 
-def misplaced_message(keys: list[str]) -> str:
+def misplaced_message(keys: list[str], has_block: bool = False) -> str:
+    if has_block:
+        return (f"looks like a {BLOCK} block, but only the top-level one is read and BasicSR ignores this one; "
+                f"move its settings into the top-level {BLOCK} block, or remove it")
     return (f"no top-level {BLOCK} block, but {', '.join(keys)} looks like one: BasicSR ignores it and would train "
             f"the plain baseline. Put the block at the top level, spelt `{BLOCK}:`, or remove "
             f"{'it' if len(keys) == 1 else 'them'} to train without JND targets")
 
 
+_LOSS_PARAMETERS = frozenset(inspect.signature(JNDTolerantLoss).parameters)
+
+
 def _looks_like_block(key) -> bool:
-    return isinstance(key, str) and ("jnd" in key.lower() or _edit_distance(key.lower(), BLOCK) <= 2)
-
-
-def _edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
+    # "jnd" catches `jnd:` and `jnd_targets:`; the close match, typos in "jnd" itself (`jdn_target:`)
+    return isinstance(key, str) and ("jnd" in key.lower()
+                                     or bool(difflib.get_close_matches(key.lower(), [BLOCK], cutoff=0.8)))
 
 
 # -- VGG weights of a perceptual loss, found before anything is written -----------------------------

@@ -2,28 +2,18 @@
 
 Takes the flags of BasicSR's ``basicsr/train.py`` (``--launcher pytorch``, ``--auto_resume``,
 ``--debug``, ``--force_yml``). ``experiments/`` and ``tb_logger/`` are written under the working
-directory, which is also where BasicSR's ``--auto_resume`` looks for them. Unlike a train.py of
-one's own, it refuses options whose ``jnd_target`` block is misspelt or misplaced (BasicSR would
-ignore it and train the plain baseline).
+directory, which is also where BasicSR's ``--auto_resume`` looks for them.
 """
 
 import os
-import sys
 
-import jndplug.integrations.basicsr as integration
-from jndplug.integrations.basicsr import JNDOptionError
-from basicsr.train import train_pipeline  # after the lines above, which make basicsr importable
+import jndplug.integrations.basicsr  # noqa: F401  (hooks basicsr.train; first, as it makes basicsr importable)
+from basicsr.train import train_pipeline
 
 
 def main() -> None:
-    # a block BasicSR would ignore stops the run: it would train the plain baseline
-    previous, integration.on_misplaced_block = integration.on_misplaced_block, "error"
-    try:
-        train_pipeline(os.getcwd())
-    except JNDOptionError as exc:
-        sys.exit(f"error: {exc}")
-    finally:
-        integration.on_misplaced_block = previous
+    # a bad jnd_target block stops the run in the hooked parse_options, with one line
+    train_pipeline(os.getcwd())
 
 
 if __name__ == "__main__":

@@ -25,13 +25,24 @@ KINDS = {
 }
 
 
+class _KindParser(argparse.ArgumentParser):
+    """A benchmark's parser, filled in from its module when it is the one being parsed: the bench
+    modules import torch, so `jndplug bench --help` must not import them all to list them."""
+
+    module: str | None = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.module is not None:
+            mod, self.module = importlib.import_module(self.module), None
+            self.description = mod.__doc__
+            add_settings_arguments(self, mod.Settings)
+            # BenchError is a JNDPlugValueError: `jndplug` prints it as one line, without a traceback
+            self.set_defaults(func=lambda args: mod.run(settings_from_args(mod.Settings, args)) and 0)
+        return super().parse_known_args(args, namespace)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "bench", description=jndplug.bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = p.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
+    kinds = p.add_subparsers(dest="bench_kind", metavar="KIND", required=True, parser_class=_KindParser)
     for name, (module, summary) in KINDS.items():
-        mod = importlib.import_module(module)
-        k = kinds.add_parser(name, help=summary, description=mod.__doc__,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_settings_arguments(k, mod.Settings)
-        # BenchError is a JNDPlugValueError: `jndplug` prints it as one line, without a traceback
-        k.set_defaults(func=lambda args, mod=mod: mod.run(settings_from_args(mod.Settings, args)) and 0)
+        kinds.add_parser(name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter).module = module

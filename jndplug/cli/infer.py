@@ -9,13 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from jndplug.cli import DEVICE_HELP, add_command, add_out_argument
 from jndplug.errors import JNDPlugValueError
-from jndplug.imageio import (IMAGE_EXTENSIONS, ImageReadError, array_to_tensor, check_output_path, list_images,
-                             read_image, tensor_to_array, write_image)
 from jndplug.spec import TargetSpec
 
 MAP_HELP = ("a heat map of the JND bound: the estimator's JND magnitude (RMS over channels, times --strength), "
@@ -57,6 +52,8 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 def _device(args: argparse.Namespace) -> str:
+    import torch  # here and below, not at the top: building the parsers (--help) must not import torch
+
     if args.device is not None:
         return args.device
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
@@ -86,6 +83,8 @@ def _warnings_as_lines():
 
 def _pairs(src: Path, out: str) -> list[tuple[Path, Path]]:
     """(input, output) for each image of ``src`` (a file or a folder) and ``--out``."""
+    from jndplug.imageio import IMAGE_EXTENSIONS, check_output_path, list_images
+
     dst = Path(out)
     if src.is_dir():
         check_output_path(src, dst, inside_ok=True)
@@ -105,6 +104,10 @@ def _pairs(src: Path, out: str) -> list[tuple[Path, Path]]:
 
 
 def _infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jndplug.imageio import (ImageReadError, array_to_tensor, check_output_path, read_image, tensor_to_array,
+                                 write_image)
     from jndplug.viz import heatmap_array, save_comparison
 
     src = Path(args.input)
@@ -159,8 +162,10 @@ DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import numpy as np
     import skimage.data
 
+    from jndplug.imageio import array_to_tensor, tensor_to_array, write_image
     from jndplug.viz import heatmap_array, save_comparison
 
     target = _target(args)

@@ -26,8 +26,17 @@ def load_checkpoint(path: Path, model, opt, sched, cfg: dict, data: list[str]) -
     if not (isinstance(ckpt, dict) and _KEYS <= set(ckpt)):
         raise CorruptFileError(f"{path}: not a jndplug training checkpoint (keys missing); delete it to "
                                "restart the run from step 0, or use another --out")
-    if ckpt["config"] != json.loads(json.dumps(cfg)) or ckpt["data"] != list(data):
-        raise JNDPlugValueError(f"{path} belongs to a run with other data or config; use another --out "
+    saved, now = ckpt["config"], json.loads(json.dumps(cfg))
+    # each difference named: "other config" alone leaves the user diffing config.json by hand
+    differ = []
+    if ckpt["data"] != list(data):
+        differ.append(f"other data: checkpoint {ckpt['data']!r}, this run {list(data)!r}")
+    changed = [f"{k} (checkpoint {saved.get(k)!r}, this run {now.get(k)!r})"
+               for k in {**saved, **now} if saved.get(k) != now.get(k)]
+    if changed:
+        differ.append(f"other config: {', '.join(changed)}")
+    if differ:
+        raise JNDPlugValueError(f"{path} belongs to a run with {'; '.join(differ)}; use another --out "
                                 "or delete the checkpoint to start over")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 from jndplug.errors import JNDPlugValueError
 from jndplug.pixels import MS_SSIM_MIN_SIDE
-from jndplug.training.terms import LOSS_TERMS
 
 DEFAULTS: dict = {
     "arch": "unet",
@@ -82,11 +83,20 @@ def resolve_config(overrides: dict) -> dict:
     if cfg["init"] is not None and not isinstance(cfg["init"], str):
         raise JNDPlugValueError(f"config init must be an estimator file path or pretrained name, got "
                                 f"{cfg['init']!r:.60}")
+    # the terms are torch code: imported here, so that `jndplug train --help` (which shows DEFAULTS) needs no torch
+    from jndplug.training.terms import LOSS_TERMS
+
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
         raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
     if "ms_ssim" in cfg["loss"] and cfg["patch"] < MS_SSIM_MIN_SIDE:
-        raise JNDPlugValueError(f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; use ssim")
+        loss = dict(cfg["loss"])
+        ssim = loss.pop("ms_ssim") + loss.pop("ssim", 0)
+        flow = "{" + ", ".join(f"{k}: {v!r}" for k, v in {**loss, "ssim": ssim}.items()) + "}"
+        raise JNDPlugValueError(
+            f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; add "
+            f"{shlex.join(['--set', f'loss={flow}'])} (the same loss with ssim for ms_ssim; in a config file "
+            f"loss: {flow}), or set patch to {-(-MS_SSIM_MIN_SIDE // 32) * 32} or more")
     if cfg["patch"] % 32:
         raise JNDPlugValueError(f"patch must be a multiple of 32 (the encoder's stride), got {cfg['patch']}")
     for key in ("batch", "steps", "val_every", "checkpoint_every"):

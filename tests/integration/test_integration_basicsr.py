@@ -5,7 +5,9 @@ networks keep each run to a few seconds. Training crops are the whole image with
 every target the loss sees can be matched to the JND image of one known ground-truth file.
 """
 
+import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -279,11 +281,23 @@ def test_online_esrgan_gan_real_samples_are_jnd(tmp_path, monkeypatch, data, jnd
 
 def test_offline_reads_precomputed_gt_and_validates_on_gt(tmp_path, monkeypatch, data, jnd_folder, jnd_truth,
                                                           estimator_file):
+    import jndplug.integrations.basicsr as integration
+
     spy = Spy(monkeypatch)
+    monkeypatch.setattr(integration, "REPORT_STEPS", 2)  # the two steps of this run (10 by default)
+    # BasicSR's logger writes to the file of the first run in this process: read its records instead
+    # (by name: get_root_logger() would set it up here, without the run's log file)
+    logger, records = logging.getLogger("basicsr"), []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
     opt = make_opt(data, "edsr_offline", {"estimator": str(estimator_file), "mode": "offline",
                                           "source_gt": str(data / "train" / "hr")}, total_iter=2)
     opt["datasets"]["train"]["dataroot_gt"] = str(jnd_folder)
-    run_pipeline(monkeypatch, tmp_path, opt)
+    try:
+        run_pipeline(monkeypatch, tmp_path, opt)
+    finally:
+        logger.removeHandler(handler)
 
     files = torch.stack([read_gt(p) for p in sorted(jnd_folder.glob("*.png"))])
     gts, jnds = jnd_truth
@@ -294,6 +308,13 @@ def test_offline_reads_precomputed_gt_and_validates_on_gt(tmp_path, monkeypatch,
     # the files are the 8-bit JND images
     assert (files - jnds).abs().max() <= 0.5 / 255 + 1e-4
     assert_validation_on_true_gt(spy.metric_gts, data)
+    # the log has the same check as online mode: the two steps drew all 8 files (one epoch),
+    # measured whole against their originals
+    log = "\n".join(r.getMessage() for r in records)
+    found = re.findall(r"jndplug: JND targets over the first 2 steps: mean PSNR ([0-9.]+) dB against the ground "
+                       r"truth \(whole images of the 8 files they were cropped from; estimated JND image, ", log)
+    expected = (10 * torch.log10(1 / ((files - gts) ** 2).mean(dim=(1, 2, 3)))).mean()
+    assert len(found) == 1 and abs(float(found[0]) - float(expected)) <= 0.01
 
 
 def run_train_module(cwd, *args):
@@ -400,22 +421,24 @@ def test_bad_options_stop_at_start_up(case, tmp_path, monkeypatch, data, jnd_fol
         phase, name = path.split(".")
         opt["datasets"][phase][name] = resolve(value)
 
-    with pytest.raises(JNDOptionError) as err:
+    # as a train.py of one's own runs it: one line on the console, no traceback
+    with pytest.raises(SystemExit, match=f"^error: {re.escape(key)}: [^\n]*$") as exit_:
         run_pipeline(monkeypatch, tmp_path, opt)
-    assert err.value.key == key and str(err.value).startswith(f"{key}: ")
+    err = exit_.value.__cause__
+    assert isinstance(err, JNDOptionError) and err.key == key
     if case == "offline on a plain folder":
-        assert "it was not made by `jndplug precompute`" in str(err.value)
+        assert "it was not made by `jndplug precompute`" in str(err)
     if case == "offline missing files":
-        assert "003.png" in str(err.value)
+        assert "003.png" in str(err)
     if case == "offline other strength":
-        assert "jnd_target.strength is 0.5 but the folder was made with 1.0" in str(err.value)
+        assert "jnd_target.strength is 0.5 but the folder was made with 1.0" in str(err)
         # the command it gives to redo the folder is one the command line takes
-        command = str(err.value).split("run `jndplug ")[1].split("`")[0]
+        command = str(err).split("run `jndplug ")[1].split("`")[0]
         args = build_parser("precompute").parse_args(shlex.split(command))
         assert (args.src, args.out, args.strength) == (folders["HR"], folders["JND"], 0.5)
     if case == "offline other estimator":
-        assert "jnd_target.estimator is other.safetensors (fingerprint" in str(err.value)
-        assert "made with random-unet.safetensors" in str(err.value)
+        assert "jnd_target.estimator is other.safetensors (fingerprint" in str(err)
+        assert "made with random-unet.safetensors" in str(err)
     assert not (tmp_path / "experiments").exists()  # stopped before BasicSR created anything
 
 
@@ -599,11 +622,22 @@ def test_torchrun_launcher_pytorch(backend, tmp_path, data, jnd_truth, estimator
 
 
 MISPLACED = {
-    "plural": lambda block: {"jnd_targets": block},
-    "short": lambda block: {"jnd": block},
-    "misspelt": lambda block: {"jnd_taget": block},
-    "under train": lambda block: {"train": {"jnd_target": block}},
+    "plural": {"jnd_targets": {}},
+    "short": {"jnd": {}},
+    "misspelt": {"jnd_taget": {}},
+    "letters swapped": {"jdn_target": {}},
+    "under train": {"train": {"jnd_target": {}}},
+    "under datasets.train": {"datasets": {"train": {"jnd_target": {}}}},
 }
+
+
+def merge(opt: dict, changes: dict, block) -> None:
+    """``changes`` merged into ``opt`` at any depth, with ``block`` in place of each ``{}`` leaf."""
+    for key, value in changes.items():
+        if value == {}:
+            opt[key] = block
+        else:
+            merge(opt.setdefault(key, {}), value, block)
 
 
 @pytest.mark.parametrize("case", list(MISPLACED))
@@ -611,34 +645,51 @@ def test_launcher_refuses_a_block_basicsr_would_ignore(case, tmp_path, monkeypat
     from jndplug.integrations.basicsr.train import main
 
     opt = make_opt(data, "misplaced", total_iter=1, val=False)
-    for key, value in MISPLACED[case]({"estimator": str(estimator_file)}).items():
-        opt[key] = {**opt[key], **value} if key in opt else value
+    merge(opt, MISPLACED[case], {"estimator": str(estimator_file)})
     yml = write_opt(tmp_path / "misplaced.yml", opt)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train", "-opt", str(yml)])
     with pytest.raises(SystemExit) as exit_:
         main()
     message = str(exit_.value.code)
-    key = {"plural": "jnd_targets", "short": "jnd", "misspelt": "jnd_taget", "under train": "train.jnd_target"}[case]
+    key = {"plural": "jnd_targets", "short": "jnd", "misspelt": "jnd_taget", "letters swapped": "jdn_target",
+           "under train": "train.jnd_target", "under datasets.train": "datasets.train.jnd_target"}[case]
     assert message.startswith(f"error: {key}: no top-level jnd_target block, but {key} looks like one")
-    assert "plain baseline" in message
+    assert "plain baseline" in message and "\n" not in message
     assert not (tmp_path / "experiments").exists()  # stopped before BasicSR created anything
 
 
-def test_hook_warns_about_a_block_basicsr_would_ignore(tmp_path, monkeypatch, data, capsys):
-    opt = make_opt(data, "warned")
+def test_a_second_block_beside_the_top_level_one_is_refused(tmp_path, monkeypatch, data, estimator_file):
+    opt = make_opt(data, "two_blocks", {"estimator": str(estimator_file)})
+    opt["datasets"]["train"]["jnd_target"] = {"strength": 0.5}
+    with pytest.raises(SystemExit, match="^error: datasets.train.jnd_target: looks like a jnd_target block, but "
+                                         "only the top-level one is read"):
+        run_pipeline(monkeypatch, tmp_path, opt)
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_hook_refuses_a_block_basicsr_would_ignore(tmp_path, monkeypatch, data):
+    # a train.py of one's own: an error too, not a console warning that never reaches the log
+    opt = make_opt(data, "refused")
     opt["train"]["jnd_target"] = {"strength": 0.5}
-    yml = write_opt(tmp_path / "warned.yml", opt)
+    yml = write_opt(tmp_path / "refused.yml", opt)
     monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(yml)])
-    parsed, _ = basicsr.train.parse_options(str(tmp_path), is_train=True)  # the hooked one, as train_pipeline calls it
-    assert "jnd_target" not in parsed
-    assert "jndplug: WARNING: train.jnd_target: no top-level jnd_target block" in capsys.readouterr().err
-    # a JND-tolerant pixel loss names `jnd` one level further down: not a block
+    with pytest.raises(SystemExit, match="^error: train.jnd_target: no top-level jnd_target block") as exit_:
+        basicsr.train.parse_options(str(tmp_path), is_train=True)  # the hooked one, as train_pipeline calls it
+    assert exit_.value.__cause__.key == "train.jnd_target"
+    # a JND-tolerant pixel loss names `jnd` one level further down: its parameter, not a block
     opt = make_opt(data, "tolerant")
     opt["train"]["pixel_opt"] = {"type": "JNDTolerantLoss", "jnd": "default", "loss_weight": 1.0}
     monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(write_opt(tmp_path / "tolerant.yml", opt))])
-    basicsr.train.parse_options(str(tmp_path), is_train=True)
-    assert "WARNING" not in capsys.readouterr().err
+    parsed, _ = basicsr.train.parse_options(str(tmp_path), is_train=True)
+    assert parsed["train"]["pixel_opt"]["jnd"] == "default" and "jnd_target" not in parsed
+
+
+def test_unknown_key_names_the_nearest_known_one(estimator_file):
+    with pytest.raises(JNDOptionError, match="^jnd_target.strenght: unknown key; did you mean strength\\? known "):
+        check_options({"jnd_target": {"estimator": str(estimator_file), "strenght": 0.5}})
+    with pytest.raises(JNDOptionError, match="^jnd_target.colour: unknown key; known keys: enable, "):
+        check_options({"jnd_target": {"estimator": str(estimator_file), "colour": 1}})
 
 
 def test_missing_vgg_weights_stop_before_anything_is_written(tmp_path, monkeypatch, data, estimator_file):

@@ -17,6 +17,32 @@ def test_help_imports_neither_torch_nor_timm():
     assert [name for name in listed if name in COMMANDS] == list(COMMANDS)  # pipeline order
 
 
+# the commands whose parser is built from jndplug/cli alone; datagen's and metrics' defaults and
+# the bench kinds' flags are read from their modules, which import torch
+LIGHT_HELP = [["study", "simulate"], ["train"], ["infer"], ["precompute"], ["demo"], ["convert"],
+              ["patches", "build"], ["jnd-profile"], ["bench"]]
+
+
+def test_subcommand_help_imports_neither_torch_nor_timm():
+    # --help of a command that imported torch first took 4-10 s; the handlers import it when they run
+    code = ("import contextlib, io, sys\nfrom jndplug.cli import main\n"
+            f"for argv in {[[*argv, '--help'] for argv in LIGHT_HELP]!r}:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+            "    assert 'usage: jndplug ' + argv[0] in out.getvalue(), argv\n"
+            "print('heavy', [m for m in ('torch', 'timm') if m in sys.modules])")
+    assert fresh_python(code, timeout=120).splitlines()[-1] == "heavy []"
+
+
+def test_a_bench_kind_is_filled_in_only_when_it_is_parsed():
+    parser = build_parser("bench")
+    kinds = next(a for a in next(a for a in parser._actions if a.dest == "command").choices["bench"]._actions
+                 if isinstance(a, argparse._SubParsersAction))
+    assert all(k.get_default("func") is None for k in kinds.choices.values())  # listed, not imported
+    args = parser.parse_args(["bench", "targets", "--images", "photos", "--out", "x"])
+    assert args.bench_kind == "targets" and callable(args.func) and (args.images, args.out) == ("photos", "x")
+
+
 def test_every_command_registers_under_its_listed_name():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == list(COMMANDS)

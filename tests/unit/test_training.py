@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from jndplug.bench.common import BenchError
 from jndplug.bench.sur import sur_steering
 from conftest import free_port, make_image
 from jndplug.datagen import distortion_measure
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import read_image
 from jndplug.training.loop import split_records, train
 from jndplug.training.datasets import read_source
@@ -136,7 +138,7 @@ def test_resume_continues_bit_for_bit(tmp_path, pairs, monkeypatch):
     assert second["finished"] and second["step"] == 6
     a, b = _model_tensors(tmp_path / "straight"), _model_tensors(tmp_path / "resumed")
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
-    with pytest.raises(ValueError, match="other data or config"):
+    with pytest.raises(JNDPlugValueError, match="other config: lr "):
         train([pairs], tmp_path / "resumed", {**TINY, "lr": 1e-4}, progress=False, measure=None)
 
 
@@ -243,6 +245,29 @@ def test_sur_part_of_the_estimator_benchmark_on_a_tiny_conditioned_model(tmp_pat
         assert row["baseline_within1"] == np.mean(np.abs(labels - mode) <= 1)
     with pytest.raises(BenchError, match="not SUR-conditioned"):
         sur_steering(tmp_path / "u.safetensors", [generated], None, [0.5], "cpu")
+
+
+def test_a_refused_resume_names_the_differing_keys(tmp_path, pairs):
+    cfg = {**TINY, "steps": 3}
+    train([pairs], tmp_path / "run", cfg, progress=False, measure=None)
+    with pytest.raises(JNDPlugValueError, match=r"other config: lr \(checkpoint 0.002, this run 0.0001\), loss "
+                                                r"\(checkpoint \{'l1': 1.0, 'ssim': 0.2\}, this run \{'l1': 1.0\}\); "):
+        train([pairs], tmp_path / "run", {**cfg, "lr": 1e-4, "loss": {"l1": 1.0}}, progress=False, measure=None)
+    with pytest.raises(JNDPlugValueError, match=r"other data: checkpoint \['pairs:.*'\], this run \['pairs:.*', "
+                                                r"'pairs:.*'\]; use another --out"):
+        train([pairs, pairs], tmp_path / "run", cfg, progress=False, measure=None)
+
+
+def test_the_ms_ssim_error_gives_a_set_that_works(tmp_path, pairs):
+    from jndplug.cli.train import _parse_set
+    from jndplug.training.config import resolve_config
+
+    with pytest.raises(JNDPlugValueError, match=r"loss ms_ssim needs patch >= 161, got 64") as err:
+        resolve_config({"patch": 64})
+    suggested = shlex.split(str(err.value).split("add ")[1].split(" (")[0])
+    assert suggested == ["--set", "loss={l1: 0.16, ssim: 0.84}"]
+    # the same loss with ssim in place of ms_ssim, and the patch kept
+    assert resolve_config({"patch": 64, **_parse_set(suggested[1:])})["loss"] == {"l1": 0.16, "ssim": 0.84}
 
 
 def test_config_errors(tmp_path, pairs):
