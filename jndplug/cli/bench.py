@@ -31,14 +31,18 @@ class _KindParser(argparse.ArgumentParser):
 
     module: str | None = None
 
-    def parse_known_args(self, args=None, namespace=None):
+    def filled(self) -> _KindParser:
+        """This parser with its benchmark's flags (imported once, on first use)."""
         if self.module is not None:
             mod, self.module = importlib.import_module(self.module), None
             self.description = mod.__doc__
             add_settings_arguments(self, mod.Settings)
             # BenchError is a JNDPlugValueError: `jndplug` prints it as one line, without a traceback
             self.set_defaults(func=lambda args: mod.run(settings_from_args(mod.Settings, args)) and 0)
-        return super().parse_known_args(args, namespace)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super(_KindParser, self.filled()).parse_known_args(args, namespace)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -35,14 +35,7 @@ OBSERVER_MODELS = ["conservative", "cvvdp", "flip", "ssimulacra2", "colour", "no
 def _arch_help() -> str:
     from jndplug.training.config import DEFAULTS
 
-    return f"architecture (default {DEFAULTS['arch']})"
-
-
-def _registered_archs() -> list[str]:
-    # the registry, so a new architecture is trainable without an edit here
-    from jndplug.models import list_estimators
-
-    return list_estimators()
+    return f"a registered architecture, jndplug.list_estimators() (default {DEFAULTS['arch']})"
 
 
 @dataclass(kw_only=True)  # keyword-only: --out has no default but follows flags that do
@@ -50,7 +43,8 @@ class Settings:
     """The flags of ``jndplug train``; the training config itself is ``--config`` and ``--set``."""
 
     data: list[str] = flag(help="training data (repeatable)", action="append", metavar="KIND:PATH")
-    arch: str | None = flag(None, _arch_help(), choices=_registered_archs)
+    # no argparse choices: --help would list them by importing the registry, and so torch
+    arch: str | None = flag(None, _arch_help(), metavar="ARCH")
     config: str | None = flag(None, "YAML or JSON file overriding the training defaults")
     set: list[str] = flag([], "override one config key", action="append", metavar="KEY=VALUE")
     out: str = flag(help="run folder (a rerun resumes it)")
@@ -100,6 +94,11 @@ def _train(args: argparse.Namespace) -> int:
     config = _read_config(args.config) if args.config else {}
     config.update(_parse_set(args.set))
     if args.arch:
+        from jndplug.models import list_estimators
+
+        if args.arch not in list_estimators():
+            raise JNDPlugValueError(f"--arch {args.arch}: unknown architecture; registered: "
+                                    f"{', '.join(list_estimators())}")
         config["arch"] = args.arch
     if args.export and not args.export.endswith(".safetensors"):
         raise JNDPlugValueError("--export must name a .safetensors file")

@@ -22,7 +22,7 @@ def _command(*path: str) -> argparse.ArgumentParser:
     p = build_parser(path[0])
     for name in path:
         p = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
-    return p
+    return p.filled() if hasattr(p, "filled") else p  # a bench's flags are added when it is parsed
 
 
 def _flags(p: argparse.ArgumentParser) -> list[tuple]:
@@ -105,6 +105,12 @@ def test_architectures_come_from_the_registry(monkeypatch):
     from jndplug.models import registry
 
     monkeypatch.setitem(registry._REGISTRY, "tiny", object)  # what @register_estimator("tiny") adds
-    assert "tiny" in _command("train")._option_string_actions["--arch"].choices
+    assert "registered architecture" in _command("train")._option_string_actions["--arch"].help
     assert "tiny" in estimator.Settings().archs
     assert "tiny" in _command("bench", "estimator")._option_string_actions["--archs"].default
+
+
+def test_train_checks_its_architecture_against_the_registry_before_any_work(tmp_path, run_cli):
+    res = run_cli("train", "--data", f"generated:{tmp_path}", "--arch", "unett", "--out", tmp_path / "run")
+    assert res.returncode != 0 and "--arch unett: unknown architecture; registered: resjnd, unet" in res.stderr
+    assert not (tmp_path / "run").exists()
