@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from jndplug.errors import JNDPlugValueError
+from jndplug.errors import JNDPlugValueError, user_error_message
 from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, check_output_path, list_images,
                              read_image, sweep_stale_temps, tensor_to_array, write_image)
 from jndplug.spec import TargetSpec
@@ -120,6 +120,12 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
         target = JNDTarget.from_spec(target, device=device, tile=tile)
     elif device is not None or tile is not None:
         raise TypeError("device and tile are for a TargetSpec; a JNDTarget has its own")
+    unreadable: list[OSError] = []
+    every = list_images(src, unreadable)
+    if not every:
+        folders = f" ({len(unreadable)} folder(s) could not be read: {unreadable[0].filename} ...)" if unreadable else ""
+        raise JNDPlugValueError(f"no images found under {src}{folders}; give the folder of the images to "
+                                "precompute")
     settings = settings_of(target)
     key = settings_key(settings)
     world = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
@@ -141,7 +147,7 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
             with atomic_write(manifest_path, "w") as f:
                 json.dump({"settings": settings, "settings_key": key, "weights_file": weights,
                            "source": str(src.resolve())}, f, indent=2)
-    files = shard(list_images(src), rank, world_size)
+    files = shard(every, rank, world_size)
     # temporaries of a killed run: this rank's own outputs' are dead for sure; others' once old
     mine = {dst / p.relative_to(src) for p in files}
     sweep_stale_temps(dst, owned=mine.__contains__, min_age_s=STALE_TEMP_AGE_S)
@@ -151,6 +157,9 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
         print(f"resuming {dst}: {logged} of {len(files)} image(s) were done with these settings and are "
               "skipped unless they changed", file=sys.stderr, flush=True)
     report = PrecomputeReport()
+    if rank == 0:  # one rank says it, not each
+        report.failed.update({f"{Path(exc.filename).relative_to(src).as_posix()}/":
+                              f"folder not read: {user_error_message(exc) or exc}" for exc in unreadable})
     log_path = dst / LOG_DIR / f"rank{rank}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
@@ -159,18 +168,22 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
         for path in tqdm(files, desc=desc, unit="img", disable=not progress):
             rel = path.relative_to(src).as_posix()
             out = dst / rel
-            data = path.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            entry = done.get(rel)
-            if entry and entry["input_sha256"] == digest and entry["settings_key"] == key and out.is_file():
-                report.skipped.append(rel)
-                continue
             try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                entry = done.get(rel)
+                if entry and entry["input_sha256"] == digest and entry["settings_key"] == key and out.is_file():
+                    report.skipped.append(rel)
+                    continue
                 array = read_image(path)
                 jnd = target(array_to_tensor(array))
                 _write_like_input(out, tensor_to_array(jnd, array.dtype))
             except (ImageReadError, ValueError) as exc:
                 report.failed[rel] = str(exc)
+                continue
+            except OSError as exc:  # unreadable input (a denied or vanished file): that file's problem
+                if exc.filename is None or Path(exc.filename) != path:
+                    raise  # a full disk or a denied output folder stops the run
+                report.failed[rel] = user_error_message(exc) or str(exc)
                 continue
             log.write(json.dumps({"file": rel, "input_sha256": digest, "settings_key": key}) + "\n")
             log.flush()

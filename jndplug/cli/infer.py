@@ -49,8 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
+class _WeightsFlag(argparse.Action):
+    """``--weights``, the flag other tools take for a weights file: refused with the name jndplug uses."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"unrecognized arguments: {option_string}; the estimator's weights are given with "
+                     f"--estimator NAME|PATH (e.g. --estimator {values})")
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
     TargetSpec.add_arguments(p)  # --estimator, --strength, --sur, --kind, --gain
+    p.add_argument("--weights", action=_WeightsFlag, help=argparse.SUPPRESS)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--tile", type=int, nargs=2, metavar=("SIZE", "OVERLAP"), default=None,
                    help="process in tiles to bound memory (default: automatic for very large images)")
@@ -136,7 +145,9 @@ def _infer(args: argparse.Namespace) -> int:
                     write_image(extra["map"], heatmap_array(bound))
                 if args.compare:
                     save_comparison(extra["compare"], x, jnd, bound, title=inp.name)
-            print(f"wrote {out}" + (f" and its JND bound map {extra['map']}" if args.map else ""))
+            written = ([f"its JND bound map {extra['map']}"] * args.map
+                       + [f"its comparison {extra['compare']}"] * args.compare)
+            print(f"wrote {out}" + "".join(f" and {w}" for w in written))
     return 1 if failed else 0
 
 
