@@ -34,6 +34,7 @@ from tqdm import tqdm
 from jndplug.errors import JNDPlugValueError, user_error_message
 from jndplug.imageio import (ImageReadError, array_to_tensor, atomic_write, check_output_path, list_images,
                              read_image, sweep_stale_temps, tensor_to_array, write_image)
+from jndplug.models.base import estimator_info
 from jndplug.spec import TargetSpec
 from jndplug.target import JNDTarget
 from jndplug.weights import estimator_fingerprint
@@ -58,20 +59,54 @@ def settings_of(target: JNDTarget) -> dict:
             **target.spec.manifest_settings()}
 
 
-def settings_differences(have: dict, want: dict) -> list[str]:
-    """How manifest settings ``have`` (a folder's) differ from ``want`` (this run's), one line each."""
+def settings_differences(have: dict, want: dict, default_sur: float | None = None,
+                         name=lambda setting: setting) -> list[str]:
+    """How manifest settings ``have`` (a folder's) differ from ``want`` (this run's), one line each.
+
+    ``default_sur``: the ratio the estimator runs with when ``sur`` is null, so that the two
+    spellings of it are one setting (for the same estimator only). A setting the kind does not use
+    (``gain`` of kind ``jnd``) is never named. ``name`` spells a setting as the caller's user
+    writes it (``jnd_target.strength``, ``--jnd-strength``).
+    """
     out = []
-    if have.get("estimator_fingerprint") != want.get("estimator_fingerprint"):
-        out.append(f"estimator: folder {have.get('arch')} (fingerprint {str(have.get('estimator_fingerprint'))[:12]}), "
-                   f"this run {want.get('arch')} (fingerprint {str(want.get('estimator_fingerprint'))[:12]})")
+    same_estimator = have.get("estimator_fingerprint") == want.get("estimator_fingerprint")
+    if not same_estimator:
+        out.append(f"{name('estimator')}: folder {_estimator(have)}, this run {_estimator(want)}")
     before, now = TargetSpec.from_manifest(have), TargetSpec.from_manifest(want)
-    out += [f"{name}: folder {_show(a)}, this run {_show(b)}"
-            for name, a, b in before.differences(now, compare_estimator=False)]
+    for setting, a, b in before.differences(now, compare_estimator=False):
+        if not (_applies(setting, before.kind) and _applies(setting, now.kind)):
+            continue
+        if setting == "sur" and same_estimator and _or(a, default_sur) == _or(b, default_sur):
+            continue
+        out.append(f"{name(setting)}: folder {_show(a)}, this run {_show(b)}")
     return out
 
 
+def _applies(setting: str, kind: str) -> bool:
+    # which settings a kind uses; only the sharpening gain is kind-specific today
+    return setting != "gain" or kind == "directed"
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _estimator(settings: dict) -> str:
+    name = settings.get("weights_file") or settings.get("arch")
+    return f"{name} ({settings.get('arch')}, fingerprint {str(settings.get('estimator_fingerprint'))[:12]})"
+
+
 def _show(value) -> str:
+    if value is None:
+        return "the estimator's default"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _identity(target: JNDTarget) -> tuple[dict, float | None]:
+    """``target``'s manifest settings with its weights file's name (for messages), and the ratio its
+    estimator runs with when no ``sur`` is given."""
+    weights = os.path.basename(target.weights_path or "") or None
+    return {**settings_of(target), "weights_file": weights}, estimator_info(target.model).default_sur
 
 
 def settings_key(settings: dict) -> str:
@@ -87,6 +122,59 @@ def read_manifest(dst: str | os.PathLike) -> dict:
     manifest = json.loads(path.read_text())
     manifest["files"] = _read_logs(dst)
     return manifest
+
+
+def _folder(manifest: dict | None) -> dict:
+    """A manifest's settings with its weights file's name (for messages)."""
+    manifest = manifest or {}
+    return {**manifest.get("settings", {}), "weights_file": manifest.get("weights_file")}
+
+
+class PrecomputedFolderError(JNDPlugValueError):
+    """A folder that is not the complete, current ``jndplug precompute`` output a training run needs."""
+
+
+def check_precomputed(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget,
+                      files: list[Path] | None = None, name=lambda setting: setting) -> None:
+    """Refuse ``dst`` unless it holds the JND image, made with ``target``'s settings, of every image
+    of ``src`` (or of ``files``, images under ``src``) as that image is now.
+
+    This is the one check of offline training (BasicSR and CompressAI): the settings are compared
+    as a rerun of ``jndplug precompute`` compares them (:func:`settings_differences`, whose
+    ``name`` spells a setting as the caller's user writes it), each image needs a log line with
+    the folder's settings and the content hash of its source, and the message gives the
+    ``jndplug precompute`` command that makes or completes a matching folder.
+    """
+    src, dst = Path(src), Path(dst)
+    spec = target.spec
+
+    def command(overwrite: bool = False) -> str:
+        # every setting spelled out: precompute's defaults may differ from what the caller configured
+        return f"`jndplug precompute {src} --out {dst} {spec.flags()}{' --overwrite' if overwrite else ''}`"
+
+    try:
+        manifest = read_manifest(dst)
+    except FileNotFoundError as exc:
+        raise PrecomputedFolderError(f"{exc}; make it with {command()}") from None
+    mine, sur = _identity(target)
+    differ = settings_differences(_folder(manifest), mine, sur, name)
+    if differ:
+        raise PrecomputedFolderError(f"{dst} was made with other settings ({'; '.join(differ)}); make a matching "
+                                     f"folder with {command(overwrite=True)}")
+    missing, changed = [], []
+    for path in list_images(src) if files is None else files:
+        rel = path.relative_to(src).as_posix()
+        entry = manifest["files"].get(rel)
+        if entry is None or entry["settings_key"] != manifest["settings_key"] or not (dst / rel).is_file():
+            missing.append(rel)
+        elif entry["input_sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+            changed.append(rel)
+    if missing or changed:
+        parts = [f"{what} {len(rels)} image(s) of {src} ({', '.join(rels[:3])}{', ...' if len(rels) > 3 else ''})"
+                 for what, rels in (("lacks the JND image of", missing),
+                                    ("holds an outdated JND image (the source changed since) of", changed)) if rels]
+        raise PrecomputedFolderError(f"{dst} {' and '.join(parts)}; complete it with {command()} (it redoes only "
+                                     "those)")
 
 
 def shard(files: list, rank: int | None = None, world_size: int | None = None) -> list:
@@ -133,20 +221,21 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     manifest_path = dst / MANIFEST
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     changed = previous is not None and previous.get("settings") != settings
-    differ = settings_differences(previous.get("settings", {}), settings) if changed else []
+    mine, sur = _identity(target)
+    differ = settings_differences(_folder(previous), mine, sur) if changed else []
+    if changed and not differ:  # the same settings spelt otherwise (sur null, sur = the default): its images stay
+        settings, key, changed = previous["settings"], previous["settings_key"], False
     done = _read_logs(dst)
     if differ and not overwrite and done:
         raise JNDPlugValueError(
             f"{dst} holds JND images made with other settings ({'; '.join(differ)}); "
             "add --overwrite (overwrite=True) to replace them, or write to another --out")
-    if rank == 0 or previous is None:
-        if previous is None or previous.get("settings") != settings:
-            # a new setting does not invalidate the logs: each line carries its own settings key
-            # the weights file name is for people reading the manifest; the fingerprint is what counts
-            weights = os.path.basename(target.weights_path or "") or None
-            with atomic_write(manifest_path, "w") as f:
-                json.dump({"settings": settings, "settings_key": key, "weights_file": weights,
-                           "source": str(src.resolve())}, f, indent=2)
+    if (rank == 0 or previous is None) and (previous is None or changed):
+        # a new setting does not invalidate the logs: each line carries its own settings key
+        # the weights file name is for people reading the manifest; the fingerprint is what counts
+        with atomic_write(manifest_path, "w") as f:
+            json.dump({"settings": settings, "settings_key": key, "weights_file": mine["weights_file"],
+                       "source": str(src.resolve())}, f, indent=2)
     files = shard(every, rank, world_size)
     # temporaries of a killed run: this rank's own outputs' are dead for sure; others' once old
     mine = {dst / p.relative_to(src) for p in files}

@@ -10,8 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from jndplug.imageio import array_to_tensor, list_images, read_image
-from jndplug.precompute import read_manifest, settings_of
-from jndplug.spec import TargetSpec
+from jndplug.precompute import PrecomputedFolderError, check_precomputed
 from jndplug.target import JNDTarget
 
 from jndplug.integrations.compressai.codec import CodecError
@@ -52,27 +51,13 @@ def check_sizes(files: list[Path], patch: int) -> None:
 
 
 def check_offline(root: Path, jnd_root: Path, files: list[Path], target: JNDTarget) -> None:
-    """Refuse a precomputed folder made with other settings or missing some of the images; the error
-    gives the ``jndplug precompute`` command that makes a matching one."""
-    manifest = read_manifest(jnd_root)
-    have, spec = manifest["settings"], target.spec
-    details = [f"{name} {theirs!r} there, {mine!r} configured"
-               for name, mine, theirs in spec.differences(TargetSpec.from_manifest(have), compare_estimator=False)]
-    # the fingerprint (architecture, config, weights) identifies the estimator; its file name may differ
-    if have.get("estimator_fingerprint") != settings_of(target)["estimator_fingerprint"]:
-        details.insert(0, f"estimator {manifest.get('weights_file') or have.get('arch')!r} there, "
-                          f"{spec.to_mapping()['estimator']!r} configured (another estimator)")
-    command = f"jndplug precompute {root} --out NEW_DIR {spec.flags()}"
-    if details:
-        raise CodecError(f"{jnd_root} was precomputed with other JND settings ({'; '.join(details)}); configured: "
-                         f"{spec.describe()}. Make a folder with these settings: `{command}`, then give "
-                         "--jnd-offline-dir NEW_DIR")
-    missing = [rel for rel in (p.relative_to(root).as_posix() for p in files)
-               if rel not in manifest["files"] or not (jnd_root / rel).is_file()]
-    if missing:
-        raise CodecError(f"{len(missing)} image(s) have no JND image in {jnd_root} ({', '.join(missing[:5])}"
-                         f"{', ...' if len(missing) > 5 else ''}); complete it with "
-                         f"`jndplug precompute {root} --out {jnd_root} {spec.flags()}`")
+    """Refuse a precomputed folder made with other settings, missing some of the images or older
+    than their sources (:func:`jndplug.precompute.check_precomputed`, the check BasicSR's adapter
+    makes too); the error gives the ``jndplug precompute`` command that makes a matching one."""
+    try:
+        check_precomputed(root, jnd_root, target, files, name=lambda setting: f"--jnd-{setting}")
+    except PrecomputedFolderError as exc:
+        raise CodecError(f"--jnd-offline-dir {exc}") from None
 
 
 class CropDataset(Dataset):

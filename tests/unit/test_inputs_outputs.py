@@ -87,3 +87,66 @@ def test_precompute_of_an_empty_folder_is_an_error(tmp_path, unet):
     with pytest.raises(JNDPlugValueError, match=r"no images found under .*empty"):
         precompute(tmp_path / "empty", tmp_path / "dst", jndplug.JNDTarget(unet), progress=False)
     assert not (tmp_path / "dst").exists()
+
+
+# ---- the offline-folder check both training adapters make ----------------------------------------
+
+def _check(src, dst, target):
+    from jndplug.precompute import PrecomputedFolderError, check_precomputed
+
+    with pytest.raises(PrecomputedFolderError) as err:
+        check_precomputed(src, dst, target)
+    return str(err.value)
+
+
+def test_offline_check_refuses_a_folder_partly_made_with_other_settings(tmp_path, image_folder, unet):
+    import shlex
+    import shutil
+
+    from jndplug.cli import build_parser
+
+    dst = tmp_path / "dst"
+    precompute(image_folder, dst, jndplug.JNDTarget(unet, strength=1.0), progress=False)
+    # a rerun with strength 2 that redid one image only (as an interrupted --overwrite run leaves it)
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copy(image_folder / "a.png", part / "a.png")
+    precompute(part, dst, jndplug.JNDTarget(unet, strength=2.0), progress=False, overwrite=True)
+    message = _check(image_folder, dst, jndplug.JNDTarget(unet, strength=2.0))
+    assert "lacks the JND image of 2 image(s)" in message and "c.jpg, sub/b.png" in message
+    command = message.split("`jndplug ")[1].split("`")[0]
+    args = build_parser("precompute").parse_args(shlex.split(command))
+    assert (args.src, args.out, args.strength, args.kind) == (str(image_folder), str(dst), 2.0, "directed")
+
+
+def test_offline_check_notices_a_source_edited_after_precompute(tmp_path, image_folder, unet):
+    from jndplug.precompute import check_precomputed
+
+    dst = tmp_path / "dst"
+    target = jndplug.JNDTarget(unet)
+    precompute(image_folder, dst, target, progress=False)
+    check_precomputed(image_folder, dst, target)  # complete and current
+    Image.fromarray(make_image(40, 56, 99)).save(image_folder / "a.png")
+    assert "outdated JND image (the source changed since) of 1 image(s)" in _check(image_folder, dst, target)
+
+
+def test_sur_equal_to_the_default_is_the_same_setting_as_none(tmp_path, image_folder):
+    from jndplug.precompute import check_precomputed
+
+    conditioned = jndplug.create_estimator("unet", sur_conditioning=True, default_sur=0.75).eval()
+    dst = tmp_path / "dst"
+    precompute(image_folder, dst, jndplug.JNDTarget(conditioned), progress=False)
+    explicit = jndplug.JNDTarget(conditioned, sur=0.75)
+    check_precomputed(image_folder, dst, explicit)
+    again = precompute(image_folder, dst, explicit, progress=False)
+    assert again.written == [] and len(again.skipped) == 3
+    assert "sur: folder the estimator's default, this run 0.5" in _check(
+        image_folder, dst, jndplug.JNDTarget(conditioned, sur=0.5))
+
+
+def test_a_setting_the_kind_does_not_use_is_never_named(tmp_path, image_folder, unet):
+    dst = tmp_path / "dst"
+    precompute(image_folder, dst, jndplug.JNDTarget(unet, kind="directed", gain=3.0), progress=False)
+    message = _check(image_folder, dst, jndplug.JNDTarget(unet, kind="jnd"))
+    assert "kind: folder directed, this run jnd" in message and "strength: folder 2, this run 1" in message
+    assert "gain" not in message.split("`")[0]
