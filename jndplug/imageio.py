@@ -337,7 +337,8 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     if fmt is None:
         raise JNDPlugValueError(f"{path}: unknown image file extension {path.suffix!r}")
     with atomic_write(path) as f:
-        Image.fromarray(array).save(f, format=fmt)
+        # Pillow writes lossy WebP by default, whose error exceeds a JND image's change
+        Image.fromarray(array).save(f, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
 
 
 def to_8bit(array: np.ndarray) -> np.ndarray:

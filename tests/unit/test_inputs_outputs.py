@@ -150,3 +150,59 @@ def test_a_setting_the_kind_does_not_use_is_never_named(tmp_path, image_folder, 
     message = _check(image_folder, dst, jndplug.JNDTarget(unet, kind="jnd"))
     assert "kind: folder directed, this run jnd" in message and "strength: folder 2, this run 1" in message
     assert "gain" not in message.split("`")[0]
+
+
+# ---- outputs: lossless and distinct --------------------------------------------------------------
+
+def test_infer_refuses_a_jpeg_output_and_writes_a_jpegs_jnd_image_as_png(tmp_path, image_folder, estimator_file,
+                                                                         run_cli):
+    r = run_cli("infer", image_folder / "c.jpg", "--out", tmp_path / "c_jnd.jpg", "--estimator", estimator_file)
+    assert r.returncode == 1 and "JPEG is lossy" in r.stderr and "c_jnd.png" in r.stderr
+    assert not (tmp_path / "c_jnd.jpg").exists()
+    r = run_cli("infer", image_folder / "c.jpg", "--out", f"{tmp_path}/into/", "--estimator", estimator_file)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (tmp_path / "into").iterdir()] == ["c.png"]
+
+
+def test_webp_is_written_losslessly(tmp_path):
+    array = make_image(40, 56, seed=4)
+    write_image(tmp_path / "x.webp", array)
+    np.testing.assert_array_equal(read_image(tmp_path / "x.webp"), array)
+
+
+def test_precompute_says_why_it_writes_jpeg(tmp_path, image_folder, unet):
+    with pytest.warns(UserWarning, match=r"1 JPEG input\(s\): .*quality 100.*convert the source folder to PNG"):
+        precompute(image_folder, tmp_path / "dst", jndplug.JNDTarget(unet), progress=False)
+
+
+def test_infer_output_names_never_collide(tmp_path, image_folder, estimator_file, run_cli):
+    Image.fromarray(make_image(40, 56, 8)).save(image_folder / "a_jndmap.png")
+    before = {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()}
+    r = run_cli("infer", image_folder, "--out", tmp_path / "out", "--estimator", estimator_file, "--map")
+    assert r.returncode == 1 and "would both write" in r.stderr and "a_jndmap.png" in r.stderr
+    assert not (tmp_path / "out").exists()
+    # a JPEG and a PNG of one name would both become <name>.png
+    (image_folder / "a_jndmap.png").unlink()
+    Image.fromarray(make_image(40, 56, 9)).save(image_folder / "a.jpg")
+    r = run_cli("infer", image_folder, "--out", tmp_path / "out", "--estimator", estimator_file)
+    assert r.returncode == 1 and "would both write" in r.stderr
+    assert {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file() and p.name != "a.jpg"} == {
+        p: b for p, b in before.items() if p.name != "a_jndmap.png"}
+
+
+def test_infer_a_file_out_for_a_folder_input_is_an_error(tmp_path, image_folder, estimator_file, run_cli):
+    r = run_cli("infer", image_folder, "--out", tmp_path / "single.png", "--estimator", estimator_file)
+    assert r.returncode == 1 and "names a file" in r.stderr
+    assert not (tmp_path / "single.png").exists()
+
+
+def test_infer_rerun_removes_the_earlier_map_and_comparison(tmp_path, image_folder, estimator_file, unet, run_cli):
+    r = run_cli("infer", image_folder / "a.png", "--out", tmp_path / "a.png", "--estimator", estimator_file,
+                "--map", "--compare")
+    assert r.returncode == 0, r.stderr
+    other = tmp_path / "other.safetensors"
+    jndplug.save_estimator(jndplug.create_estimator("unet"), other, {"training": "none: random, tests"})
+    r = run_cli("infer", image_folder / "a.png", "--out", tmp_path / "a.png", "--estimator", other)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("a*.png")) == ["a.png"]
+    assert "removed" in r.stdout
