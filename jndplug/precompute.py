@@ -212,7 +212,7 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     unreadable: list[OSError] = []
     every = list_images(src, unreadable)
     if not every:
-        folders = f" ({len(unreadable)} folder(s) could not be read: {unreadable[0].filename} ...)" if unreadable else ""
+        folders = f" ({len(unreadable)} folder(s) could not be read: {unreadable[0].filename} ...)" * bool(unreadable)
         raise JNDPlugValueError(f"no images found under {src}{folders}; give the folder of the images to "
                                 "precompute")
     settings = settings_of(target)
