@@ -212,7 +212,9 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     unreadable: list[OSError] = []
     every = list_images(src, unreadable)
     if not every:
-        folders = f" ({len(unreadable)} folder(s) could not be read: {unreadable[0].filename} ...)" * bool(unreadable)
+        folders = ""
+        if unreadable:
+            folders = f" ({len(unreadable)} folder(s) could not be read: {unreadable[0].filename} ...)"
         raise JNDPlugValueError(f"no images found under {src}{folders}; give the folder of the images to "
                                 "precompute")
     settings = settings_of(target)
@@ -222,8 +224,8 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
     manifest_path = dst / MANIFEST
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     changed = previous is not None and previous.get("settings") != settings
-    mine, sur = _identity(target)
-    differ = settings_differences(_folder(previous), mine, sur) if changed else []
+    identity, sur = _identity(target)
+    differ = settings_differences(_folder(previous), identity, sur) if changed else []
     if changed and not differ:  # the same settings spelt otherwise (sur null, sur = the default): its images stay
         settings, key, changed = previous["settings"], previous["settings_key"], False
     done = _read_logs(dst)
@@ -235,7 +237,7 @@ def precompute(src: str | os.PathLike, dst: str | os.PathLike, target: JNDTarget
         # a new setting does not invalidate the logs: each line carries its own settings key
         # the weights file name is for people reading the manifest; the fingerprint is what counts
         with atomic_write(manifest_path, "w") as f:
-            json.dump({"settings": settings, "settings_key": key, "weights_file": mine["weights_file"],
+            json.dump({"settings": settings, "settings_key": key, "weights_file": identity["weights_file"],
                        "source": str(src.resolve())}, f, indent=2)
     files = shard(every, rank, world_size)
     # temporaries of a killed run: this rank's own outputs' are dead for sure; others' once old
