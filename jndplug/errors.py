@@ -56,6 +56,11 @@ OPTIONAL_MODULES = {
 }
 
 
+def interrupted_message(rerun: str = "a rerun") -> str:
+    """The one line a command prints when Ctrl-C stops it (exit status 130)."""
+    return f"interrupted; finished work is kept and {rerun} resumes"
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user can fix, or None (a bug: keep the traceback)."""
     if isinstance(exc, JNDPlugError):

@@ -119,18 +119,26 @@ def sweep_stale_temps(root: str | os.PathLike, owned=lambda target: True,
     return gone
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under ``root`` (recursive, sorted, hidden files skipped)."""
+def list_images(root: str | os.PathLike, unreadable: list[OSError] | None = None) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted, hidden files skipped).
+
+    A folder that cannot be listed is never silently skipped: its error is appended to
+    ``unreadable`` when a list is given (for a caller that reports per file), raised otherwise.
+    """
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"no such file or folder: {root}")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+
+    def refused(exc: OSError) -> None:
+        if unreadable is None:
+            raise exc
+        unreadable.append(exc)
+
+    return sorted(Path(folder) / name for folder, _, names in os.walk(root, onerror=refused) for name in names
+                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+                  and os.path.isfile(os.path.join(folder, name)))
 
 
 def check_output_path(src: str | os.PathLike, dst: str | os.PathLike, *, inside_ok: bool = False) -> None:
@@ -198,9 +206,9 @@ def _read_png16(path: Path) -> np.ndarray:
     # Pillow reads 16-bit RGB PNGs as 8-bit, silently; pypng keeps all 16 bits.
     import png
 
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    planes = info["planes"]
-    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    with open(path, "rb") as f:  # png.Reader(filename=...) would leave its file open
+        width, height, rows, info = png.Reader(file=f).asDirect()
+        arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, info["planes"])
     return _orient(_deep_to_rgb(arr, str(path)), _png_orientation(path))
 
 
@@ -329,7 +337,8 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     if fmt is None:
         raise JNDPlugValueError(f"{path}: unknown image file extension {path.suffix!r}")
     with atomic_write(path) as f:
-        Image.fromarray(array).save(f, format=fmt)
+        # Pillow writes lossy WebP by default, whose error exceeds a JND image's change
+        Image.fromarray(array).save(f, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
 
 
 def to_8bit(array: np.ndarray) -> np.ndarray:

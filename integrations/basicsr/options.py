@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 from jndplug.errors import JNDPlugValueError
-from jndplug.imageio import list_images
 from jndplug.losses import JNDTolerantLoss
-from jndplug.precompute import MANIFEST, read_manifest, settings_of
+from jndplug.precompute import MANIFEST, PrecomputedFolderError, check_precomputed
 from jndplug.spec import TargetSpec, TargetSpecError
 from jndplug.target import JNDTarget
 
@@ -100,12 +99,19 @@ def spec_of(block: dict) -> TargetSpec:
         raise JNDOptionError(exc.key, str(exc)[len(exc.key) + 2:]) from None
 
 
+_made: list[JNDTarget] = []  # the last target made: start-up checks it, the model hook then trains with it
+
+
 def make_target(cfg: dict) -> JNDTarget:
-    """The JNDTarget of a checked block; estimator errors name ``jnd_target.estimator``."""
+    """The JNDTarget of a checked block; estimator errors name ``jnd_target.estimator``. The
+    estimator is loaded once per process: a block with the same settings gets the same target."""
     spec = spec_of(cfg)
+    if _made and _made[0].spec == spec:
+        return _made[0]
     try:
         # device=None: the estimator follows self.gt, i.e. this rank's GPU ('cuda:N') under torchrun
-        return JNDTarget.from_spec(spec)
+        _made[:] = [JNDTarget.from_spec(spec)]
+        return _made[0]
     except TargetSpecError as exc:  # the one setting an estimator can refuse: a sur it was not trained for
         raise JNDOptionError(f"{BLOCK}.{exc.key}", f"estimator {spec.estimator!r} was not trained with SUR "
                                                    "conditioning; use sur: null") from None
@@ -142,49 +148,15 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
                              "offline mode needs a paired dataset; a dataset that synthesises its inputs from "
                              "the ground truth would degrade the JND image instead. Use mode: online")
     dst = train.get("dataroot_gt")
-    spec = spec_of(cfg)
-
-    def redo(folder, overwrite=False):
-        # every setting spelled out: precompute's defaults may differ from what this block needs
-        return f"run `jndplug precompute {src} --out {folder} {spec.flags()}{' --overwrite' if overwrite else ''}`"
-
     if not dst or Path(dst).resolve() == Path(src).resolve():
+        redo = f"`jndplug precompute {src} --out JND_FOLDER {target.spec.flags()}`"
         raise JNDOptionError("datasets.train.dataroot_gt",
                              f"{'is jnd_target.source_gt itself' if dst else 'is not set'}; in offline mode it must "
-                             f"be the JND folder: {redo('JND_FOLDER')} and set dataroot_gt to JND_FOLDER")
+                             f"be the JND folder: run {redo} and set dataroot_gt to JND_FOLDER")
     try:
-        manifest = read_manifest(dst)
-    except FileNotFoundError as exc:
-        raise JNDOptionError("datasets.train.dataroot_gt",
-                             f"{exc}. With mode: offline it must be the JND folder; {redo(dst)}") from None
-    have, want = manifest["settings"], settings_of(target)
-    details = []
-    # the fingerprint (architecture, config, weights) identifies the estimator; its file name may differ
-    if have.get("estimator_fingerprint") != want["estimator_fingerprint"]:
-        configured = Path(str(spec.estimator)).name
-        details.append(f"{BLOCK}.estimator is {_describe(configured, want)} but the folder was made with "
-                       f"{_describe(manifest.get('weights_file'), have)}")
-    for name, made, configured in TargetSpec.from_manifest(have).differences(spec, compare_estimator=False):
-        details.append(f"{BLOCK}.{name} is {configured!r} but the folder was made with {made!r}")
-    if details:
-        raise JNDOptionError("datasets.train.dataroot_gt",
-                             f"{dst} was made with other settings: {'; '.join(details)}; {redo(dst, overwrite=True)}")
-    missing = []
-    for path in list_images(src):
-        rel = path.relative_to(src).as_posix()
-        entry = manifest["files"].get(rel)
-        if entry is None or entry["settings_key"] != manifest["settings_key"] or not (Path(dst) / rel).is_file():
-            missing.append(rel)
-    if missing:
-        raise JNDOptionError("datasets.train.dataroot_gt",
-                             f"{dst} lacks the JND image of {len(missing)} file(s) of jnd_target.source_gt "
-                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); {redo(dst)} "
-                             "(it does only what is missing)")
-
-
-def _describe(name: str | None, settings: dict) -> str:
-    name = name or settings.get("arch")
-    return f"{name} (fingerprint {str(settings.get('estimator_fingerprint'))[:12]})"
+        check_precomputed(src, dst, target, name=lambda setting: f"{BLOCK}.{setting}")
+    except PrecomputedFolderError as exc:
+        raise JNDOptionError("datasets.train.dataroot_gt", str(exc)) from None
 
 
 # -- a block BasicSR would silently ignore ---------------------------------------------------------

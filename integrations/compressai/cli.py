@@ -13,7 +13,7 @@ import argparse
 import sys
 
 
-from jndplug.errors import JNDPlugError
+from jndplug.errors import JNDPlugError, interrupted_message
 from jndplug.imageio import ImageReadError
 from jndplug.spec import TargetSpec
 
@@ -34,7 +34,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=f"CompressAI model: {', '.join(MODEL_NAMES)}")
     p.add_argument("--quality", type=int, required=True, help="zoo quality (1-8; 1-6 for cheng2020)")
     p.add_argument("--checkpoint", help="start from these weights (a CompressAI .pth.tar or a checkpoint of this "
-                                        "command); without it training starts from scratch")
+                                        "command); without it training starts from scratch; with --resume, "
+                                        "the run's original --checkpoint may be given again")
     p.add_argument("--pretrained", action="store_true", help="refused: the zoo download is not reachable")
     p.add_argument("--dataset", required=True, help="DIR/train (+ DIR/test), or a flat folder of training images")
     p.add_argument("--jnd-target", action="store_true", help="distortion against the JND image (else the original)")
@@ -118,6 +119,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
                                                    "always runs on the CPU)")
     p.add_argument("--save-bitstreams", action="store_true", help="write OUT/bitstreams/LABEL-qQ/*.jndc")
     p.add_argument("--save-reconstructions", action="store_true", help="write OUT/reconstructions/LABEL-qQ/*.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of this label and quality that "
+                                                            "OUT holds (its JSON, bitstreams and reconstructions)")
     return p
 
 
@@ -127,18 +130,23 @@ def evaluate_settings(argv: list[str] | None = None) -> EvalSettings:
         raise CodecError(ZOO_UNREACHABLE)
     return EvalSettings(dataset=args.dataset, checkpoint=args.checkpoint, out=args.out, model=args.model,
                         quality=args.quality, label=args.label, device=args.device,
-                        save_bitstreams=args.save_bitstreams, save_reconstructions=args.save_reconstructions)
+                        save_bitstreams=args.save_bitstreams, save_reconstructions=args.save_reconstructions,
+                        overwrite=args.overwrite)
 
 
-def _run(work, argv) -> None:
+def _run(work, argv, rerun: str = "a rerun") -> None:
     try:
         work(argv)
     except (CodecError, FileNotFoundError, ImageReadError, JNDPlugError) as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        print(interrupted_message(rerun), file=sys.stderr)
+        sys.exit(130)
 
 
 def train_main(argv: list[str] | None = None) -> None:
-    _run(lambda a: train(train_settings(a)), argv)
+    # the latest checkpoint is the finished work; a plain rerun into the same --out is refused
+    _run(lambda a: train(train_settings(a)), argv, rerun="the same command with --resume")
 
 
 def evaluate_main(argv: list[str] | None = None) -> None:

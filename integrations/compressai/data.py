@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
-from jndplug.imageio import array_to_tensor, list_images, read_image
-from jndplug.precompute import read_manifest, settings_of
-from jndplug.spec import TargetSpec
+from jndplug.errors import user_error_message
+from jndplug.imageio import ImageReadError, array_to_tensor, list_images, read_image
+from jndplug.precompute import PrecomputedFolderError, check_precomputed
 from jndplug.target import JNDTarget
 
 from jndplug.integrations.compressai.codec import CodecError
@@ -36,43 +37,34 @@ def split_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     return train, test
 
 
-def check_sizes(files: list[Path], patch: int) -> None:
-    small = []
-    for path in files:
+def check_images(files: list[Path], min_side: int, why: str) -> None:
+    """Decode every image fully before any work starts, and refuse them all at once: unreadable files
+    (a truncated JPEG passes a header check) and images with a side under ``min_side`` (``why``
+    says what needs it)."""
+    problems = []
+    for path in tqdm(files, desc="checking images", unit="img", disable=len(files) < 100, leave=False):
         try:
-            with Image.open(path) as im:  # reads the header only
-                w, h = im.size
-        except OSError as exc:  # includes PIL.UnidentifiedImageError
-            raise CodecError(f"{path}: not a readable image file ({exc})") from exc
-        if h < patch or w < patch:
-            small.append(f"{path} ({h}x{w})")
-    if small:
-        raise CodecError(f"{len(small)} image(s) smaller than the {patch}x{patch} training crop "
-                         f"(--patch): {', '.join(small[:5])}{', ...' if len(small) > 5 else ''}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # grayscale or alpha: said again when the image is used
+                h, w = read_image(path).shape[:2]
+        except (ImageReadError, OSError) as exc:
+            problems.append(str(exc) if isinstance(exc, ImageReadError) else user_error_message(exc) or str(exc))
+            continue
+        if h < min_side or w < min_side:
+            problems.append(f"{path} is {h}x{w}, smaller than {why}")
+    if problems:
+        raise CodecError(f"{len(problems)} of {len(files)} image(s) cannot be used: {'; '.join(problems[:10])}"
+                         f"{f'; ... ({len(problems) - 10} more)' if len(problems) > 10 else ''}; fix or remove them")
 
 
 def check_offline(root: Path, jnd_root: Path, files: list[Path], target: JNDTarget) -> None:
-    """Refuse a precomputed folder made with other settings or missing some of the images; the error
-    gives the ``jndplug precompute`` command that makes a matching one."""
-    manifest = read_manifest(jnd_root)
-    have, spec = manifest["settings"], target.spec
-    details = [f"{name} {theirs!r} there, {mine!r} configured"
-               for name, mine, theirs in spec.differences(TargetSpec.from_manifest(have), compare_estimator=False)]
-    # the fingerprint (architecture, config, weights) identifies the estimator; its file name may differ
-    if have.get("estimator_fingerprint") != settings_of(target)["estimator_fingerprint"]:
-        details.insert(0, f"estimator {manifest.get('weights_file') or have.get('arch')!r} there, "
-                          f"{spec.to_mapping()['estimator']!r} configured (another estimator)")
-    command = f"jndplug precompute {root} --out NEW_DIR {spec.flags()}"
-    if details:
-        raise CodecError(f"{jnd_root} was precomputed with other JND settings ({'; '.join(details)}); configured: "
-                         f"{spec.describe()}. Make a folder with these settings: `{command}`, then give "
-                         "--jnd-offline-dir NEW_DIR")
-    missing = [rel for rel in (p.relative_to(root).as_posix() for p in files)
-               if rel not in manifest["files"] or not (jnd_root / rel).is_file()]
-    if missing:
-        raise CodecError(f"{len(missing)} image(s) have no JND image in {jnd_root} ({', '.join(missing[:5])}"
-                         f"{', ...' if len(missing) > 5 else ''}); complete it with "
-                         f"`jndplug precompute {root} --out {jnd_root} {spec.flags()}`")
+    """Refuse a precomputed folder made with other settings, missing some of the images or older
+    than their sources (:func:`jndplug.precompute.check_precomputed`, the check BasicSR's adapter
+    makes too); the error gives the ``jndplug precompute`` command that makes a matching one."""
+    try:
+        check_precomputed(root, jnd_root, target, files, name=lambda setting: f"--jnd-{setting}")
+    except PrecomputedFolderError as exc:
+        raise CodecError(f"--jnd-offline-dir {exc}") from None
 
 
 class CropDataset(Dataset):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import struct
 import sys
 import time
@@ -37,6 +39,7 @@ from jndplug.pixels import MS_SSIM_MIN_SIDE, psnr
 from jndplug.viz import save_figure
 
 from jndplug.integrations.compressai.codec import CodecError, downsampling_factor, load_codec
+from jndplug.integrations.compressai.data import check_images
 
 FORMAT = "jndplug-compressai-eval/1"
 BITSTREAM_MAGIC = b"JNDPLUG-CAI1"
@@ -57,6 +60,10 @@ class EvalSettings:
     device: str = "cpu"  # of the network; entropy coding itself always runs on the CPU
     save_bitstreams: bool = False
     save_reconstructions: bool = False
+    overwrite: bool = False  # replace the results of this label and quality that ``out`` holds
+
+
+SAVED = ("bitstreams", "reconstructions")  # OUT/<kind>/LABEL-qQ/, written only on request
 
 
 def evaluate(s: EvalSettings) -> Path:
@@ -70,16 +77,32 @@ def evaluate(s: EvalSettings) -> Path:
         raise CodecError(f"no images found under {root}")
     out = Path(s.out)
     run = f"{label}-q{quality}"
+    previous = [p for p in (out / f"{run}.json", *(out / kind / run for kind in SAVED)) if p.exists()]
+    if previous and not s.overwrite:
+        raise CodecError(f"{out} already holds results of {run} ({', '.join(str(p) for p in previous)}): add "
+                         "--overwrite to replace them, or choose another --out or --label")
+    factor = downsampling_factor(model)
+    check_images(files, factor, f"{factor}x{factor}, the downsampling factor of {name}")
+    # this run's files are gathered aside and replace the previous ones only once every image is coded
+    staging = out / f".{run}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
     records = []
     for path in tqdm(files, desc=f"{name} q{quality}", unit="img"):
         rel = path.relative_to(root) if root.is_dir() else Path(path.name)
         record, bitstream, reconstruction = evaluate_image(model, read_image(path), str(rel))
         records.append(record)
         if s.save_bitstreams:
-            with atomic_write(out / "bitstreams" / run / rel.with_suffix(".jndc")) as f:
+            with atomic_write(staging / "bitstreams" / rel.with_suffix(".jndc")) as f:
                 f.write(bitstream)
         if s.save_reconstructions:
-            write_image(out / "reconstructions" / run / rel.with_suffix(".png"), reconstruction)
+            write_image(staging / "reconstructions" / rel.with_suffix(".png"), reconstruction)
+    for kind in SAVED:
+        # stale files of an earlier evaluation of this run would pass for this one's
+        shutil.rmtree(out / kind / run, ignore_errors=True)
+        if (staging / kind).is_dir():
+            (out / kind).mkdir(parents=True, exist_ok=True)
+            os.replace(staging / kind, out / kind / run)
+    shutil.rmtree(staging, ignore_errors=True)
     result = {"format": FORMAT, "label": label, "model": name, "quality": quality,
               "lmbda": checkpoint.get("lmbda"), "jnd": checkpoint.get("jnd"), "checkpoint": str(s.checkpoint),
               "dataset": str(root), "device": str(s.device), "mean": _means(records), "images": records}
@@ -109,7 +132,8 @@ def evaluate_image(model, array: np.ndarray, name: str = "image") -> tuple[dict,
     record = {"file": name, "height": h, "width": w, "bytes": num_bytes, "bpp": num_bytes * 8 / (h * w),
               **metrics(array_to_tensor(array), array_to_tensor(reconstruction)),
               "encode_s": t1 - t0, "decode_s": t2 - t1}
-    return record, pack_bitstream(strings, latent_shape, h, w), reconstruction
+    bits = 16 if array.dtype == np.uint16 else 8
+    return record, pack_bitstream(strings, latent_shape, h, w, bits), reconstruction
 
 
 def encode(model, x: torch.Tensor, name: str = "image"):
@@ -140,28 +164,49 @@ def metrics(original: torch.Tensor, reconstruction: torch.Tensor) -> dict:
     return result
 
 
-def pack_bitstream(strings, latent_shape, h: int, w: int) -> bytes:
-    """The bitstreams with what a decoder needs besides the model: image size, latent shape, lengths."""
-    header = json.dumps({"height": h, "width": w, "latent_shape": list(latent_shape),
+def pack_bitstream(strings, latent_shape, h: int, w: int, bits: int = 8) -> bytes:
+    """A ``.jndc`` file: the bitstreams with what a decoder needs besides the model (docs/compressai.md)."""
+    header = json.dumps({"height": h, "width": w, "bits": bits, "latent_shape": list(latent_shape),
                          "lengths": [[len(s) for s in group] for group in strings]}).encode()
     return BITSTREAM_MAGIC + struct.pack("<I", len(header)) + header + b"".join(s for g in strings for s in g)
 
 
-def unpack_bitstream(data: bytes):
-    """Inverse of ``pack_bitstream``: (strings, latent shape, height, width)."""
-    if not data.startswith(BITSTREAM_MAGIC):
-        raise CodecError("not a jndplug CompressAI bitstream file")
+def _parse_bitstream(data: bytes) -> tuple[dict, list[list[bytes]]]:
     start = len(BITSTREAM_MAGIC) + 4
+    if not data.startswith(BITSTREAM_MAGIC) or len(data) < start:
+        raise CodecError("not a jndplug CompressAI bitstream (.jndc) file")
     (n,) = struct.unpack("<I", data[len(BITSTREAM_MAGIC):start])
-    header = json.loads(data[start:start + n])
+    try:
+        header = json.loads(data[start:start + n])
+        lengths = header["lengths"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CodecError(f"corrupt .jndc header ({exc})") from None
     pos, strings = start + n, []
-    for lengths in header["lengths"]:
+    for group_lengths in lengths:
         group = []
-        for length in lengths:
+        for length in group_lengths:
             group.append(data[pos:pos + length])
             pos += length
         strings.append(group)
+    if pos != len(data):
+        raise CodecError(f"truncated or corrupt .jndc file: {len(data)} bytes, the header describes {pos}")
+    return header, strings
+
+
+def unpack_bitstream(data: bytes):
+    """Inverse of ``pack_bitstream``: (strings, latent shape, height, width)."""
+    header, strings = _parse_bitstream(data)
     return strings, tuple(header["latent_shape"]), header["height"], header["width"]
+
+
+@torch.no_grad()
+def decode_bitstream(model, data: bytes) -> np.ndarray:
+    """The image a ``.jndc`` file holds, decoded with the model it was coded with (``load_codec`` of
+    the same checkpoint): HxWx3, uint8 or uint16 as the original, equal to the reconstruction
+    ``evaluate`` scored."""
+    header, strings = _parse_bitstream(data)
+    x = decode(model, strings, tuple(header["latent_shape"]), header["height"], header["width"])
+    return tensor_to_array(x[0], np.uint16 if header.get("bits") == 16 else np.uint8)
 
 
 def plot_rd(out: Path) -> Path:

@@ -41,7 +41,7 @@ from jndplug.target import JNDTarget
 from jndplug.integrations.compressai.codec import (CodecError, build_model, check_model_name, check_quality,
                                                    default_lambda, downsampling_factor, load_weights,
                                                    read_checkpoint, state_dict_of)
-from jndplug.integrations.compressai.data import (CropDataset, EpochSampler, check_offline, check_sizes,
+from jndplug.integrations.compressai.data import (CropDataset, EpochSampler, check_images, check_offline,
                                                   split_folders)
 from jndplug.integrations.compressai.steps import SUMS, make_optimizers, test_epoch, train_step
 
@@ -105,7 +105,7 @@ def train(s: TrainSettings) -> Path:
     factor = downsampling_factor(model)
     if s.patch < factor or s.patch % factor:
         raise CodecError(f"--patch {s.patch} must be a multiple of {factor}, the downsampling factor of {s.model}")
-    check_sizes(train_files + test_files, s.patch)
+    check_images(train_files + test_files, s.patch, f"the {s.patch}x{s.patch} training crop (--patch)")
     target, jnd_root, jnd_settings = _jnd_source(s, root, train_files + test_files)
     config = {"model": s.model, "quality": s.quality, "lmbda": lmbda, "patch_size": s.patch,
               "batch_size": s.batch, "seed": s.seed, "dataset": str(root.resolve()), "jnd": jnd_settings}
@@ -114,6 +114,8 @@ def train(s: TrainSettings) -> Path:
                          "scale": s.tolerance_scale}
 
     resumed = _initial_weights(model, s, save_dir, config)
+    if resumed is not None:  # the weights the run began with stay on record, through every resume
+        s = dataclasses.replace(s, checkpoint=(resumed.get("settings") or {}).get("checkpoint"))
     model.to(device)
     run = _Run(s, model, config, save_dir, device, target, jnd_root)
     if resumed is not None:
@@ -122,8 +124,10 @@ def train(s: TrainSettings) -> Path:
                  if s.jnd_tolerant else RateDistortionLoss(lmbda=lmbda))
     train_set = CropDataset(train_files, root, s.patch, seed=s.seed, jnd_root=jnd_root)
     test_set = CropDataset(test_files, root, s.patch, random=False, jnd_root=jnd_root) if test_files else None
+    where = (f"resuming {save_dir / LAST} at step {run.progress['step']} (epoch {run.progress['epoch']})"
+             if resumed is not None else f"saving to {save_dir}")
     print(f"{s.model} q{s.quality}, lambda {lmbda}, {len(train_files)} training / {len(test_files)} test "
-          f"images, target: {describe(s)}, saving to {save_dir}", file=sys.stderr)
+          f"images, target: {describe(s)}, {where}", file=sys.stderr)
     steps_per_epoch = run.epochs(criterion, train_set, test_set)
     if run.saved_at != run.progress["step"]:
         run.save(LAST)
@@ -140,8 +144,6 @@ def _check(s: TrainSettings) -> None:
     """Refuse settings that contradict themselves, or a run that would overwrite another, before anything is read."""
     check_model_name(s.model)
     check_quality(s.model, s.quality)
-    if s.resume and s.checkpoint:
-        raise CodecError("--resume continues OUT/checkpoint.pth.tar; do not also give --checkpoint")
     if s.jnd_tolerant and s.jnd is not None:
         raise CodecError("--jnd-tolerant and --jnd-target are alternatives: the tolerance band is measured on "
                          "the original, so choose one")
@@ -184,6 +186,7 @@ def _initial_weights(model, s: TrainSettings, save_dir: Path, config: dict) -> d
     resumed = read_checkpoint(save_dir / LAST) if s.resume else None
     if resumed is not None:
         _check_resume(resumed, config, save_dir / LAST)
+        _check_original_checkpoint(resumed, s.checkpoint, save_dir / LAST)
         load_weights(model, state_dict_of(resumed), s.model, s.quality, str(save_dir / LAST))
     elif s.checkpoint:
         load_weights(model, state_dict_of(read_checkpoint(s.checkpoint), s.checkpoint), s.model, s.quality,
@@ -363,6 +366,18 @@ def _check_resume(ckpt: dict, config: dict, path: Path) -> None:
         raise CodecError(f"cannot resume from {path}: it was trained with other settings ("
                          + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in differ)
                          + "); train into another --out, or resume with the settings it was trained with")
+
+
+def _check_original_checkpoint(ckpt: dict, given: str | None, path: Path) -> None:
+    """``--checkpoint`` with ``--resume``: the command line of the first run, given again, is accepted
+    only if it names the weights that run started from (the resumed weights replace them anyway)."""
+    if given is None:
+        return
+    original = (ckpt.get("settings") or {}).get("checkpoint")
+    if original is None or Path(original).resolve() != Path(given).resolve():
+        began = f"--checkpoint {original}" if original else "random weights (no --checkpoint)"
+        raise CodecError(f"--checkpoint {given} is not what {path} started from ({began}); with --resume give the "
+                         "run's original --checkpoint or none")
 
 
 def _plain(s: TrainSettings) -> dict:

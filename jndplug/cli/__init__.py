@@ -74,7 +74,7 @@ def _add_debug_flag(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jndplug.errors import user_error_message
+    from jndplug.errors import interrupted_message, user_error_message
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jndplug {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+        print(interrupted_message(), file=sys.stderr)
         return 130
 
 

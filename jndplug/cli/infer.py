@@ -44,8 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
+class _WeightsFlag(argparse.Action):
+    """``--weights``, the flag other tools take for a weights file: refused with the name jndplug uses."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"unrecognized arguments: {option_string}; the estimator's weights are given with "
+                     f"--estimator NAME|PATH (e.g. --estimator {values})")
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
     TargetSpec.add_arguments(p)  # --estimator, --strength, --sur, --kind, --gain
+    p.add_argument("--weights", action=_WeightsFlag, help=argparse.SUPPRESS)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--tile", type=int, nargs=2, metavar=("SIZE", "OVERLAP"), default=None,
                    help="process in tiles to bound memory (default: automatic for very large images)")
@@ -81,26 +90,60 @@ def _warnings_as_lines():
         yield
 
 
+# JPEG at quality 75 (Pillow's default) adds 4-6 levels of RMS error to a change of about 2.5 levels,
+# so the JND image of a JPEG is written as PNG
+LOSSY = (".jpg", ".jpeg")
+
+
+def _lossless(path: Path) -> Path:
+    return path.with_suffix(".png") if path.suffix.lower() in LOSSY else path
+
+
+def _extras(out: Path) -> dict[str, Path]:
+    """The files ``--map`` and ``--compare`` write beside the JND image ``out``."""
+    stem = out.with_suffix("")
+    return {"map": Path(f"{stem}_jndmap.png"), "compare": Path(f"{stem}_compare.png")}
+
+
 def _pairs(src: Path, out: str) -> list[tuple[Path, Path]]:
     """(input, output) for each image of ``src`` (a file or a folder) and ``--out``."""
     from jndplug.imageio import IMAGE_EXTENSIONS, check_output_path, list_images
 
     dst = Path(out)
     if src.is_dir():
+        if dst.is_file() or (not dst.exists() and dst.suffix.lower() in IMAGE_EXTENSIONS):
+            raise JNDPlugValueError(f"--out {out} names a file, but {src} is a folder: give a folder for its JND "
+                                    "images")
         check_output_path(src, dst, inside_ok=True)
         # an output folder inside the input: what an earlier run wrote there is not an input
         inside = dst.resolve()
-        pairs = [(p, dst / p.relative_to(src)) for p in list_images(src) if inside not in p.resolve().parents]
+        pairs = [(p, _lossless(dst / p.relative_to(src))) for p in list_images(src)
+                 if inside not in p.resolve().parents]
         if not pairs:
             raise JNDPlugValueError(f"no images found under {src}")
         return pairs
     if dst.is_dir() or out.endswith(("/", os.sep)):
-        dst = dst / src.name  # into a folder, made if need be
+        dst = _lossless(dst / src.name)  # into a folder, made if need be
     elif dst.suffix.lower() not in IMAGE_EXTENSIONS:
         raise JNDPlugValueError(f"--out {out}: give an image file name ({', '.join(IMAGE_EXTENSIONS)}) for the JND "
                                 f"image of {src.name}, or a folder ending in / to write {src.name} into")
+    elif dst.suffix.lower() in LOSSY:
+        raise JNDPlugValueError(f"--out {out}: JPEG is lossy (at quality 75 it adds more error than the JND image "
+                                f"changes); give a lossless name such as {dst.with_suffix('.png').name}")
     check_output_path(src, dst)
     return [(src, dst)]
+
+
+def _check_names(pairs: list[tuple[Path, Path]], extras: list[str]) -> set[Path]:
+    """Refuse two inputs that would write the same file; returns every file the run writes."""
+    owner: dict[Path, Path] = {}
+    for inp, out in pairs:
+        for path in [out] + [_extras(out)[k] for k in extras]:
+            other = owner.setdefault(path.resolve(), inp)
+            if other != inp:
+                raise JNDPlugValueError(f"{other} and {inp} would both write {path}; rename one of them"
+                                        + (" or leave out --map/--compare" if extras else ""))
+    return set(owner)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -114,6 +157,9 @@ def _infer(args: argparse.Namespace) -> int:
     if not src.exists():
         raise FileNotFoundError(f"input not found: {src}")
     pairs = _pairs(src, args.out)
+    wanted = [k for k in ("map", "compare") if getattr(args, k)]
+    planned = _check_names(pairs, wanted)
+    inputs = {inp.resolve() for inp, _ in pairs}
     target = _target(args)
     failed = 0
     with _warnings_as_lines():
@@ -122,9 +168,8 @@ def _infer(args: argparse.Namespace) -> int:
                 array = read_image(inp)
                 if array.dtype == np.uint16 and out.suffix.lower() not in (".png", ".tif", ".tiff"):
                     out = out.with_suffix(".png")  # 16-bit results are written as PNG (or TIFF)
-                stem = out.with_suffix("")
-                extra = {"map": Path(f"{stem}_jndmap.png"), "compare": Path(f"{stem}_compare.png")}
-                for path in [out] + [extra[k] for k in extra if getattr(args, k)]:
+                extra = _extras(out)
+                for path in [out] + [extra[k] for k in wanted]:
                     check_output_path(inp, path)  # e.g. `infer a_jndmap.png --out a.png --map`
                 x = array_to_tensor(array)
                 jnd = target(x)
@@ -133,13 +178,21 @@ def _infer(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             write_image(out, tensor_to_array(jnd, array.dtype))
-            if args.map or args.compare:
+            if wanted:
                 bound = target.jnd_map(x)
                 if args.map:
                     write_image(extra["map"], heatmap_array(bound))
                 if args.compare:
                     save_comparison(extra["compare"], x, jnd, bound, title=inp.name)
-            print(f"wrote {out}" + (f" and its JND bound map {extra['map']}" if args.map else ""))
+            written = [f" and its {what} {extra[k]}" for k, what in (("map", "JND bound map"),
+                                                                    ("compare", "comparison")) if k in wanted]
+            # a map or comparison an earlier run left beside this image would describe another JND image
+            stale = [p for k, p in extra.items()
+                     if k not in wanted and p.is_file() and p.resolve() not in planned | inputs]
+            for path in stale:
+                path.unlink()
+            print(f"wrote {out}" + "".join(written)
+                  + (f" (removed {', '.join(map(str, stale))}, left by an earlier run)" if stale else ""))
     return 1 if failed else 0
 
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models._efficientnet_blocks import SqueezeExcite  # mobilenetv3's block; no public path exports it
 
-from jndplug.errors import JNDPlugValueError, load_torch_file
+from jndplug.errors import CorruptFileError, JNDPlugValueError, load_torch_file
 from jndplug.models.registry import register_estimator
 from jndplug.models.base import Estimator, GlobalPooling
 
@@ -208,9 +208,14 @@ def _load_encoder_weights(encoder: nn.Module, path) -> None:
     """
     path = os.fspath(path)
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except SafetensorError as exc:
+            raise CorruptFileError(f"{path}: not a readable safetensors file ({exc}); give encoder_weights the "
+                                   "backbone's .pth or .safetensors file") from None
     else:
         state = load_torch_file(path, "timm backbone checkpoint", "give encoder_weights the backbone's .pth or "
                                 ".safetensors file")

@@ -60,7 +60,7 @@ def test_offline_folder_of_another_kind_is_refused(data, estimator_file, tmp_pat
     opt = make_opt(data, "off", {"estimator": str(estimator_file), "mode": "offline", "source_gt": str(src),
                                  "kind": "directed", "gain": 0.5})
     opt["datasets"]["train"]["dataroot_gt"] = str(plain)
-    with pytest.raises(JNDOptionError, match="jnd_target.kind is 'directed' but the folder was made with 'jnd'.*"
+    with pytest.raises(JNDOptionError, match="jnd_target.kind: folder jnd, this run directed.*"
                                              "--kind directed --gain 0.5"):
         check_options(opt)
     directed_dir = tmp_path / "directed"
@@ -68,7 +68,7 @@ def test_offline_folder_of_another_kind_is_refused(data, estimator_file, tmp_pat
     opt["datasets"]["train"]["dataroot_gt"] = str(directed_dir)
     assert check_options(opt)["kind"] == "directed"
     opt["jnd_target"]["gain"] = 1.0
-    with pytest.raises(JNDOptionError, match="jnd_target.gain is 1.0 but the folder was made with 0.5"):
+    with pytest.raises(JNDOptionError, match="jnd_target.gain: folder 0.5, this run 1"):
         check_options(opt)
 
 
@@ -109,6 +109,6 @@ def test_codec_flags_are_checked(tmp_path, codec_data, estimator_file):
                "--jnd-gain", "1")
     jnd_dir = tmp_path / "jnd"
     precompute(codec_data, jnd_dir, jndplug.JNDTarget(estimator_file, kind="jnd"), progress=False)
-    with pytest.raises(CodecError, match="kind 'jnd' there, 'directed' configured"):
+    with pytest.raises(CodecError, match="--jnd-kind: folder jnd, this run directed"):
         _train(tmp_path / "r", codec_data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind",
                "directed", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)

@@ -431,14 +431,14 @@ def test_bad_options_stop_at_start_up(case, tmp_path, monkeypatch, data, jnd_fol
     if case == "offline missing files":
         assert "003.png" in str(err)
     if case == "offline other strength":
-        assert "jnd_target.strength is 0.5 but the folder was made with 1.0" in str(err)
+        assert "jnd_target.strength: folder 1, this run 0.5" in str(err)
         # the command it gives to redo the folder is one the command line takes
-        command = str(err).split("run `jndplug ")[1].split("`")[0]
+        command = str(err).split("`jndplug ")[1].split("`")[0]
         args = build_parser("precompute").parse_args(shlex.split(command))
         assert (args.src, args.out, args.strength) == (folders["HR"], folders["JND"], 0.5)
     if case == "offline other estimator":
-        assert "jnd_target.estimator is other.safetensors (fingerprint" in str(err)
-        assert "made with random-unet.safetensors" in str(err)
+        assert "jnd_target.estimator: folder random-unet.safetensors (unet, fingerprint" in str(err)
+        assert "this run other.safetensors (unet, fingerprint" in str(err)
     assert not (tmp_path / "experiments").exists()  # stopped before BasicSR created anything
 
 

@@ -137,24 +137,24 @@ def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, da
         assert torch.equal(y, jnd[:, top:top + PATCH, left:left + PATCH])
         assert not torch.equal(y, x)
 
-    # a folder precomputed with other settings is refused, naming only the differing values and the
-    # configured ones, and the precompute command that makes a matching folder
-    with pytest.raises(CodecError, match=r"\(strength 1\.0 there, 0\.5 configured\); configured: estimated JND "
-                                         r"image, estimator .*strength 0\.5") as err:
+    # a folder precomputed with other settings is refused, naming only the differing values, and the
+    # precompute command that makes a matching folder
+    with pytest.raises(CodecError, match=r"\(--jnd-strength: folder 1, this run 0\.5\)") as err:
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
                "--jnd-kind", "jnd", "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
     command = str(err.value).split("`jndplug ")[1].split("`")[0]
     args = cli_parser("precompute").parse_args(shlex.split(command))
-    assert (args.src, args.out) == (str(data), "NEW_DIR")
+    assert (args.src, args.out, args.overwrite) == (str(data), str(jnd_dir), True)
     assert TargetSpec.from_args(args) == TargetSpec(str(estimator_file), strength=0.5, kind="jnd")
-    # the default kind on a folder made with kind jnd: the kind's resolved defaults are named, not None
-    with pytest.raises(CodecError, match=r"\(strength 1\.0 there, 2\.0 configured; kind 'jnd' there, 'directed' "
-                                         r"configured; gain None there, 1\.0 configured\)") as err:
+    # the default kind on a folder made with kind jnd: the kind's resolved defaults are named, a setting
+    # kind jnd does not use (gain) is not
+    with pytest.raises(CodecError, match=r"\(--jnd-strength: folder 1, this run 2; --jnd-kind: folder jnd, this "
+                                         r"run directed\)") as err:
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file,
                "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
     assert "--strength 2 --kind directed --gain 1" in str(err.value)
     (jnd_dir / "train" / "img1.png").unlink()
-    with pytest.raises(CodecError, match="no JND image .*train/img1.png"):
+    with pytest.raises(CodecError, match="lacks the JND image of 1 image.*train/img1.png"):
         _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
                "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
 
@@ -276,7 +276,7 @@ def test_bad_input_is_explained(tmp_path, data, online_run, estimator_file):
         _train(tmp_path, data, "--pretrained")
     with pytest.raises(CodecError, match="--patch 40 must be a multiple of 16"):
         _train(tmp_path, data, "--patch", "40")
-    with pytest.raises(CodecError, match=r"smaller than the 96x96 training crop.*img0.png \(80x96\)"):
+    with pytest.raises(CodecError, match=r"img0.png is 80x96, smaller than the 96x96 training crop \(--patch\)"):
         _train(tmp_path, data, "--patch", "96")
     with pytest.raises(TargetSpecError, match="--jnd-strength: must be a finite number >= 0"):
         _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "-1")

@@ -73,7 +73,7 @@ def test_infer_into_a_subfolder_of_its_input_does_not_take_its_outputs_as_inputs
         assert cli_main(["infer", str(image_folder), "--out", str(out), "--estimator", str(estimator_file)]) == 0
         assert capsys.readouterr().out.count("wrote ") == 3
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
-        ["a.png", "c.jpg", "sub/b.png"]
+        ["a.png", "c.png", "sub/b.png"]
 
 
 def test_precompute_refuses_a_destination_that_holds_its_source(image_folder, unet):

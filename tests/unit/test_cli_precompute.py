@@ -23,7 +23,7 @@ def test_infer_file_folder_map_compare(tmp_path, image_folder, estimator_file, r
     r = run_cli("infer", image_folder, "--out", tmp_path / "all", "--estimator", estimator_file, "--strength", "0.5")
     assert r.returncode == 0, r.stderr
     written = sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.*"))
-    assert written == ["a.png", "c.jpg", "sub/b.png"]
+    assert written == ["a.png", "c.png", "sub/b.png"]  # the JPEG's JND image as PNG: lossless
 
 
 def test_infer_keeps_16_bit(tmp_path, estimator_file, run_cli):
