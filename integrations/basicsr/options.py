@@ -69,7 +69,8 @@ def check_options(opt: dict) -> dict | None:
         raise JNDOptionError(f"{BLOCK}.source_gt", "is only used with mode: offline")
     spec = spec_of(block)
     # resolved values, so that BasicSR's dump of the options shows what is trained on
-    cfg.update({k: v for k, v in spec.to_mapping().items() if not (k == "gain" and v is None)})
+    # the settings of the block's kind (the kind table's), not those of another (gain of kind jnd)
+    cfg.update({k: v for k, v in spec.to_mapping().items() if spec.kind in spec.kinds_with(k)})
     if not cfg["enable"]:
         return cfg
 

@@ -551,8 +551,9 @@ def test_an_empty_block_switches_jnd_on_with_the_defaults():
     cfg = check_options(opt)
     # every setting resolved, so that BasicSR's dump of the options shows what is trained on
     assert cfg == {"enable": True, "estimator": "default", "strength": 2.0, "sur": None, "mode": "online",
-                   "source_gt": None, "kind": "directed", "gain": 1.0}
-    assert "gain" not in check_options({"jnd_target": {"kind": "jnd"}})  # no gain: the kind has none
+                   "source_gt": None, "kind": "directed", "gain": 1.0, "bound": "estimator", "sigma": 1.0}
+    # no gain, bound or sigma: the kind has none
+    assert not {"gain", "bound", "sigma"} & set(check_options({"jnd_target": {"kind": "jnd"}}))
     assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None
 
 
