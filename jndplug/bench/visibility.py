@@ -188,10 +188,11 @@ def _figure(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for r in result["results"]:
         pts = sorted(r["history"])
-        line, = ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=r["target"])
+        line, = ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=r["calibrated"])
         ax.plot([r["strength"]], [100 * r["value"]], "*", ms=14, color=line.get_color())
     ax.axhline(100 * result["level"], color="tab:green", ls="--", label=f"level ({result['statistic']})")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the minor labels of a log axis overlap
     ax.set_xlabel("strength (each bound in its own units)")
     ax.set_ylabel(f"{result['statistic']} noticed by the simulated panel (%)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
