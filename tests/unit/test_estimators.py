@@ -8,6 +8,7 @@ import torch
 
 import jndplug
 from jndplug.models.cost import count_parameters, macs_per_pixel
+from jndplug.errors import CorruptFileError
 from jndplug.weights import read_metadata
 
 
@@ -282,3 +283,25 @@ def test_every_architecture_implements_the_estimator_interface():
     assert jndplug.create_estimator("unet", squeeze_excite=False).global_pools() == []
     target = jndplug.JNDTarget(Plain())
     assert target.arch_name == "Plain" and target.size_divisor == 8 and target.weights_path is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_load_refuses_weights_that_are_not_finite(tmp_path, capsys, bad):
+    # such a file once made `jndplug infer` write an all-black image and exit 0
+    m = jndplug.create_estimator("resjnd", channels=4, recursions=2)
+    with torch.no_grad():
+        m.output.weight[0, 0, 0, 0] = bad
+    path = jndplug.save_estimator(m, tmp_path / "bad.safetensors", {})
+    name = "output.weight"
+    with pytest.raises(CorruptFileError, match=rf"bad\.safetensors: tensor '{name}' holds NaN or Inf.*retrain"):
+        jndplug.load_estimator(path)
+    from PIL import Image
+
+    from jndplug.cli import main
+
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(tmp_path / "a.png")
+    assert main(["infer", str(tmp_path / "a.png"), "--out", str(tmp_path / "out.png"), "--estimator", str(path),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"tensor '{name}' holds NaN or Inf" in err
+    assert not (tmp_path / "out.png").exists()
