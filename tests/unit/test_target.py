@@ -1,13 +1,21 @@
 """JNDTarget behaviour and input validation, on a randomly initialised estimator (tiling: test_tiling.py)."""
 
+import runpy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import jndplug
 from conftest import make_image
 from jndplug import JNDTarget
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +204,76 @@ def test_conversion_helpers():
         jndplug.to_tensor(np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(TypeError, match="unsupported array dtype"):
         jndplug.to_tensor(np.zeros((4, 4, 3), np.int32))
+
+
+class _LiveBytes(TorchDispatchMode):
+    """The most bytes of tensor storage alive at once among those made inside the block: each
+    operation's outputs are counted until their storage is freed. Counted, not sampled from the
+    allocator, so the figure is the same on every run and machine."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak = {}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # freed storages first: a new one may take a freed one's address
+        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                ref = StorageWeakRef(storage)
+                if ref.cdata not in inputs:  # a view allocates nothing
+                    self.live.setdefault(ref.cdata, (ref, storage.nbytes()))
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def _bytes_per_pixel(target, x) -> float:
+    """Peak bytes allocated by ``target(x)``, beyond the input, per pixel of ``x``."""
+    with _LiveBytes() as meter:
+        target(x)
+    return meter.peak / (x.shape[0] * x.shape[-2] * x.shape[-1])
+
+
+@pytest.fixture
+def small_budgets(monkeypatch):
+    """The memory budgets scaled down to test-sized images: the directed projection goes by strips
+    of 32 rows of a 768-pixel-wide image, batches one 256x256 image at a time."""
+    import jndplug.directed as directed
+    import jndplug.tiling as tiling
+
+    monkeypatch.setattr(directed, "STRIP_PIXELS", 32 * 768)
+    monkeypatch.setattr(tiling, "BATCH_PIXELS", 256 * 256)
+
+
+def _stand_in():
+    # the memory benchmark's one-convolution estimator: what is measured is jndplug's own buffers
+    return runpy.run_path(str(ROOT / "benchmarks" / "bench_tiling_memory.py"))["StandIn"]()
+
+
+@pytest.mark.usefixtures("small_budgets")
+def test_default_target_keeps_few_image_sized_buffers(one_thread):
+    # the float32 copy of the input and the result (12 bytes per pixel each), the bound and the
+    # distortion (4 each) and the tiler's strip of 128 rows: 33 bytes per pixel, as kind jnd's
+    # tiler alone; with the directed step on the whole image it took 48
+    x = torch.rand(1, 3, 512, 768)
+    target = JNDTarget(_stand_in(), tile=(128, 16))
+    assert _bytes_per_pixel(target, x) <= 36
+
+
+@pytest.mark.usefixtures("small_budgets")
+def test_a_batch_is_made_in_chunks_that_follow_a_pixel_budget(one_thread):
+    # four images, one at a time: the float32 copy of the batch (12 bytes per pixel), the rest
+    # for one image only (19 in all); the whole batch at once took 48 bytes per pixel, 36 for kind jnd
+    x = torch.rand(4, 3, 256, 256)
+    for kind in ("directed", "jnd"):
+        assert _bytes_per_pixel(JNDTarget(_stand_in(), tile=False, kind=kind), x) <= 24, kind
+    target = JNDTarget(_stand_in(), tile=False)
+    chunked, chunked_map = target(x), target.jnd_map(x)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(jndplug.tiling, "BATCH_PIXELS", 4 * 256 * 256)
+        whole, whole_map = target(x), target.jnd_map(x)
+    assert (chunked - whole).abs().max() <= 1e-6 and (chunked_map - whole_map).abs().max() <= 1e-6
