@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 import jndplug
 from conftest import make_image
 from jndplug import JNDTarget
 
-ROOT = Path(__file__).resolve().parents[2]
+# the memory benchmark's tensor meter and its stand-in estimator
+_BENCH = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tiling_memory.py"))
 
 
 @pytest.fixture(scope="module")
@@ -206,34 +204,9 @@ def test_conversion_helpers():
         jndplug.to_tensor(np.zeros((4, 4, 3), np.int32))
 
 
-class _LiveBytes(TorchDispatchMode):
-    """The most bytes of tensor storage alive at once among those made inside the block: each
-    operation's outputs are counted until their storage is freed. Counted, not sampled from the
-    allocator, so the figure is the same on every run and machine."""
-
-    def __init__(self):
-        super().__init__()
-        self.live, self.peak = {}, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        # freed storages first: a new one may take a freed one's address
-        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
-        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves((args, kwargs))
-                  if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                ref = StorageWeakRef(storage)
-                if ref.cdata not in inputs:  # a view allocates nothing
-                    self.live.setdefault(ref.cdata, (ref, storage.nbytes()))
-        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
-        return out
-
-
 def _bytes_per_pixel(target, x) -> float:
     """Peak bytes allocated by ``target(x)``, beyond the input, per pixel of ``x``."""
-    with _LiveBytes() as meter:
+    with _BENCH["LiveBytes"]() as meter:
         target(x)
     return meter.peak / (x.shape[0] * x.shape[-2] * x.shape[-1])
 
@@ -251,7 +224,7 @@ def small_budgets(monkeypatch):
 
 def _stand_in():
     # the memory benchmark's one-convolution estimator: what is measured is jndplug's own buffers
-    return runpy.run_path(str(ROOT / "benchmarks" / "bench_tiling_memory.py"))["StandIn"]()
+    return _BENCH["StandIn"]()
 
 
 @pytest.mark.usefixtures("small_budgets")
