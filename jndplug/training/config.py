@@ -87,8 +87,12 @@ def resolve_config(overrides: dict) -> dict:
         raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
     if "ms_ssim" in cfg["loss"] and cfg["patch"] < MS_SSIM_MIN_SIDE:
         raise JNDPlugValueError(f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; use ssim")
-    if cfg["patch"] % 32:
-        raise JNDPlugValueError(f"patch must be a multiple of 32 (the encoder's stride), got {cfg['patch']}")
+    from jndplug.models import size_divisor
+
+    divisor = size_divisor(cfg["arch"], **cfg["model"])
+    if cfg["patch"] % divisor:
+        raise JNDPlugValueError(f"patch must be a multiple of {divisor} (the size divisor of architecture "
+                                f"{cfg['arch']}), got {cfg['patch']}")
     for key in ("batch", "steps", "val_every", "checkpoint_every"):
         if int(cfg[key]) < 1:
             raise JNDPlugValueError(f"{key} must be >= 1")

@@ -254,6 +254,28 @@ def test_pretrained_names(tmp_path, monkeypatch):
         jndplug.load_estimator("default")
 
 
+def test_a_pretrained_file_that_differs_from_its_record_is_refused(tmp_path, monkeypatch, small_file):
+    # an installation whose shipped file was replaced (another training run, a bad copy) says so
+    # instead of loading other weights under the pretrained name
+    from jndplug import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    small_file.rename(tmp_path / weights.PRETRAINED["default"].file)
+    with pytest.raises(CorruptFileError, match=r"does not match the record of pretrained 'default' \(sha256"):
+        jndplug.load_estimator("default")
+
+
+def test_the_registry_gives_each_architectures_size_divisor(tmp_path):
+    from jndplug.models import size_divisor
+
+    assert size_divisor("unet") == 32 and size_divisor("resjnd") == 1
+    assert size_divisor("unet", decoder_channels=[4] * 5) == 32
+    # a file-naming option is not opened: the divisor is read from a network built on the meta device
+    assert size_divisor("unet", encoder_weights=str(tmp_path / "absent.pth")) == 32
+    with pytest.raises(ValueError, match="unknown estimator architecture 'nope'"):
+        size_divisor("nope")
+
+
 def test_every_architecture_implements_the_estimator_interface():
     from jndplug.models import Estimator, estimator_info
 
