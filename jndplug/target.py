@@ -59,7 +59,9 @@ class JNDTarget:
             known to be good, e.g. ground truth from a data loader already tested.
 
     Calling the object on ``[B,3,H,W]`` or ``[3,H,W]`` float images in [0,1] returns JND images
-    of the same shape, dtype and device, clamped to [0,1], with no autograd graph.
+    of the same shape, dtype and device, clamped to [0,1], with no autograd graph. A batch is made
+    in chunks of at most :data:`jndplug.tiling.BATCH_PIXELS` pixels (one image at least), so its
+    memory is a chunk's (docs/jndtarget.md, "Memory").
     """
 
     def __init__(self, estimator: str | os.PathLike | nn.Module = "default", strength: float | None = None,
