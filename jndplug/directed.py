@@ -36,7 +36,7 @@ STRIP_PIXELS = 2**20
 
 def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``[B,1,H,W]``, mirrored at the borders (replicated if too small)."""
-    radius, k = _kernel(sigma, y)
+    radius, k = _kernel(sigma, y.dtype, y.device)
     h, w = y.shape[-2:]
     mode = "reflect" if radius < min(h, w) else "replicate"
     y = F.pad(y, (radius, radius, radius, radius), mode=mode)
@@ -44,10 +44,10 @@ def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1))
 
 
-def _kernel(sigma: float, like: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """The blur's radius, ``ceil(3 sigma)``, and its normalised 1-D kernel in ``like``'s dtype and device."""
+def _kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> tuple[int, torch.Tensor]:
+    """The blur's radius, ``ceil(3 sigma)``, and its normalised 1-D kernel."""
     radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     k = torch.exp(-t**2 / (2 * sigma**2))
     return radius, k / k.sum()
 
@@ -98,8 +98,8 @@ def directed_distortion(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sig
                                             for s in strips])
     for _ in range(_BISECTION_STEPS):
         t = (t_lo + t_hi) / 2
-        total = sum(torch.clamp(v[..., s, :] - t, lo[..., s, :], hi[..., s, :])
-                    .sum(dim=(-2, -1), keepdim=True, dtype=torch.float64) for s in strips)
+        total = functools.reduce(torch.add, [torch.clamp(v[..., s, :] - t, lo[..., s, :], hi[..., s, :])
+                                             .sum(dim=(-2, -1), keepdim=True, dtype=torch.float64) for s in strips])
         positive = total > 0
         t_lo = torch.where(positive, t, t_lo)
         t_hi = torch.where(positive, t_hi, t)
@@ -109,7 +109,7 @@ def directed_distortion(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sig
 def _highpass_rows(x: torch.Tensor, rows: slice, sigma: float) -> torch.Tensor:
     """Rows ``rows`` of ``highpass(x, sigma)``, from those rows and the blur's context around them
     (mirrored or replicated at the image's edges as :func:`gaussian_blur` pads the whole image)."""
-    radius, k = _kernel(sigma, x.new_empty(0, dtype=torch.float32))
+    radius, k = _kernel(sigma, torch.float32, x.device)
     h, w = x.shape[-2:]
     mode = "reflect" if radius < min(h, w) else "replicate"
     index = torch.arange(rows.start - radius, rows.stop + radius, device=x.device)
