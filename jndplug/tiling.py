@@ -25,8 +25,9 @@ AUTO_TILE_PIXELS = 2048 * 2048
 # randomly initialised unet without squeeze-excitation, scaled to the shipped model's residual,
 # needs about 160-192 px (BENCHMARKS.md, "Tiled inference"); 192 covers both.
 AUTO_TILE = (1536, 384)
-# A batch is made in chunks of at most this many pixels (one image at least), so that a batch's
-# memory is that of a chunk's, not of the whole batch's: 16 images at 1080p at once took about 19 GB
+# A batch is made in chunks of at most this many pixels (one image at least), so that its memory,
+# the estimator's activations above all, is a chunk's: four 1080p images with the shipped estimator
+# held 346 bytes per pixel at once, 179 in chunks of two (BENCHMARKS.md, "Tiled inference")
 BATCH_PIXELS = AUTO_TILE_PIXELS
 # Tiled passes that measure the image-wide means of global-pooling layers (squeeze-excitation)
 # before the pass that makes the output; see _pool_means. One pass brings the shipped model

@@ -87,7 +87,7 @@ def resolve_config(overrides: dict) -> dict:
         raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
     if "ms_ssim" in cfg["loss"] and cfg["patch"] < MS_SSIM_MIN_SIDE:
         raise JNDPlugValueError(f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; use ssim")
-    from jndplug.models import size_divisor
+    from jndplug.models import size_divisor  # imports timm: only once a config is resolved
 
     divisor = size_divisor(cfg["arch"], **cfg["model"])
     if cfg["patch"] % divisor:
