@@ -235,6 +235,10 @@ def test_default_target_keeps_few_image_sized_buffers(one_thread):
     x = torch.rand(1, 3, 512, 768)
     target = JNDTarget(_stand_in(), tile=(128, 16))
     assert _bytes_per_pixel(target, x) <= 36
+    by_strips = target(x)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(jndplug.directed, "STRIP_PIXELS", 512 * 768)  # one strip: the whole image at once
+        assert (by_strips - target(x)).abs().max() <= 1e-6
 
 
 @pytest.mark.usefixtures("small_budgets")
