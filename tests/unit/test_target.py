@@ -205,7 +205,7 @@ def test_conversion_helpers():
 
 
 def _bytes_per_pixel(target, x) -> float:
-    """Peak bytes allocated by ``target(x)``, beyond the input, per pixel of ``x``."""
+    """The most bytes of tensors ``target(x)`` holds at once beyond its input, per pixel of ``x``."""
     with _BENCH["LiveBytes"]() as meter:
         target(x)
     return meter.peak / (x.shape[0] * x.shape[-2] * x.shape[-1])
@@ -227,8 +227,8 @@ def _stand_in():
     return _BENCH["StandIn"]()
 
 
-@pytest.mark.usefixtures("small_budgets")
-def test_default_target_keeps_few_image_sized_buffers(one_thread):
+@pytest.mark.usefixtures("small_budgets", "one_thread")
+def test_default_target_keeps_few_image_sized_buffers():
     # the float32 copy of the input and the result (12 bytes per pixel each), the bound and the
     # distortion (4 each) and the tiler's strip of 128 rows: 33 bytes per pixel, as kind jnd's
     # tiler alone; with the directed step on the whole image it took 48
@@ -241,8 +241,8 @@ def test_default_target_keeps_few_image_sized_buffers(one_thread):
         assert (by_strips - target(x)).abs().max() <= 1e-6
 
 
-@pytest.mark.usefixtures("small_budgets")
-def test_a_batch_is_made_in_chunks_that_follow_a_pixel_budget(one_thread):
+@pytest.mark.usefixtures("small_budgets", "one_thread")
+def test_a_batch_is_made_in_chunks_that_follow_a_pixel_budget():
     # four images, one at a time: the float32 copy of the batch (12 bytes per pixel), the rest
     # for one image only (19 in all); the whole batch at once took 48 bytes per pixel, 36 for kind jnd
     x = torch.rand(4, 3, 256, 256)
