@@ -4,8 +4,9 @@ Estimators, JND profiles, patch regressors and distortion autoencoders are all w
 ``.safetensors`` file whose string metadata holds ``format`` (what the file is, with a version),
 ``jndplug_version``, ``tensors_sha256`` (a hash of every tensor's name, dtype, shape and bytes) and
 the kind's own JSON fields (config, provenance...). Reading checks, in this order, that the file is
-complete, that it is of the expected kind and that its tensors match the hash, so a truncated,
-edited or mislabelled file is refused with its name and the problem instead of loading as garbage.
+complete, that it is of the expected kind, that its tensors match the hash and that they are
+finite, so a truncated, edited, mislabelled or diverged file is refused with its name and the
+problem instead of loading as garbage.
 Nothing is unpickled. Writes are atomic: an interrupted save leaves the previous file or none.
 """
 
@@ -132,6 +133,13 @@ def load_artifact(path: str | os.PathLike, fmt: str, what: str,
     if digest != meta["tensors_sha256"]:
         raise CorruptFileError(f"{path}: tensor hash mismatch (file says {meta['tensors_sha256'][:12]}..., "
                                f"content is {digest[:12]}...); the file is corrupt or was modified")
+    # the hash only proves the file is as written: training that diverged writes NaN weights, which
+    # would make every output black without an error
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CorruptFileError(f"{path}: tensor {name!r} holds NaN or Inf (the training that wrote it "
+                                   "diverged); retrain, or use an earlier checkpoint")
     return tensors, meta
 
 

@@ -35,7 +35,8 @@ def directed_image(target, x: torch.Tensor) -> torch.Tensor:
 
 def estimator_map(target, x: torch.Tensor) -> torch.Tensor:
     """RMS over channels of the estimator's JND image minus ``x``: the seed paper's JND magnitude."""
-    return rms_change(target._estimated(x), x)
+    # the estimated image is this call's own: the change is made in its place
+    return target._estimated(x).sub_(x).square_().mean(1, keepdim=True).sqrt_()
 
 
 def profile_map(target, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,3 @@ def _profile(device: torch.device):
 
     return JNDProfile().to(device).eval().requires_grad_(False)
 
-
-def rms_change(image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[B,1,H,W]`` float32 RMS over channels of ``image - x``."""
-    return (image.to(torch.float32) - x.to(torch.float32)).pow(2).mean(1, keepdim=True).sqrt()

@@ -16,6 +16,7 @@ changes Y by ``d`` and leaves Cb and Cr unchanged (the BT.601 luma weights sum t
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,19 +29,27 @@ from jndplug.spec import DEFAULT_SIGMA
 
 SIGMA = DEFAULT_SIGMA  # the reason for its value is with the default, in jndplug.spec
 _BISECTION_STEPS = 60
+# The high-pass and the projection go by strips of rows of about this many pixels (over the batch),
+# so that their temporaries stay a strip's size whatever the image's
+STRIP_PIXELS = 2**20
 
 
 def gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``[B,1,H,W]``, mirrored at the borders (replicated if too small)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=y.dtype, device=y.device)
-    k = torch.exp(-t**2 / (2 * sigma**2))
-    k = k / k.sum()
+    radius, k = _kernel(sigma, y.dtype, y.device)
     h, w = y.shape[-2:]
     mode = "reflect" if radius < min(h, w) else "replicate"
     y = F.pad(y, (radius, radius, radius, radius), mode=mode)
     y = F.conv2d(y, k.view(1, 1, 1, -1))
     return F.conv2d(y, k.view(1, 1, -1, 1))
+
+
+def _kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> tuple[int, torch.Tensor]:
+    """The blur's radius, ``ceil(3 sigma)``, and its normalised 1-D kernel."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    return radius, k / k.sum()
 
 
 def highpass(x: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
@@ -55,7 +64,8 @@ def directed_distortion(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sig
     ``jnd_map`` (``[B,1,H,W]``, >= 0) bounds ``|d|`` per pixel: ``JNDTarget.jnd_map``, any
     estimator's or ``JNDProfile.jnd_map``. ``|d| <= jnd_map``, ``x + d`` in [0, 1] on every
     channel and ``mean(d) = 0`` per image all hold exactly (the mean to rounding); ``gain = 0``
-    gives ``d = 0``.
+    gives ``d = 0``. Memory: besides ``d``, two 1-channel float32 planes of the batch and
+    temporaries of a strip of :data:`STRIP_PIXELS` pixels.
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise JNDPlugValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
@@ -65,24 +75,53 @@ def directed_distortion(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sig
         raise JNDPlugValueError(f"gain must be a finite number >= 0, got {gain}")
     if not (math.isfinite(sigma) and sigma > 0):
         raise JNDPlugValueError(f"sigma must be a finite number > 0, got {sigma}")
-    x = x.to(torch.float32)
+    b, _, h, w = x.shape
     if gain == 0:  # exactly: the bisection below would leave a rounding-sized offset
-        return torch.zeros_like(x[:, :1])
-    bound = jnd_map.to(torch.float32).clamp(min=0)
-    lo = torch.maximum(-bound, -x.amin(1, keepdim=True)).clamp(max=0)
-    hi = torch.minimum(bound, 1 - x.amax(1, keepdim=True)).clamp(min=0)
-    v = gain * highpass(x, sigma)
+        return x.new_zeros((b, 1, h, w), dtype=torch.float32)
+    rows = max(1, STRIP_PIXELS // (b * w))
+    strips = [slice(r, min(r + rows, h)) for r in range(0, h, rows)]
+    # v (returned as d), lo and hi are the only planes the size of the batch
+    v = x.new_empty((b, 1, h, w), dtype=torch.float32)
+    lo, hi = torch.empty_like(v), torch.empty_like(v)
+    for s in strips:
+        xs = x[..., s, :].to(torch.float32)
+        bound = jnd_map[..., s, :].to(torch.float32).clamp(min=0)
+        lo[..., s, :] = torch.maximum(-bound, -xs.amin(1, keepdim=True)).clamp(max=0)
+        hi[..., s, :] = torch.minimum(bound, 1 - xs.amax(1, keepdim=True)).clamp(min=0)
+        v[..., s, :] = _highpass_rows(x, s, sigma).mul_(gain)
     # The projection onto box ∩ {mean 0} is clip(v - t, lo, hi) for the t where its mean is zero
-    # (the KKT conditions); the mean falls monotonically in t, so bisect, per image. lo <= 0 <= hi
-    # makes t exist.
-    t_lo = (v - hi).amin(dim=(-2, -1), keepdim=True)
-    t_hi = (v - lo).amax(dim=(-2, -1), keepdim=True)
+    # (the KKT conditions); the mean falls monotonically in t, so bisect, per image, summing the
+    # strips (the sign of the sum is the sign of the mean). lo <= 0 <= hi makes t exist.
+    t_lo = functools.reduce(torch.minimum, [(v[..., s, :] - hi[..., s, :]).amin(dim=(-2, -1), keepdim=True)
+                                            for s in strips])
+    t_hi = functools.reduce(torch.maximum, [(v[..., s, :] - lo[..., s, :]).amax(dim=(-2, -1), keepdim=True)
+                                            for s in strips])
     for _ in range(_BISECTION_STEPS):
         t = (t_lo + t_hi) / 2
-        positive = torch.clamp(v - t, lo, hi).mean(dim=(-2, -1), keepdim=True, dtype=torch.float64) > 0
+        total = functools.reduce(torch.add, [torch.clamp(v[..., s, :] - t, lo[..., s, :], hi[..., s, :])
+                                             .sum(dim=(-2, -1), keepdim=True, dtype=torch.float64) for s in strips])
+        positive = total > 0
         t_lo = torch.where(positive, t, t_lo)
         t_hi = torch.where(positive, t_hi, t)
-    return torch.clamp(v - (t_lo + t_hi) / 2, lo, hi)
+    return v.sub_((t_lo + t_hi) / 2).clamp_(lo, hi)
+
+
+def _highpass_rows(x: torch.Tensor, rows: slice, sigma: float) -> torch.Tensor:
+    """Rows ``rows`` of ``highpass(x, sigma)``, from those rows and the blur's context around them
+    (mirrored or replicated at the image's edges as :func:`gaussian_blur` pads the whole image)."""
+    radius, k = _kernel(sigma, torch.float32, x.device)
+    h, w = x.shape[-2:]
+    mode = "reflect" if radius < min(h, w) else "replicate"
+    index = torch.arange(rows.start - radius, rows.stop + radius, device=x.device)
+    if mode == "reflect":
+        index = index.abs()
+        index = torch.where(index >= h, 2 * (h - 1) - index, index)
+    else:
+        index = index.clamp(0, h - 1)
+    y = luma(x.index_select(-2, index).to(torch.float32))
+    blurred = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+    blurred = F.conv2d(blurred, k.view(1, 1, -1, 1))
+    return y[..., radius:-radius, :] - blurred
 
 
 def directed_jnd(x: torch.Tensor, jnd_map: torch.Tensor, gain: float, sigma: float = SIGMA) -> torch.Tensor:

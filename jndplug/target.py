@@ -12,7 +12,7 @@ from jndplug.bounds import estimator_map
 from jndplug.errors import JNDPlugTypeError
 from jndplug.imageio import check_image_tensor
 from jndplug.spec import BOUNDS, DEFAULT_KIND, KIND_TABLE, TargetSpec, TargetSpecError, number_text
-from jndplug.tiling import blend, check_tile, pad_to_stride, tile_for, tiled_forward
+from jndplug.tiling import batch_chunks, blend, check_tile, pad_to_stride, tile_for, tiled_forward
 from jndplug.weights import load_estimator
 
 
@@ -59,7 +59,9 @@ class JNDTarget:
             known to be good, e.g. ground truth from a data loader already tested.
 
     Calling the object on ``[B,3,H,W]`` or ``[3,H,W]`` float images in [0,1] returns JND images
-    of the same shape, dtype and device, clamped to [0,1], with no autograd graph.
+    of the same shape, dtype and device, clamped to [0,1], with no autograd graph. A batch is made
+    in chunks of at most :data:`jndplug.tiling.BATCH_PIXELS` pixels (one image at least), so its
+    memory is a chunk's (docs/jndtarget.md, "Memory").
     """
 
     def __init__(self, estimator: str | os.PathLike | nn.Module = "default", strength: float | None = None,
@@ -155,7 +157,7 @@ class JNDTarget:
         if self.strength == 0 or self.gain == 0:
             out = batch.clamp(0, 1)
         else:
-            out = self._image(self, self._float32(batch)).to(device=batch.device, dtype=batch.dtype)
+            out = self._by_chunks(self._image, self._float32(batch), 3).to(device=batch.device, dtype=batch.dtype)
         return out[0] if x.ndim == 3 else out
 
     @torch.no_grad()
@@ -172,7 +174,7 @@ class JNDTarget:
         check_image_tensor(x, values=self.check_values)
         batch = x[None] if x.ndim == 3 else x
         xf = self._float32(batch)
-        m = torch.zeros_like(xf[:, :1]) if self.strength == 0 else self._bound(xf)
+        m = torch.zeros_like(xf[:, :1]) if self.strength == 0 else self._by_chunks(self._bound_of, xf, 1)
         if normalize:
             peak = m.amax(dim=(-2, -1), keepdim=True)
             m = m / torch.where(peak > 0, peak, torch.ones_like(peak))
@@ -188,6 +190,19 @@ class JNDTarget:
         # every target is computed in float32 on the estimator's device, whatever the input's dtype:
         # a bf16 bound would move in steps of about 1/256
         return batch.to(device=self.device or batch.device, dtype=torch.float32).clamp(0, 1)
+
+    def _by_chunks(self, make, xf: torch.Tensor, channels: int) -> torch.Tensor:
+        """``make(self, xf)`` (``channels`` deep), made a chunk of the batch at a time
+        (:func:`jndplug.tiling.batch_chunks`) so that memory follows the chunk, not the batch."""
+        chunks = batch_chunks(xf.shape)
+        if len(chunks) == 1:
+            return make(self, xf)
+        # xf is this call's own copy and each chunk is read before it is written: images need no
+        # buffer of their own
+        out = xf if channels == xf.shape[1] else xf.new_empty((xf.shape[0], channels, *xf.shape[-2:]))
+        for c in chunks:
+            out[c] = make(self, xf[c])
+        return out
 
     def _bound(self, xf: torch.Tensor) -> torch.Tensor:
         return self._bound_of(self, xf)

@@ -25,6 +25,10 @@ AUTO_TILE_PIXELS = 2048 * 2048
 # randomly initialised unet without squeeze-excitation, scaled to the shipped model's residual,
 # needs about 160-192 px (BENCHMARKS.md, "Tiled inference"); 192 covers both.
 AUTO_TILE = (1536, 384)
+# A batch is made in chunks of at most this many pixels (one image at least), so that its memory,
+# the estimator's activations above all, is a chunk's: four 1080p images with the shipped estimator
+# held 346 bytes per pixel at once, 179 in chunks of two (BENCHMARKS.md, "Tiled inference")
+BATCH_PIXELS = AUTO_TILE_PIXELS
 # Tiled passes that measure the image-wide means of global-pooling layers (squeeze-excitation)
 # before the pass that makes the output; see _pool_means. One pass brings the shipped model
 # within 0.49/255 of the untiled result, a second only to 0.48/255 (BENCHMARKS.md).
@@ -50,6 +54,13 @@ def tile_for(hw: tuple[int, int], tile: tuple[int, int] | None | bool) -> tuple[
     if tile is None and h * w > AUTO_TILE_PIXELS:
         tile = AUTO_TILE
     return tile if tile and (h > tile[0] or w > tile[0]) else None
+
+
+def batch_chunks(shape: torch.Size) -> list[slice]:
+    """The chunks of a ``[B,C,H,W]`` batch that are made at once: :data:`BATCH_PIXELS` each."""
+    b, (h, w) = shape[0], shape[-2:]
+    n = max(1, BATCH_PIXELS // (h * w))
+    return [slice(i, min(i + n, b)) for i in range(0, b, n)]
 
 
 def pad_to_stride(x: torch.Tensor, divisor: int) -> torch.Tensor:

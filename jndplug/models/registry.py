@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+
 from jndplug.errors import JNDPlugValueError
 from jndplug.models.base import Estimator
 
@@ -50,3 +52,13 @@ def architecture(name: str) -> Callable[..., Estimator]:
     if name not in _REGISTRY:
         raise JNDPlugValueError(f"unknown estimator architecture {name!r}; registered: {', '.join(list_estimators())}")
     return _REGISTRY[name]
+
+
+def size_divisor(name: str, **config) -> int:
+    """The number the input sides of architecture ``name`` (with ``config``) must be a multiple of:
+    read from the network built on the meta device (no memory, no weights; options naming a local
+    file are left out, so none is opened)."""
+    cls = architecture(name)
+    config = {k: v for k, v in config.items() if k not in getattr(cls, "file_options", ())}
+    with torch.device("meta"):
+        return int(create_estimator(name, **config).size_divisor)

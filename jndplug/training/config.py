@@ -89,6 +89,9 @@ def resolve_config(overrides: dict) -> dict:
     bad = set(cfg["loss"]) - set(LOSS_TERMS)
     if bad:
         raise JNDPlugValueError(f"unknown loss terms {sorted(bad)}; use {', '.join(LOSS_TERMS)}")
+    from jndplug.models import size_divisor  # imports timm: only once a config is resolved
+
+    divisor = size_divisor(cfg["arch"], **cfg["model"])
     if "ms_ssim" in cfg["loss"] and cfg["patch"] < MS_SSIM_MIN_SIDE:
         loss = dict(cfg["loss"])
         ssim = loss.pop("ms_ssim") + loss.pop("ssim", 0)
@@ -96,9 +99,10 @@ def resolve_config(overrides: dict) -> dict:
         raise JNDPlugValueError(
             f"loss ms_ssim needs patch >= {MS_SSIM_MIN_SIDE}, got {cfg['patch']}; add "
             f"{shlex.join(['--set', f'loss={flow}'])} (the same loss with ssim for ms_ssim; in a config file "
-            f"loss: {flow}), or set patch to {-(-MS_SSIM_MIN_SIDE // 32) * 32} or more")
-    if cfg["patch"] % 32:
-        raise JNDPlugValueError(f"patch must be a multiple of 32 (the encoder's stride), got {cfg['patch']}")
+            f"loss: {flow}), or set patch to {-(-MS_SSIM_MIN_SIDE // divisor) * divisor} or more")
+    if cfg["patch"] % divisor:
+        raise JNDPlugValueError(f"patch must be a multiple of {divisor} (the size divisor of architecture "
+                                f"{cfg['arch']}), got {cfg['patch']}")
     for key in ("batch", "steps", "val_every", "checkpoint_every"):
         if int(cfg[key]) < 1:
             raise JNDPlugValueError(f"{key} must be >= 1")

@@ -7,8 +7,10 @@ A weights file stores the tensors and, as safetensors string metadata:
 unpickles: foreign ``.pth`` checkpoints are converted by dedicated importers that use
 ``torch.load(weights_only=True)``.
 
-Pretrained estimators shipped with the package live beside this module and are listed in
-``PRETRAINED``.
+Pretrained estimators shipped with the package live beside this module; ``PRETRAINED`` holds one
+record per name (:class:`Pretrained`, in the manner of timm's pretrained configs): its file and that
+file's sha256, architecture, default SUR, label source and model card. It is the one place a
+pretrained name is described; loading by name checks the file against it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import inspect
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,15 +32,33 @@ from jndplug.errors import CorruptFileError, JNDPlugValueError
 FORMAT = "jndplug-estimator/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent
 
-# name -> (file inside jndplug/weights, one-line description)
-PRETRAINED: dict[str, tuple[str, str]] = {
-    "default": ("jnd-default.safetensors", "the shipped JND inference model (see MODEL_CARD.md)"),
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """What a pretrained name stands for, known without opening its file."""
+
+    file: str  # inside jndplug/weights
+    sha256: str  # of the whole file: a replaced or damaged file is refused under this name
+    architecture: str  # registry name (jndplug.models.list_estimators)
+    default_sur: float | None  # the satisfied-user ratio it runs at by default; None: not SUR-conditioned
+    label_source: tuple[str, ...]  # where its training labels came from (the file's provenance)
+    model_card: str  # where it is documented, from the repository root
+    description: str
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    "default": Pretrained(
+        file="jnd-default.safetensors",
+        sha256="2fdb0560fdea9b4f6bd39247ebc2cb2eb174105d7c8034ed65d5b8ae99f55b15",
+        architecture="unet", default_sur=0.75, label_source=("generated",), model_card="MODEL_CARD.md",
+        description="the shipped JND inference model"),
 }
 
 
 def list_pretrained() -> dict[str, bool]:
     """Pretrained names and whether each one's file is installed."""
-    return {name: (WEIGHTS_DIR / fname).is_file() for name, (fname, _) in PRETRAINED.items()}
+    return {name: (WEIGHTS_DIR / record.file).is_file() for name, record in PRETRAINED.items()}
 
 
 def estimator_fingerprint(model: nn.Module) -> str:
@@ -81,8 +102,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     """Map a pretrained name or a file path to an existing weights file, or explain why not."""
     key = os.fspath(name_or_path)
     if key in PRETRAINED:
-        fname, _ = PRETRAINED[key]
-        path = WEIGHTS_DIR / fname
+        path = WEIGHTS_DIR / PRETRAINED[key].file
         if not path.is_file():
             raise FileNotFoundError(
                 f"pretrained estimator {key!r} is not installed ({path} is missing). It is produced by "
@@ -137,6 +157,13 @@ def load_estimator(name_or_path: str | os.PathLike, map_location=None) -> nn.Mod
     from jndplug.models import create_estimator, list_estimators
 
     path = resolve(name_or_path)
+    record = PRETRAINED.get(os.fspath(name_or_path))
+    if record is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != record.sha256:
+            raise CorruptFileError(f"{path} does not match the record of pretrained {os.fspath(name_or_path)!r} "
+                                   f"(sha256 {digest[:12]}..., recorded {record.sha256[:12]}...); reinstall "
+                                   "jndplug, or load your own file by its path")
     if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
         raise JNDPlugValueError(
             f"{path}: jndplug loads only .safetensors weights; convert foreign checkpoints first "

@@ -69,3 +69,17 @@ def test_each_kind_is_written_and_refused_as_the_others(tmp_path):
         load_autoencoder(tmp_path / "p.safetensors")
     with pytest.raises(CorruptFileError, match="not a patch regressor file"):
         load_regressor(tmp_path / "a.safetensors")
+
+
+def test_refuses_a_tensor_that_is_not_finite(tmp_path):
+    # every kind of file is loaded here: a NaN in a profile or a regressor is refused like one in an estimator
+    t = {"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")], dtype=torch.float16), "n": torch.arange(3)}
+    path = save_artifact(tmp_path / "a.safetensors", t, "x/1", {}, "test")
+    with pytest.raises(CorruptFileError, match=r"a\.safetensors: tensor 'b' holds NaN or Inf"):
+        load_artifact(path, "x/1", "test")
+    profile = JNDProfile()
+    name, tensor = next((k, v) for k, v in profile.state_dict().items() if v.is_floating_point())
+    tensor.view(-1)[0] = float("-inf")
+    save_profile(profile, tmp_path / "p.safetensors", {})
+    with pytest.raises(CorruptFileError, match=f"tensor '{name}' holds NaN or Inf"):
+        load_profile(tmp_path / "p.safetensors")

@@ -56,6 +56,39 @@ def test_gain_zero_and_a_zero_bound_are_the_identity():
     assert torch.equal(directed_distortion(x, torch.zeros_like(bound), 2.0), torch.zeros_like(bound))
 
 
+
+def _whole_image_distortion(x, bound, gain, sigma):
+    """The projection as it was computed on the whole batch at once, before it went by strips."""
+    from jndplug.directed import highpass
+
+    lo = torch.maximum(-bound, -x.amin(1, keepdim=True)).clamp(max=0)
+    hi = torch.minimum(bound, 1 - x.amax(1, keepdim=True)).clamp(min=0)
+    v = gain * highpass(x, sigma)
+    t_lo = (v - hi).amin(dim=(-2, -1), keepdim=True)
+    t_hi = (v - lo).amax(dim=(-2, -1), keepdim=True)
+    for _ in range(60):
+        t = (t_lo + t_hi) / 2
+        positive = torch.clamp(v - t, lo, hi).mean(dim=(-2, -1), keepdim=True, dtype=torch.float64) > 0
+        t_lo, t_hi = torch.where(positive, t, t_lo), torch.where(positive, t_hi, t)
+    return torch.clamp(v - (t_lo + t_hi) / 2, lo, hi)
+
+
+@pytest.mark.parametrize("hw,sigma", [((97, 61), 1.0), ((97, 61), 2.5), ((20, 90), 1.0), ((7, 40), 3.0)])
+def test_strips_give_the_whole_image_result(monkeypatch, hw, sigma):
+    # strips of 5 rows over both images: the blur's context (ceil(3 sigma) rows, mirrored at the
+    # image's edges, replicated where the image is smaller than the blur) crosses strips, and the
+    # bisection sums the strips; the last case is one whole-image strip of a 7-row image
+    import jndplug.directed as directed
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand((2, 3, *hw), generator=g)
+    x[0, :, :4] = 1.0  # saturated rows narrow the bound
+    bound = 0.05 * torch.rand((2, 1, *hw), generator=g)
+    monkeypatch.setattr(directed, "STRIP_PIXELS", 2 * 5 * hw[1])
+    d = directed_distortion(x, bound, 3.0, sigma)
+    assert (d - _whole_image_distortion(x, bound, 3.0, sigma)).abs().max() <= 1e-6
+    assert float(d.mean(dim=(-2, -1)).abs().max()) < 1e-6
+
 def test_it_sharpens_a_blurred_image():
     x = _images()
     blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)

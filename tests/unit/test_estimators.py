@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import jndplug
 from jndplug.models.cost import count_parameters, macs_per_pixel
+from jndplug.errors import CorruptFileError
 from jndplug.weights import read_metadata
 
 
@@ -274,6 +275,28 @@ def test_pretrained_names(tmp_path, monkeypatch):
         jndplug.load_estimator("default")
 
 
+def test_a_pretrained_file_that_differs_from_its_record_is_refused(tmp_path, monkeypatch, small_file):
+    # an installation whose shipped file was replaced (another training run, a bad copy) says so
+    # instead of loading other weights under the pretrained name
+    from jndplug import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    small_file.rename(tmp_path / weights.PRETRAINED["default"].file)
+    with pytest.raises(CorruptFileError, match=r"does not match the record of pretrained 'default' \(sha256"):
+        jndplug.load_estimator("default")
+
+
+def test_the_registry_gives_each_architectures_size_divisor(tmp_path):
+    from jndplug.models import size_divisor
+
+    assert size_divisor("unet") == 32 and size_divisor("resjnd") == 1
+    assert size_divisor("unet", decoder_channels=[4] * 5) == 32
+    # a file-naming option is not opened: the divisor is read from a network built on the meta device
+    assert size_divisor("unet", encoder_weights=str(tmp_path / "absent.pth")) == 32
+    with pytest.raises(ValueError, match="unknown estimator architecture 'nope'"):
+        size_divisor("nope")
+
+
 def test_every_architecture_implements_the_estimator_interface():
     from jndplug.models import Estimator, estimator_info
 
@@ -303,3 +326,25 @@ def test_every_architecture_implements_the_estimator_interface():
     assert jndplug.create_estimator("unet", squeeze_excite=False).global_pools() == []
     target = jndplug.JNDTarget(Plain())
     assert target.arch_name == "Plain" and target.size_divisor == 8 and target.weights_path is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_load_refuses_weights_that_are_not_finite(tmp_path, capsys, bad):
+    # such a file once made `jndplug infer` write an all-black image and exit 0
+    m = jndplug.create_estimator("resjnd", channels=4, recursions=2)
+    with torch.no_grad():
+        m.output.weight[0, 0, 0, 0] = bad
+    path = jndplug.save_estimator(m, tmp_path / "bad.safetensors", {})
+    name = "output.weight"
+    with pytest.raises(CorruptFileError, match=rf"bad\.safetensors: tensor '{name}' holds NaN or Inf.*retrain"):
+        jndplug.load_estimator(path)
+    from PIL import Image
+
+    from jndplug.cli import main
+
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(tmp_path / "a.png")
+    assert main(["infer", str(tmp_path / "a.png"), "--out", str(tmp_path / "out.png"), "--estimator", str(path),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"tensor '{name}' holds NaN or Inf" in err
+    assert not (tmp_path / "out.png").exists()

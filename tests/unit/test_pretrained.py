@@ -1,5 +1,6 @@
 """The shipped estimator: present, verified, small, documented, and it changes images plausibly."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from jndplug.models.cost import macs_per_pixel
 from jndplug.pixels import psnr
 from jndplug.weights import PRETRAINED, WEIGHTS_DIR, read_metadata
 
-SHIPPED = WEIGHTS_DIR / PRETRAINED["default"][0]
+SHIPPED = WEIGHTS_DIR / PRETRAINED["default"].file
 MODEL_CARD = Path(__file__).resolve().parents[2] / "MODEL_CARD.md"
 
 
@@ -35,6 +36,21 @@ def test_shipped_file_is_registered_small_and_verified():
     assert prov["label_source"] == ["generated"] and prov["train_images"] > 0 and prov["val_images"] > 0
     assert {"psnr", "ssim", "level_exact", "level_within1"} <= set(prov["validation"])
     assert json.loads(read_metadata(SHIPPED)["config"]) == model.config
+
+
+def test_the_shipped_file_matches_its_record():
+    # the record says what the file is without opening it; here it is checked against the file itself
+    record = PRETRAINED["default"]
+    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == record.sha256
+    model = jndplug.load_estimator("default")
+    assert record.architecture == read_metadata(SHIPPED)["arch"] == model.arch_name
+    assert record.default_sur == model.default_sur
+    assert list(record.label_source) == model.provenance["label_source"]
+    card, _, section = record.model_card.partition("#")
+    text = (MODEL_CARD.parent / card).read_text()
+    assert SHIPPED.stem in text.splitlines()[0]  # the card's title names the file
+    assert not section or any(line.startswith("#") and section in line.lower().replace(" ", "-")
+                              for line in text.splitlines())
 
 
 def test_model_card_quotes_the_shipped_files_own_record():

@@ -1,5 +1,8 @@
 """JNDTarget behaviour and input validation, on a randomly initialised estimator (tiling: test_tiling.py)."""
 
+import runpy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +11,9 @@ from PIL import Image
 import jndplug
 from conftest import make_image
 from jndplug import JNDTarget
+
+# the memory benchmark's tensor meter and its stand-in estimator
+_BENCH = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tiling_memory.py"))
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +202,55 @@ def test_conversion_helpers():
         jndplug.to_tensor(np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(TypeError, match="unsupported array dtype"):
         jndplug.to_tensor(np.zeros((4, 4, 3), np.int32))
+
+
+def _bytes_per_pixel(target, x) -> float:
+    """The most bytes of tensors ``target(x)`` holds at once beyond its input, per pixel of ``x``."""
+    with _BENCH["LiveBytes"]() as meter:
+        target(x)
+    return meter.peak / (x.shape[0] * x.shape[-2] * x.shape[-1])
+
+
+@pytest.fixture
+def small_budgets(monkeypatch):
+    """The memory budgets scaled down to test-sized images: the directed projection goes by strips
+    of 32 rows of a 768-pixel-wide image, batches one 256x256 image at a time."""
+    import jndplug.directed as directed
+    import jndplug.tiling as tiling
+
+    monkeypatch.setattr(directed, "STRIP_PIXELS", 32 * 768)
+    monkeypatch.setattr(tiling, "BATCH_PIXELS", 256 * 256)
+
+
+def _stand_in():
+    # the memory benchmark's one-convolution estimator: what is measured is jndplug's own buffers
+    return _BENCH["StandIn"]()
+
+
+@pytest.mark.usefixtures("small_budgets", "one_thread")
+def test_default_target_keeps_few_image_sized_buffers():
+    # the float32 copy of the input and the result (12 bytes per pixel each), the bound and the
+    # distortion (4 each) and the tiler's strip of 128 rows: 33 bytes per pixel, as kind jnd's
+    # tiler alone; with the directed step on the whole image it took 48
+    x = torch.rand(1, 3, 512, 768)
+    target = JNDTarget(_stand_in(), tile=(128, 16))
+    assert _bytes_per_pixel(target, x) <= 36
+    by_strips = target(x)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(jndplug.directed, "STRIP_PIXELS", 512 * 768)  # one strip: the whole image at once
+        assert (by_strips - target(x)).abs().max() <= 1e-6
+
+
+@pytest.mark.usefixtures("small_budgets", "one_thread")
+def test_a_batch_is_made_in_chunks_that_follow_a_pixel_budget():
+    # four images, one at a time: the float32 copy of the batch (12 bytes per pixel), the rest
+    # for one image only (19 in all); the whole batch at once took 48 bytes per pixel, 36 for kind jnd
+    x = torch.rand(4, 3, 256, 256)
+    for kind in ("directed", "jnd"):
+        assert _bytes_per_pixel(JNDTarget(_stand_in(), tile=False, kind=kind), x) <= 24, kind
+    target = JNDTarget(_stand_in(), tile=False)
+    chunked, chunked_map = target(x), target.jnd_map(x)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(jndplug.tiling, "BATCH_PIXELS", 4 * 256 * 256)
+        whole, whole_map = target(x), target.jnd_map(x)
+    assert (chunked - whole).abs().max() <= 1e-6 and (chunked_map - whole_map).abs().max() <= 1e-6

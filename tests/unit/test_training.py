@@ -20,6 +20,7 @@ from jndplug.datagen import distortion_measure
 from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import read_image
 from jndplug.training.loop import split_records, train
+from jndplug.training.config import resolve_config
 from jndplug.training.datasets import read_source
 
 TINY = {"patch": 32, "batch": 2, "steps": 6, "val_every": 3, "checkpoint_every": 3, "loss": {"l1": 1.0, "ssim": 0.2},
@@ -277,8 +278,10 @@ def test_config_errors(tmp_path, pairs):
         train([pairs], tmp_path / "r", {"lr": "5e-4"}, progress=False)
     with pytest.raises(ValueError, match="ms_ssim needs patch >= 161"):
         train([pairs], tmp_path / "r", {"patch": 64}, progress=False)
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ValueError, match=r"patch must be a multiple of 32 \(the size divisor of architecture unet\)"):
         train([pairs], tmp_path / "r", {"patch": 40, "loss": {"l1": 1}}, progress=False)
+    # the divisor is the chosen architecture's: resjnd has none
+    assert resolve_config({"arch": "resjnd", "patch": 40, "loss": {"l1": 1}})["patch"] == 40
     with pytest.raises(ValueError, match="smaller than patch 256"):
         train([pairs], tmp_path / "r", {"loss": {"l1": 1}}, progress=False)
     with pytest.raises(ValueError, match="needs SUR curves"):
