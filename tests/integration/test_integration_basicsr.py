@@ -291,6 +291,10 @@ def test_offline_reads_precomputed_gt_and_validates_on_gt(tmp_path, monkeypatch,
     handler = logging.Handler()
     handler.emit = records.append
     logger.addHandler(handler)
+    # a test that called get_root_logger() first, without a log file, left the level unset; a training
+    # run sets INFO with its log file
+    level = logger.level
+    logger.setLevel(logging.INFO)
     opt = make_opt(data, "edsr_offline", {"estimator": str(estimator_file), "mode": "offline",
                                           "source_gt": str(data / "train" / "hr")}, total_iter=2)
     opt["datasets"]["train"]["dataroot_gt"] = str(jnd_folder)
@@ -298,6 +302,7 @@ def test_offline_reads_precomputed_gt_and_validates_on_gt(tmp_path, monkeypatch,
         run_pipeline(monkeypatch, tmp_path, opt)
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
     files = torch.stack([read_gt(p) for p in sorted(jnd_folder.glob("*.png"))])
     gts, jnds = jnd_truth
