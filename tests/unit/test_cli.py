@@ -17,10 +17,10 @@ def test_help_imports_neither_torch_nor_timm():
     assert [name for name in listed if name in COMMANDS] == list(COMMANDS)  # pipeline order
 
 
-# the commands whose parser is built from jndplug/cli alone; datagen's and metrics' defaults and
-# the bench kinds' flags are read from their modules, which import torch
+# the commands whose parser is built from torch-free modules (the metric names among them);
+# datagen's defaults and the bench kinds' flags are read from modules that import torch
 LIGHT_HELP = [["study", "simulate"], ["train"], ["infer"], ["precompute"], ["demo"], ["convert"],
-              ["patches", "build"], ["jnd-profile"], ["bench"]]
+              ["patches", "build"], ["jnd-profile"], ["metrics"], ["bench"]]
 
 
 def test_subcommand_help_imports_neither_torch_nor_timm():
