@@ -17,9 +17,9 @@ def test_help_imports_neither_torch_nor_timm():
     assert [name for name in listed if name in COMMANDS] == list(COMMANDS)  # pipeline order
 
 
-# the commands whose parser is built from torch-free modules (the metric names among them);
-# datagen's defaults and the bench kinds' flags are read from modules that import torch
-LIGHT_HELP = [["study", "simulate"], ["train"], ["infer"], ["precompute"], ["demo"], ["convert"],
+# the commands whose parser is built from torch-free modules (datagen's defaults and the metric
+# names among them); the bench kinds' flags are read from modules that import torch
+LIGHT_HELP = [["datagen"], ["study", "simulate"], ["train"], ["infer"], ["precompute"], ["demo"], ["convert"],
               ["patches", "build"], ["jnd-profile"], ["metrics"], ["bench"]]
 
 
