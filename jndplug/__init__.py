@@ -36,13 +36,20 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'jndplug' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), name)
-    globals()[name] = value
-    return value
+def lazy_exports(namespace: dict, api: dict[str, str]):
+    """The ``__getattr__`` and ``__dir__`` of a package whose public names (``api``: name -> the
+    module that defines it) are imported on first use; ``namespace`` is the package's ``globals()``."""
+
+    def __getattr__(name: str):
+        if name not in api:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+        namespace[name] = value = getattr(importlib.import_module(api[name]), name)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted([*namespace, *api])
+
+    return __getattr__, __dir__
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+__getattr__, __dir__ = lazy_exports(globals(), _API)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jndplug.cli import add_command
-from jndplug.metrics import add_suite_arguments, evaluate_folders, to_markdown, write_table
+from jndplug.metrics import add_suite_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args) -> int:
+    from jndplug.metrics import evaluate_folders, to_markdown, write_table
+
     table = evaluate_folders(args.outputs, args.references, args.metrics, crop_border=args.crop_border,
                              device=args.device, progress=True)
     write_table(table, args.json, args.md)

@@ -8,21 +8,20 @@ visibility threshold. See docs/datagen.md.
     summary = build_dataset(["photos/"], "dataset/", max_side=1024)
 """
 
-from jndplug.datagen.autoencoder import (AutoencoderSpec, DistortionAutoencoder, default_family,
-                                         load_autoencoder, save_autoencoder)
-from jndplug.datagen.build import build_dataset
-from jndplug.datagen.levels import distortion_measure, psnr_ladder
-from jndplug.datagen.settings import BuildSettings, load_level_fn
+from __future__ import annotations
 
-__all__ = [
-    "AutoencoderSpec",
-    "BuildSettings",
-    "DistortionAutoencoder",
-    "build_dataset",
-    "default_family",
-    "distortion_measure",
-    "load_autoencoder",
-    "load_level_fn",
-    "psnr_ladder",
-    "save_autoencoder",
-]
+from jndplug import lazy_exports
+
+# public name -> the module that defines it, imported on first use: `jndplug datagen --help`
+# reads jndplug.datagen.settings, which must not pay for torch through this package
+_API = {
+    **dict.fromkeys(["AutoencoderSpec", "DistortionAutoencoder", "default_family", "load_autoencoder",
+                     "save_autoencoder"], "jndplug.datagen.autoencoder"),
+    "build_dataset": "jndplug.datagen.build",
+    **dict.fromkeys(["distortion_measure", "psnr_ladder"], "jndplug.datagen.levels"),
+    **dict.fromkeys(["BuildSettings", "load_level_fn"], "jndplug.datagen.settings"),
+}
+
+__all__ = sorted(_API)
+
+__getattr__, __dir__ = lazy_exports(globals(), _API)

@@ -1,4 +1,7 @@
-"""The settings of ``jndplug datagen`` and a user's level function, checked before any work starts."""
+"""The settings of ``jndplug datagen`` and a user's level function, checked before any work starts.
+
+Torch is imported only where a run needs it: ``jndplug datagen --help`` reads its defaults here.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from jndplug.datagen.levels import psnr_ladder
 from jndplug.errors import JNDPlugValueError
 
-LevelFn = Callable[[torch.Tensor, int], object]
+LevelFn = Callable[["torch.Tensor", int], object]
 
 # Settings that decide what the files contain: a rerun into the same folder must repeat them.
 FIXED_SETTINGS = ("size", "max_side", "min_side", "levels", "seed", "psnr_range", "calibrate",
@@ -48,6 +48,8 @@ class BuildSettings:
     chroma: float = 0.5
 
     def check(self) -> None:
+        from jndplug.datagen.levels import psnr_ladder
+
         if len(self.size) != 2 or min(self.size) < 1:
             raise JNDPlugValueError(f"size must be WIDTHxHEIGHT with positive sides, got {self.size}")
         if self.max_side is not None and self.max_side < 1:
@@ -94,6 +96,8 @@ def load_level_fn(spec: str) -> LevelFn:
 def resolve_settings(settings: BuildSettings | None, overrides: dict,
                      level_fn: LevelFn | str | None) -> tuple[BuildSettings, LevelFn | None, str | None]:
     """The run's settings (a copy, ``overrides`` applied, checked), its level function and that function's name."""
+    import torch
+
     settings = dataclasses.replace(settings) if settings is not None else BuildSettings()
     for k, v in overrides.items():
         if not hasattr(settings, k):

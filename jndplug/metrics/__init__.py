@@ -17,11 +17,24 @@ The crop border is applied once, to both images, before every metric, so all met
 same pixels (for PSNR, SSIM and NIQE this is exactly BasicSR's ``crop_border``).
 """
 
-from jndplug.metrics.basic import MetricsError, psnr, rgb_to_y, ssim
-from jndplug.metrics.suite import DEFAULT_METRICS, FIDELITY, METRICS, MetricInfo, MetricSuite, MetricUnavailable
-from jndplug.metrics.tables import (FORMAT, add_suite_arguments, evaluate_folders, fmt, match_files, mean_of,
-                                    skipped_lines, to_markdown, write_table)
+from __future__ import annotations
+
+from jndplug import lazy_exports
+
+# the names the command line reads are torch-free; the rest is imported on first use, so that
+# `jndplug metrics --help` and the benchmarks' flags do not pay for torch
+from jndplug.metrics.names import DEFAULT_METRICS, FIDELITY, METRICS, MetricInfo, add_suite_arguments
+
+# public name -> the module that defines it
+_API = {
+    **dict.fromkeys(["MetricsError", "psnr", "rgb_to_y", "ssim"], "jndplug.metrics.basic"),
+    **dict.fromkeys(["MetricSuite", "MetricUnavailable"], "jndplug.metrics.suite"),
+    **dict.fromkeys(["FORMAT", "evaluate_folders", "fmt", "match_files", "mean_of", "skipped_lines", "to_markdown",
+                     "write_table"], "jndplug.metrics.tables"),
+}
 
 __all__ = ["DEFAULT_METRICS", "FIDELITY", "FORMAT", "METRICS", "MetricInfo", "MetricSuite", "MetricUnavailable",
            "MetricsError", "add_suite_arguments", "evaluate_folders", "fmt", "match_files", "mean_of", "psnr",
            "rgb_to_y", "skipped_lines", "ssim", "to_markdown", "write_table"]
+
+__getattr__, __dir__ = lazy_exports(globals(), _API)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -12,7 +11,8 @@ import numpy as np
 
 from jndplug.imageio import atomic_write, list_images, read_image
 from jndplug.metrics.basic import MetricsError
-from jndplug.metrics.suite import DEFAULT_METRICS, METRICS, MetricSuite
+from jndplug.metrics.names import DEFAULT_METRICS, METRICS
+from jndplug.metrics.suite import MetricSuite
 
 FORMAT = "jndplug-metrics/1"
 
@@ -108,15 +108,3 @@ def write_table(table: dict, json_path=None, md_path=None) -> None:
     if md_path:
         with atomic_write(md_path, "w") as f:
             f.write(to_markdown(table))
-
-
-# ---------------------------------------------------------------------------------------------
-# the suite's command-line arguments, shared by `jndplug metrics` and the benchmarks
-
-def add_suite_arguments(p: argparse.ArgumentParser, device_flag: str = "--metrics-device") -> None:
-    """``--metrics`` and the metrics' device, as ``device_flag``: a command with no other
-    device calls it ``--device``."""
-    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=list(METRICS), metavar="METRIC",
-                   help=f"default: all ({', '.join(METRICS)})")
-    p.add_argument(device_flag, default="cpu", help="device of the network-based metrics: cpu, cuda, cuda:1 ... "
-                                                    "(default cpu)")

@@ -45,14 +45,14 @@ def test_an_output_that_is_a_folder(folders, capsys):
 
 def test_permission_denied_names_the_file_and_the_fix(folders, capsys, monkeypatch):
     # as root, chmod does not deny anything: raise what the OS raises for a read-only folder
-    import jndplug.cli.metrics
+    import jndplug.metrics
 
     target = folders / "locked" / "table.json"
 
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(target))
 
-    monkeypatch.setattr(jndplug.cli.metrics, "write_table", denied)
+    monkeypatch.setattr(jndplug.metrics, "write_table", denied)
     assert main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr",
                  "--json", str(target)]) == 1
     line = _one_line(capsys)
@@ -93,12 +93,12 @@ def test_debug_shows_the_traceback(folders, torch_hub):
 
 
 def test_bugs_keep_their_traceback(folders, monkeypatch):
-    import jndplug.cli.metrics
+    import jndplug.metrics
 
     def bug(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", bug)
+    monkeypatch.setattr(jndplug.metrics, "evaluate_folders", bug)
     with pytest.raises(ZeroDivisionError, match="a bug"):
         main(["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"])
 
@@ -110,12 +110,12 @@ def test_bugs_keep_their_traceback(folders, monkeypatch):
 def test_only_jndplugs_own_errors_are_one_line(folders, monkeypatch, capsys, error, one_line):
     # a plain ValueError is raised by a bug (or by a library jndplug called wrongly): it keeps its
     # traceback; a user error is raised as JNDPlugValueError and printed as one line
-    import jndplug.cli.metrics
+    import jndplug.metrics
 
     def raising(*a, **k):
         raise error
 
-    monkeypatch.setattr(jndplug.cli.metrics, "evaluate_folders", raising)
+    monkeypatch.setattr(jndplug.metrics, "evaluate_folders", raising)
     argv = ["metrics", str(folders / "out"), str(folders / "ref"), "--metrics", "psnr"]
     if one_line:
         assert main(argv) == 1
