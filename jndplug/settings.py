@@ -24,6 +24,10 @@ def flag(default=dataclasses.MISSING, help: str | None = None, *, factory=None, 
     meta = {"help": help, **argparse_keywords}
     if exclusive is not None:
         meta["exclusive"] = exclusive
+    if factory is not None:
+        # computed when the Settings are made, not when the parser is built: a factory may import
+        # torch (is CUDA there?) or a registry, and --help must not wait for either
+        meta["deferred"] = True
     if isinstance(default, list):
         factory = (lambda values: lambda: list(values))(default)
     if factory is not None:
@@ -47,7 +51,9 @@ def add_settings_arguments(p: argparse.ArgumentParser, settings_class) -> None:
             if name not in groups:
                 groups[name] = p.add_mutually_exclusive_group(required=True)
             where = groups[name]
-        if f.default is not dataclasses.MISSING:
+        if kw.pop("deferred", False):
+            kw["default"] = argparse.SUPPRESS  # absent from the namespace: the dataclass computes it
+        elif f.default is not dataclasses.MISSING:
             kw["default"] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             kw["default"] = f.default_factory()
@@ -66,5 +72,7 @@ def add_settings_arguments(p: argparse.ArgumentParser, settings_class) -> None:
 
 
 def settings_from_args(settings_class, args: argparse.Namespace):
-    """The ``settings_class`` instance of the parsed flags (other attributes of ``args`` are ignored)."""
-    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
+    """The ``settings_class`` instance of the parsed flags (other attributes of ``args`` are ignored;
+    a flag with a computed default that was not given is absent, and the dataclass computes it)."""
+    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)
+                             if hasattr(args, f.name)})

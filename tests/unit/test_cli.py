@@ -24,7 +24,8 @@ def test_help_imports_neither_torch_nor_timm():
 # estimator are left out: a default of theirs is computed with torch when their flags are added
 LIGHT_HELP = [["datagen"], ["study", "simulate"], ["train"], ["infer"], ["precompute"], ["demo"], ["convert"],
               ["patches", "build"], ["jnd-profile"], ["metrics"], ["bench"], ["bench", "targets"],
-              ["bench", "visibility"], ["bench", "screen"]]
+              ["bench", "visibility"], ["bench", "screen"], ["bench", "sr"], ["bench", "codec"],
+              ["bench", "estimator"]]
 
 
 def test_subcommand_help_imports_neither_torch_nor_timm():
