@@ -191,7 +191,7 @@ def _build_model(upstream):
         if not (cfg and cfg["enable"]):
             return model
         logger = get_root_logger()
-        target = make_target(cfg)
+        target = make_target(cfg)  # from the spec parse_options validated, with the estimator it loaded
         if cfg["mode"] == "offline":
             jnd_root = opt["datasets"]["train"]["dataroot_gt"]
             logger.info(f"jndplug: offline JND targets, read from {jnd_root} ({target.describe()})")

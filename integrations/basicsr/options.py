@@ -41,11 +41,12 @@ def check_options(opt: dict) -> dict | None:
     """Validate ``opt['jnd_target']`` against the rest of the options.
 
     Returns the block with every setting resolved (defaults filled in, the directed image's gain
-    included), or ``None`` when there is none; an empty block (``jnd_target:`` alone, which YAML
-    reads as null) is present, so enabled with the defaults. When enabled, this loads the estimator
-    (so a missing file or a ``sur`` it cannot honour stops here) and checks the datasets: validation
-    must read the true ground truth, and in offline mode ``datasets.train.dataroot_gt`` must be a
-    complete precompute output made with these settings.
+    included; plain values, which BasicSR logs with the other options; :func:`make_target` of it
+    builds the target from the :class:`TargetSpec` validated here), or ``None`` when there is none;
+    an empty block (``jnd_target:`` alone, which YAML reads as null) is present, so enabled with the
+    defaults. When enabled, this loads the estimator (so a missing file or a ``sur`` it cannot honour
+    stops here) and checks the datasets: validation must read the true ground truth, and in offline
+    mode ``datasets.train.dataroot_gt`` must be a complete precompute output made with these settings.
     """
     if BLOCK not in opt:
         return None
@@ -71,10 +72,11 @@ def check_options(opt: dict) -> dict | None:
     # resolved values, so that BasicSR's dump of the options shows what is trained on
     # the settings of the block's kind (the kind table's), not those of another (gain of kind jnd)
     cfg.update({k: v for k, v in spec.to_mapping().items() if spec.kind in spec.kinds_with(k)})
+    _checked[id(cfg)] = (cfg, spec)
     if not cfg["enable"]:
         return cfg
 
-    target = make_target(cfg)
+    target = _target_of(spec)
     datasets = opt.get("datasets") or {}
     for phase, dataset in datasets.items():
         gt = dataset.get("dataroot_gt")
@@ -100,13 +102,25 @@ def spec_of(block: dict) -> TargetSpec:
         raise JNDOptionError(exc.key, str(exc)[len(exc.key) + 2:]) from None
 
 
+# The spec each block returned by check_options was made from, by the block's identity: the model hook
+# trains with the spec the start-up check validated instead of parsing the dumped block again. The block
+# is held too, so that its id cannot be reused by another dict.
+_checked: dict[int, tuple[dict, TargetSpec]] = {}
 _made: list[JNDTarget] = []  # the last target made: start-up checks it, the model hook then trains with it
 
 
 def make_target(cfg: dict) -> JNDTarget:
-    """The JNDTarget of a checked block; estimator errors name ``jnd_target.estimator``. The
-    estimator is loaded once per process: a block with the same settings gets the same target."""
-    spec = spec_of(cfg)
+    """The JNDTarget of a block :func:`check_options` returned, made from the :class:`TargetSpec` it
+    validated; estimator errors name ``jnd_target.estimator``. The estimator is loaded once per
+    process: a block with the same settings gets the same target."""
+    checked = _checked.get(id(cfg))
+    if checked is None:
+        raise JNDOptionError(BLOCK, "was not checked: import jndplug.integrations.basicsr before BasicSR parses "
+                                    "the options, or pass them to check_options(opt) and use the block it returns")
+    return _target_of(checked[1])
+
+
+def _target_of(spec: TargetSpec) -> JNDTarget:
     if _made and _made[0].spec == spec:
         return _made[0]
     try:

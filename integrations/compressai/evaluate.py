@@ -36,9 +36,10 @@ from tqdm import tqdm
 from jndplug.imageio import (array_to_tensor, atomic_write, list_images, read_image, tensor_to_array,
                              write_image)
 from jndplug.pixels import MS_SSIM_MIN_SIDE, psnr
+from jndplug.settings import flag
 from jndplug.viz import save_figure
 
-from jndplug.integrations.compressai.codec import CodecError, downsampling_factor, load_codec
+from jndplug.integrations.compressai.codec import MODEL_NAMES, CodecError, downsampling_factor, load_codec
 from jndplug.integrations.compressai.data import check_images
 
 FORMAT = "jndplug-compressai-eval/1"
@@ -49,18 +50,20 @@ BITSTREAM_MAGIC = b"JNDPLUG-CAI1"
 class EvalSettings:
     """What to evaluate: ``dataset`` (a folder, searched recursively, or one image file), the
     ``checkpoint`` (``model``/``quality`` needed only for CompressAI's own files), the ``out`` folder,
-    the curve ``label`` in the RD plot (default MODEL-jnd / MODEL-original / MODEL)."""
+    the curve ``label`` in the RD plot (default MODEL-jnd / MODEL-original / MODEL). Each field is also
+    the command line's flag (``jndplug.settings``, ``cli.py``)."""
 
-    dataset: str
-    checkpoint: str
-    out: str
-    model: str | None = None
-    quality: int | None = None
-    label: str | None = None
-    device: str = "cpu"  # of the network; entropy coding itself always runs on the CPU
-    save_bitstreams: bool = False
-    save_reconstructions: bool = False
-    overwrite: bool = False  # replace the results of this label and quality that ``out`` holds
+    dataset: str = flag(help="folder of images (searched recursively) or one image file", option="dataset")
+    checkpoint: str = flag(help="a checkpoint of the train command or a CompressAI .pth.tar")
+    out: str = flag(help="folder for the JSON results and the RD plot")
+    model: str | None = flag(None, f"needed for CompressAI's own files: {', '.join(MODEL_NAMES)}")
+    quality: int | None = flag(None, "needed for CompressAI's own files")
+    label: str | None = flag(None, "curve name in the RD plot (default: MODEL-jnd / MODEL-original / MODEL)")
+    device: str = flag("cpu", "cpu, cuda, cuda:1 ... (default cpu; entropy coding itself always runs on the CPU)")
+    save_bitstreams: bool = flag(False, "write OUT/bitstreams/LABEL-qQ/*.jndc")
+    save_reconstructions: bool = flag(False, "write OUT/reconstructions/LABEL-qQ/*.png")
+    overwrite: bool = flag(False, "replace the results of this label and quality that OUT holds (its JSON, "
+                                  "bitstreams and reconstructions)")
 
 
 SAVED = ("bitstreams", "reconstructions")  # OUT/<kind>/LABEL-qQ/, written only on request

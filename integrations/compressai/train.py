@@ -24,7 +24,7 @@ import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 import torch
@@ -35,11 +35,12 @@ from tqdm import tqdm
 from jndplug.imageio import atomic_write
 from jndplug.losses import JNDTolerantRateDistortionLoss
 from jndplug.precompute import settings_of
+from jndplug.settings import flag
 from jndplug.spec import TargetSpec
 from jndplug.target import JNDTarget
 
-from jndplug.integrations.compressai.codec import (CodecError, build_model, check_model_name, check_quality,
-                                                   default_lambda, downsampling_factor, load_weights,
+from jndplug.integrations.compressai.codec import (MODEL_NAMES, CodecError, build_model, check_model_name,
+                                                   check_quality, default_lambda, downsampling_factor, load_weights,
                                                    read_checkpoint, state_dict_of)
 from jndplug.integrations.compressai.data import (CropDataset, EpochSampler, check_images, check_offline,
                                                   split_folders)
@@ -52,39 +53,55 @@ RESUME_KEYS = ("model", "quality", "lmbda", "patch_size", "batch_size", "seed", 
 MODES = ("online", "offline")
 
 
+def _cuda_if_available() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """One training run. ``jnd``: the JND target (None: the CompressAI baseline, or the tolerant loss);
     ``jnd_mode`` offline reads its images from ``jnd_offline_dir`` (``jndplug precompute``);
     ``jnd_tolerant``: MSE that forgives error within the original's JND (``tolerance_estimator``,
-    ``tolerance_scale``) instead of a moved target. ``out`` default: runs/MODEL-qQUALITY-(jnd|original)."""
+    ``tolerance_scale``) instead of a moved target. ``out`` default: runs/MODEL-qQUALITY-(jnd|original).
 
-    model: str
-    quality: int
-    dataset: str
-    out: str | None = None
-    checkpoint: str | None = None
-    jnd: TargetSpec | None = None
-    jnd_mode: str = "online"
-    jnd_offline_dir: str | None = None
-    jnd_tolerant: bool = False
-    tolerance_estimator: str = "default"
-    tolerance_scale: float = 1.0
-    lmbda: float | None = None
+    Each field is also the command line's flag (``jndplug.settings``, ``cli.py``); ``jnd`` and
+    ``tolerance_estimator`` come from the target's ``--jnd-*`` flags, which ``TargetSpec`` owns."""
+
+    model: str = flag(help=f"CompressAI model: {', '.join(MODEL_NAMES)}")
+    quality: int = flag(help="zoo quality (1-8; 1-6 for cheng2020)")
+    dataset: str = flag(help="DIR/train (+ DIR/test), or a flat folder of training images")
+    # keyword-only from here, so that the flags' order (the --help listing) may differ from the positional one
+    _: KW_ONLY
+    checkpoint: str | None = flag(None, "start from these weights (a CompressAI .pth.tar or a checkpoint of this "
+                                        "command); without it training starts from scratch; with --resume, the "
+                                        "run's original --checkpoint may be given again")
+    jnd: TargetSpec | None = flag(None, command_line=False)
+    # omitted=None: the command refuses these flags without --jnd-target or --jnd-tolerant, so it must see them given
+    jnd_mode: str = flag("online", "online (default): JND of each crop computed in the loop; offline: read from "
+                                   "--jnd-offline-dir", choices=MODES, omitted=None)
+    jnd_offline_dir: str | None = flag(None, "with --jnd-mode offline: the output of `jndplug precompute DATASET "
+                                             "--out DIR` with the same target flags")
+    jnd_tolerant: bool = flag(False, "instead of moving the target: MSE that ignores error within the per-pixel JND "
+                                     "of the original (jndplug.losses.JNDTolerantLoss with --jnd-estimator)")
+    tolerance_estimator: str = flag("default", command_line=False)
+    tolerance_scale: float = flag(1.0, "scale of the tolerance band (default 1)", option="--jnd-tolerance-scale",
+                                  omitted=None)
+    lmbda: float | None = flag(None, "rate-distortion trade-off (default: CompressAI's for the quality)")
     epochs: int = 100
-    max_steps: int | None = None
-    batch: int = 16
-    test_batch: int = 64
-    patch: int = 256
-    lr: float = 1e-4
-    aux_lr: float = 1e-3
-    clip_max_norm: float = 1.0
-    workers: int = 2
+    max_steps: int | None = flag(None, "stop after this many optimiser steps in total")
+    batch: int = flag(16, "batch size (default 16)")
+    test_batch: int = flag(64, "test batch size (default 64)")
+    patch: int = flag(256, "square training crop, a multiple of the model's downsampling factor (default 256)")
+    lr: float = flag(1e-4, "learning rate (default 0.0001)")
+    aux_lr: float = flag(1e-3, "auxiliary learning rate (default 0.001)")
+    clip_max_norm: float = flag(1.0, "gradient clipping (0 disables)")
+    workers: int = flag(2, "data-loading processes")
     seed: int = 0
-    device: str = dataclasses.field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-    save_every: int = 1000
-    resume: bool = False
-    overwrite: bool = False
+    device: str = flag(help="cpu, cuda, cuda:1 ... (default: cuda if available)", factory=_cuda_if_available)
+    out: str | None = flag(None, "output folder (default: runs/MODEL-qQUALITY-(jnd|original))")
+    save_every: int = flag(1000, "also save the latest checkpoint every N steps")
+    resume: bool = flag(False, "continue from OUT/checkpoint.pth.tar")
+    overwrite: bool = flag(False, "replace the run already in --out")
 
     @property
     def save_dir(self) -> Path:

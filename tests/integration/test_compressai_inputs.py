@@ -137,3 +137,135 @@ def test_ctrl_c_in_training_prints_the_one_line_rerun_message(tmp_path, monkeypa
     assert exit_.value.code == 130
     err = capsys.readouterr().err.strip()
     assert err == "interrupted; finished work is kept and the same command with --resume resumes"
+
+
+# -- the command lines are their Settings' flags ----------------------------------------------------------------
+
+def _hand_written_train_parser():
+    """``train_parser`` as cli.py wrote it by hand before its flags came from ``TrainSettings``: the reference."""
+    import argparse
+
+    from jndplug.integrations.compressai import train as train_module
+    from jndplug.integrations.compressai.codec import MODEL_NAMES
+    from jndplug.integrations.compressai.train import MODES, TrainSettings
+    from jndplug.spec import TargetSpec
+
+    p = argparse.ArgumentParser(prog="python -m jndplug.integrations.compressai.train",
+                                description=train_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = TrainSettings("", 0, "")
+    p.add_argument("--model", required=True, help=f"CompressAI model: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--quality", type=int, required=True, help="zoo quality (1-8; 1-6 for cheng2020)")
+    p.add_argument("--checkpoint", help="start from these weights (a CompressAI .pth.tar or a checkpoint of this "
+                                        "command); without it training starts from scratch; with --resume, "
+                                        "the run's original --checkpoint may be given again")
+    p.add_argument("--pretrained", action="store_true", help="refused: the zoo download is not reachable")
+    p.add_argument("--dataset", required=True, help="DIR/train (+ DIR/test), or a flat folder of training images")
+    p.add_argument("--jnd-target", action="store_true", help="distortion against the JND image (else the original)")
+    TargetSpec.add_arguments(p, prefix="jnd-")
+    p.add_argument("--jnd-mode", choices=MODES, help="online (default): JND of each crop computed in the loop; "
+                                                     "offline: read from --jnd-offline-dir")
+    p.add_argument("--jnd-offline-dir", help="with --jnd-mode offline: the output of "
+                                             "`jndplug precompute DATASET --out DIR` with the same target flags")
+    p.add_argument("--jnd-tolerant", action="store_true",
+                   help="instead of moving the target: MSE that ignores error within the per-pixel JND of the "
+                        "original (jndplug.losses.JNDTolerantLoss with --jnd-estimator)")
+    p.add_argument("--jnd-tolerance-scale", type=float, help="scale of the tolerance band (default 1)")
+    p.add_argument("--lmbda", type=float, help="rate-distortion trade-off (default: CompressAI's for the quality)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in total")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"batch size (default {d.batch})")
+    p.add_argument("--test-batch", type=int, default=d.test_batch, help=f"test batch size (default {d.test_batch})")
+    p.add_argument("--patch", type=int, default=d.patch, help="square training crop, a multiple of the model's "
+                                                              f"downsampling factor (default {d.patch})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--aux-lr", type=float, default=d.aux_lr, help=f"auxiliary learning rate (default {d.aux_lr:g})")
+    p.add_argument("--clip-max-norm", type=float, default=d.clip_max_norm, help="gradient clipping (0 disables)")
+    p.add_argument("--workers", type=int, default=d.workers, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--out", help="output folder (default: runs/MODEL-qQUALITY-(jnd|original))")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="also save the latest checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    return p
+
+
+def _hand_written_evaluate_parser():
+    """``evaluate_parser`` as cli.py wrote it by hand before its flags came from ``EvalSettings``."""
+    import argparse
+
+    from jndplug.integrations.compressai import evaluate as evaluate_module
+    from jndplug.integrations.compressai.codec import MODEL_NAMES
+
+    p = argparse.ArgumentParser(prog="python -m jndplug.integrations.compressai.evaluate",
+                                description=evaluate_module.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="folder of images (searched recursively) or one image file")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint of the train command or a CompressAI .pth.tar")
+    p.add_argument("--model", help=f"needed for CompressAI's own files: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--quality", type=int, help="needed for CompressAI's own files")
+    p.add_argument("--pretrained", action="store_true", help="refused: the zoo download is not reachable")
+    p.add_argument("--out", required=True, help="folder for the JSON results and the RD plot")
+    p.add_argument("--label", help="curve name in the RD plot (default: MODEL-jnd / MODEL-original / MODEL)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu; entropy coding itself "
+                                                   "always runs on the CPU)")
+    p.add_argument("--save-bitstreams", action="store_true", help="write OUT/bitstreams/LABEL-qQ/*.jndc")
+    p.add_argument("--save-reconstructions", action="store_true", help="write OUT/reconstructions/LABEL-qQ/*.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of this label and quality that "
+                                                            "OUT holds (its JSON, bitstreams and reconstructions)")
+    return p
+
+
+def _flags(p):
+    from unit.test_bench_flags import _flags as flags  # the comparison every Settings-made command is held to
+
+    return flags(p)
+
+
+def _own_flags(settings_class):
+    import argparse
+
+    from jndplug.settings import add_settings_arguments
+
+    p = argparse.ArgumentParser()
+    add_settings_arguments(p, settings_class)
+    return _flags(p)
+
+
+def test_train_flags_are_unchanged_and_are_train_settings_fields():
+    import argparse
+
+    from jndplug.integrations.compressai.cli import train_parser
+    from jndplug.integrations.compressai.train import TrainSettings
+    from jndplug.spec import TargetSpec
+
+    command = _flags(train_parser())
+    assert command == _flags(_hand_written_train_parser())
+    target = argparse.ArgumentParser()
+    TargetSpec.add_arguments(target, prefix="jnd-")
+    own = _own_flags(TrainSettings)
+    assert all(f in command for f in own)
+    # everything else is the command's two switches and the target's flags, which TargetSpec owns
+    others = [f for f in command if f not in own]
+    assert [f[0] for f in others[:2]] == [("--pretrained",), ("--jnd-target",)] and others[2:] == _flags(target)
+
+
+def test_evaluate_flags_are_unchanged_and_are_eval_settings_fields():
+    from jndplug.integrations.compressai.cli import evaluate_parser
+    from jndplug.integrations.compressai.evaluate import EvalSettings
+
+    command = _flags(evaluate_parser())
+    assert command == _flags(_hand_written_evaluate_parser())
+    own = _own_flags(EvalSettings)
+    assert [f[0] for f in command if f not in own] == [("--pretrained",)] and all(f in command for f in own)
+
+
+def test_omitted_flags_leave_the_python_defaults():
+    from jndplug.integrations.compressai.evaluate import EvalSettings
+    from jndplug.integrations.compressai.train import TrainSettings
+
+    assert train_settings(["--model", "m", "--quality", "2", "--dataset", "d"]) == TrainSettings("m", 2, "d")
+    assert train_settings(["--model", "m", "--quality", "2", "--dataset", "d", "--jnd-tolerant", "--jnd-estimator",
+                           "e", "--jnd-tolerance-scale", "2"]) == \
+        TrainSettings("m", 2, "d", jnd_tolerant=True, tolerance_estimator="e", tolerance_scale=2.0)
+    assert evaluate_settings(["d", "--checkpoint", "c", "--out", "o"]) == EvalSettings("d", "c", "o")

@@ -322,6 +322,32 @@ def test_offline_reads_precomputed_gt_and_validates_on_gt(tmp_path, monkeypatch,
     assert len(found) == 1 and abs(float(found[0]) - float(expected)) <= 0.01
 
 
+def test_a_run_parses_the_block_once_and_loads_the_estimator_once(tmp_path, monkeypatch, data, jnd_folder,
+                                                                  estimator_file):
+    import jndplug.target
+    from jndplug.integrations.basicsr import options
+    from jndplug.spec import TargetSpec
+
+    monkeypatch.setattr(options, "_made", [])  # not a target an earlier test made with these settings
+    loads, specs = [], []
+    load = jndplug.target.load_estimator
+    monkeypatch.setattr(jndplug.target, "load_estimator", lambda *a, **k: loads.append(a) or load(*a, **k))
+    parse = TargetSpec.from_mapping.__func__
+
+    def from_mapping(*args, **kwargs):
+        specs.append(parse(*args, **kwargs))
+        return specs[-1]
+
+    monkeypatch.setattr(TargetSpec, "from_mapping", classmethod(from_mapping))
+    opt = make_opt(data, "edsr_once", {"estimator": str(estimator_file), "mode": "offline",
+                                       "source_gt": str(data / "train" / "hr")}, total_iter=1, val=False)
+    opt["datasets"]["train"]["dataroot_gt"] = str(jnd_folder)
+    run_pipeline(monkeypatch, tmp_path, opt)
+    # the start-up check's spec is the one the model hook trained with: the dumped block is not parsed again
+    assert len(specs) == 1 and options._made[0].spec is specs[0]
+    assert len(loads) == 1
+
+
 def run_train_module(cwd, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.run([PYTHON, "-m", "jndplug.integrations.basicsr.train", *map(str, args)],

@@ -40,7 +40,7 @@ def test_basicsr_offline_notices_a_source_edited_after_precompute(pairs, estimat
 
 def test_basicsr_loads_the_estimator_once(pairs, estimator_file, monkeypatch):
     import jndplug.target
-    from jndplug.integrations.basicsr import check_options
+    from jndplug.integrations.basicsr import JNDOptionError, check_options
     from jndplug.integrations.basicsr.options import make_target
 
     dst = pairs / "hr_jnd"
@@ -51,6 +51,9 @@ def test_basicsr_loads_the_estimator_once(pairs, estimator_file, monkeypatch):
     cfg = check_options(_basicsr_opt(pairs, dst, estimator_file, strength=1.5))
     target = make_target(cfg)  # what the model hook does next
     assert len(loads) == 1 and target.strength == 1.5
+    # the target comes from the spec the check validated, not from the block's values: a copy was never checked
+    with pytest.raises(JNDOptionError, match=r"^jnd_target: was not checked: import jndplug.integrations.basicsr "):
+        make_target(dict(cfg))
 
 
 def test_compressai_offline_refuses_a_folder_partly_made_with_other_settings(pairs, estimator_file, tmp_path):

@@ -83,6 +83,31 @@ def test_append_flags_and_exclusive_alternatives():
             p.parse_args(argv)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Renamed:
+    source: str = flag(help="input", option="source")
+    made: tuple | None = flag(None, command_line=False)
+    mode: str = flag("fast", "fast (default) or slow", choices=("fast", "slow"), omitted=None)
+    scale: float = flag(1.0, option="--scale-factor", omitted=None)
+    level: int = 3
+
+
+def test_positional_renamed_omitted_and_computed_fields_in_a_chosen_order():
+    p = argparse.ArgumentParser()
+    add_settings_arguments(p, _Renamed, ["level", "source"])
+    p.add_argument("--own", action="store_true")
+    add_settings_arguments(p, _Renamed)  # the rest, without those already there
+    assert [a.option_strings or [a.dest] for a in p._actions[1:]] == \
+        [["--level"], ["source"], ["--own"], ["--mode"], ["--scale-factor"]]
+    args = p.parse_args(["x"])
+    assert (args.mode, args.scale_factor) == (None, None)  # the command sees that neither was given
+    assert settings_from_args(_Renamed, args, made=(1,)) == _Renamed("x", made=(1,))
+    given = settings_from_args(_Renamed, p.parse_args(["x", "--mode", "fast", "--scale-factor", "2"]))
+    assert (given.mode, given.scale) == ("fast", 2.0)
+    with pytest.raises(SystemExit):
+        p.parse_args([])  # the positional argument is required
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
