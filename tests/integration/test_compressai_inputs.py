@@ -182,7 +182,8 @@ def _hand_written_train_parser():
     p.add_argument("--clip-max-norm", type=float, default=d.clip_max_norm, help="gradient clipping (0 disables)")
     p.add_argument("--workers", type=int, default=d.workers, help="data-loading processes")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=argparse.SUPPRESS,  # was d.device: now computed with the settings, not the parser
+                   help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", help="output folder (default: runs/MODEL-qQUALITY-(jnd|original))")
     p.add_argument("--save-every", type=int, default=d.save_every, help="also save the latest checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
