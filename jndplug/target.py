@@ -124,6 +124,11 @@ class JNDTarget:
         return self.spec.sur if self.spec.sur is not None else self._default_sur
 
     @property
+    def bound_label(self) -> str:
+        """What :meth:`jnd_map` is, in words, for figures and logs."""
+        return BOUNDS[self.spec.bound].label if self.spec.bound is not None else BOUNDS["estimator"].label
+
+    @property
     def estimator_name(self) -> str:
         """The estimator as it was given: a pretrained name, a path, or a module's class name."""
         return str(self.spec.to_mapping()["estimator"])

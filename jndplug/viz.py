@@ -40,16 +40,21 @@ def heatmap_array(jnd_map: torch.Tensor, vmax: float | None = None) -> np.ndarra
 
 
 def save_comparison(path: str | os.PathLike, original: torch.Tensor, jnd: torch.Tensor,
-                    jnd_map: torch.Tensor, title: str = "") -> None:
+                    jnd_map: torch.Tensor, title: str = "", bound_label: str = "the estimator's JND map") -> None:
     """Original | JND image | their difference x10 | JND map, plus a 1:1 crop of the busiest region.
 
-    ``jnd_map`` is drawn as the JND bound (``JNDTarget.jnd_map``: the estimator's JND magnitude, the
-    most the image may change unnoticed); the difference panel is the change the JND image makes.
+    ``jnd_map`` is drawn as the JND bound (``JNDTarget.jnd_map``, named by ``bound_label``: the most
+    the image may change unnoticed); the difference panel is the change the JND image makes. An
+    infinite map (``bound=none``) is no bound: the panel then draws the change's magnitude.
     """
     plt = _pyplot()
     o, j = original.detach().float().cpu(), jnd.detach().float().cpu()
     diff = ((j - o) * 10 + 0.5).clamp(0, 1)  # x10 so sub-threshold changes can be seen
     m = jnd_map.detach().float().cpu().reshape(o.shape[-2:])
+    if not bool(torch.isfinite(m).all()):
+        m, panel = (j - o).pow(2).mean(0).sqrt(), "no bound; the change itself"
+    else:
+        panel = f"JND bound: {bound_label}"
     h, w = o.shape[-2:]
     c = min(128, h, w)
     # crop where the bound is largest: where the JND image may change the most
@@ -57,7 +62,7 @@ def save_comparison(path: str | os.PathLike, original: torch.Tensor, jnd: torch.
     iy, ix = divmod(int(pooled.argmax()), pooled.shape[1])
     y0, x0 = min(iy * max(1, c // 4), h - c), min(ix * max(1, c // 4), w - c)
     panels = [
-        (o, "original"), (j, "JND image"), (diff, "difference x10"), (None, "JND bound (estimator's JND map)"),
+        (o, "original"), (j, "JND image"), (diff, "difference x10"), (None, panel),
         (o[:, y0:y0 + c, x0:x0 + c], "original, 1:1 crop"), (j[:, y0:y0 + c, x0:x0 + c], "JND, 1:1 crop"),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8 * h / max(w, 1) + 1.2))

@@ -161,6 +161,9 @@ def _infer(args: argparse.Namespace) -> int:
     planned = _check_names(pairs, wanted)
     inputs = {inp.resolve() for inp, _ in pairs}
     target = _target(args)
+    if args.map and target.spec.bound == "none":
+        raise JNDPlugValueError("--map: --bound none bounds nothing, so there is no map to draw; "
+                                "--compare draws the change itself")
     failed = 0
     with _warnings_as_lines():
         for inp, out in pairs:
@@ -183,7 +186,7 @@ def _infer(args: argparse.Namespace) -> int:
                 if args.map:
                     write_image(extra["map"], heatmap_array(bound))
                 if args.compare:
-                    save_comparison(extra["compare"], x, jnd, bound, title=inp.name)
+                    save_comparison(extra["compare"], x, jnd, bound, title=inp.name, bound_label=target.bound_label)
             written = [f" and its {what} {extra[k]}" for k, what in (("map", "JND bound map"),
                                                                     ("compare", "comparison")) if k in wanted]
             # a map or comparison an earlier run left beside this image would describe another JND image
@@ -237,10 +240,10 @@ def _demo(args: argparse.Namespace) -> int:
         write_image(out / f"{name}_jnd.png", tensor_to_array(jnd))
         write_image(out / f"{name}_jndmap.png", heatmap_array(bound))
         if i == 0:
-            save_comparison(out / "comparison.png", x, jnd, bound, title=f"{name}: {target.describe()}")
+            save_comparison(out / "comparison.png", x, jnd, bound, title=f"{name}: {target.describe()}",
+                            bound_label=target.bound_label)
     print(f"JND images ({target.describe()}), JND bound maps and a comparison figure are in {out.resolve()}/")
-    print("  <name>_jndmap.png draws the JND bound (the estimator's JND magnitude), not the change the JND image "
-          "makes")
+    print(f"  <name>_jndmap.png draws the JND bound ({target.bound_label}), not the change the JND image makes")
     for name, (bound, change) in zip(DEMO_IMAGES, means):
         print(f"  {name}: mean JND bound {bound:.2f}/255, mean change {change:.2f}/255 -> "
               f"{out / (name + '_jnd.png')}")

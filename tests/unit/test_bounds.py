@@ -75,3 +75,15 @@ def test_every_entry_point_takes_a_bound(spec):
     assert back.differences(spec, compare_estimator=False) == []
     # a folder made with another bound is named as such in a mismatch
     assert ("bound", spec.bound, "estimator") in spec.differences(TargetSpec())
+
+
+def test_infer_names_the_bound_it_draws_and_refuses_a_map_of_no_bound(tmp_path, run_cli):
+    from PIL import Image
+
+    Image.fromarray((_image(5, 64)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    res = run_cli("infer", tmp_path / "a.png", "--out", tmp_path / "b.png", "--bound", "none", "--strength", "0.3",
+                  "--map")
+    assert res.returncode == 1 and "--map: --bound none bounds nothing" in res.stderr
+    assert not (tmp_path / "b.png").exists()  # refused before any work
+    assert JNDTarget.from_spec(TargetSpec(bound="profile")).bound_label == BOUNDS["profile"].label
+    assert JNDTarget().bound_label == BOUNDS["estimator"].label
