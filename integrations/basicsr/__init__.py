@@ -26,6 +26,7 @@ import os
 import torch
 
 from jndplug.basicsr_compat import install_torchvision_shim
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import ImageReadError, array_to_tensor, read_image
 from jndplug.integrations.basicsr._compat import cpu_resume
 
@@ -91,6 +92,9 @@ def wrap_model(model, target: JNDTarget, report_steps: int = 10, terms=None):
     After the first ``report_steps`` steps, one log line gives the mean PSNR of the JND targets
     against the ground truth, so a run whose targets are far off (or identical) shows it early.
     """
+    if terms is not None and (isinstance(terms, str) or not terms or set(terms) - set(TERMS)):
+        raise JNDPlugValueError(f"wrap_model: terms must be a non-empty list of {', '.join(TERMS)} (TERMS for all), "
+                                f"got {terms!r}")
     terms = default_terms(model) if terms is None else tuple(t for t in TERMS if t in terms)
     upstream = model.optimize_parameters
     psnrs: list[torch.Tensor] = []  # per JND image of the first steps, on the device: read once, at the report

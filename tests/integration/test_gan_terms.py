@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 import jndplug
+from jndplug.errors import JNDPlugValueError
 from jndplug.integrations.basicsr import TERMS, JNDOptionError, check_options, default_terms, wrap_model
 from basicsr.utils.registry import LOSS_REGISTRY
 from test_integration_basicsr import (Spy, data, differs_from_all, is_batch_of, jnd_folder,  # noqa: F401 (fixtures)
@@ -155,6 +156,13 @@ def test_wrap_model_gives_each_term_its_tensor(terms, shape, usm, estimator_file
         expected = jnd_image(target, source) if term in wanted else source
         assert torch.allclose(seen.reshape(shape), expected, atol=1e-5), term
     assert model.gt is gt and model.gt_usm is gt_usm and (model.cri_pix, model.cri_perceptual) == losses
+
+
+@pytest.mark.parametrize("terms", [[], ["pixel", "pixl"], "all"])
+def test_wrap_model_refuses_terms_it_does_not_know(terms, estimator_file):
+    with pytest.raises(JNDPlugValueError, match="^wrap_model: terms must be a non-empty list of pixel, perceptual, "
+                                                "adversarial \\(TERMS for all\\), got "):
+        wrap_model(GANStep((1, 3, 8, 8)), jndplug.JNDTarget(estimator_file), terms=terms)
 
 
 def test_models_without_discriminator_default_to_all_terms():
