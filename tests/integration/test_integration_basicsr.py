@@ -380,6 +380,7 @@ BAD = {
     "negative strength": ({"strength": -0.1}, {}, "jnd_target.strength"),
     "strength not a number": ({"strength": "strong"}, {}, "jnd_target.strength"),
     "bad mode": ({"mode": "sometimes"}, {}, "jnd_target.mode"),
+    "unknown term": ({"terms": ["pixel", "discriminator"]}, {}, "jnd_target.terms"),
     "missing estimator file": ({"estimator": "missing/nothing.safetensors"}, {}, "jnd_target.estimator"),
     "sur without conditioning": ({"sur": 0.75}, {}, "jnd_target.sur"),
     "source_gt online": ({"source_gt": "HR"}, {}, "jnd_target.source_gt"),
