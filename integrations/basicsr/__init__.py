@@ -26,6 +26,7 @@ import os
 import torch
 
 from jndplug.basicsr_compat import install_torchvision_shim
+from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import ImageReadError, array_to_tensor, read_image
 from jndplug.integrations.basicsr._compat import cpu_resume
 
@@ -36,8 +37,9 @@ from basicsr.utils import get_root_logger  # noqa: E402
 
 from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
 
-from jndplug.integrations.basicsr.options import (JNDOptionError, check_options, check_vgg_weights,  # noqa: E402
-                                                  make_target, misplaced_blocks, misplaced_message)
+from jndplug.integrations.basicsr.options import (TERMS, JNDOptionError, check_options,  # noqa: E402
+                                                  check_vgg_weights, make_target, misplaced_blocks,
+                                                  misplaced_message)
 from jndplug.losses import JNDTolerantLoss  # noqa: E402
 from jndplug.target import JNDTarget  # noqa: E402
 
@@ -45,7 +47,7 @@ from jndplug.target import JNDTarget  # noqa: E402
 #   pixel_opt: {type: JNDTolerantLoss, jnd: default, kind: l1, loss_weight: 1.0}
 LOSS_REGISTRY.register(JNDTolerantLoss)
 
-__all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "check_options", "wrap_model"]
+__all__ = ["JNDOptionError", "TARGET_ATTRIBUTES", "TERMS", "check_options", "default_terms", "wrap_model"]
 
 # the log line on the targets' PSNR comes after this many training steps, in both modes
 REPORT_STEPS = 10
@@ -53,48 +55,112 @@ REPORT_STEPS = 10
 # Model attributes holding training targets: `gt`, and the unsharp-masked copy that Real-ESRGAN
 # style models compute in feed_data and use for their pixel, perceptual and GAN losses.
 TARGET_ATTRIBUTES = ("gt", "gt_usm")
+# the losses BasicSR's models call as loss(output, target), by the term they are; every other use of a
+# target attribute in the step (the discriminator, Real-ESRGAN's LDL loss) reads the attribute itself
+LOSS_ATTRIBUTES = {"pixel": "cri_pix", "perceptual": "cri_perceptual"}
 
 
-def wrap_model(model, target: JNDTarget, report_steps: int = 10):
-    """Make ``model.optimize_parameters`` train against ``target(gt)`` instead of ``gt``.
+def default_terms(model) -> tuple[str, ...]:
+    """Real-ESRGAN's convention for a model with a discriminator (pixel and perceptual losses on the
+    target, the discriminator's real samples the true ground truth); every term for one without,
+    where nothing but those losses reads the ground truth."""
+    has_d = getattr(model, "net_d", None) is not None or getattr(model, "cri_gan", None) is not None
+    return ("pixel", "perceptual") if has_d else TERMS
 
-    During each call every tensor in :data:`TARGET_ATTRIBUTES` is replaced by its JND image
-    (batched, no autograd, on the tensor's device, which is the model's) and restored afterwards,
-    so code reading ``model.gt`` between steps still sees the true ground truth. All losses of the
-    step see the JND image, the GAN discriminator's real samples included: the generator is then
-    pulled towards one target, instead of its pixel loss asking for the JND image while the
-    discriminator learns to flag exactly that sub-threshold distortion; it is also what offline
-    mode, which replaces the ground truth on disk, trains on.
+
+def describe_terms(terms) -> str:
+    """Which terms see the JND image, for the log lines."""
+    others = [t for t in TERMS if t not in terms]
+    return ("the JND image for all terms" if not others else
+            f"the JND image for {', '.join(terms)}; the true ground truth for {', '.join(others)}")
+
+
+def wrap_model(model, target: JNDTarget, report_steps: int = 10, terms=None):
+    """Make ``model.optimize_parameters`` train the loss terms in ``terms`` against ``target(gt)``.
+
+    ``terms`` is a subset of :data:`TERMS` (default :func:`default_terms`). With ``adversarial``,
+    every tensor in :data:`TARGET_ATTRIBUTES` is replaced by its JND image during each call, so the
+    discriminator's real samples and everything else reading ``model.gt`` see it; without, those
+    attributes stay true. A pixel or perceptual loss (``model.cri_pix``, ``model.cri_perceptual``)
+    whose term is listed the other way is wrapped during the call: its target argument (an attribute,
+    or a reshaped view of one, as video models pass it) is swapped for its JND image, or back for the
+    true tensor; a target that is neither is passed on as it is. JND images are made
+    once per tensor and step (batched, no autograd, on the tensor's device; video clips frame by
+    frame), and everything is restored afterwards, so code reading ``model.gt`` between steps sees
+    the true ground truth.
 
     After the first ``report_steps`` steps, one log line gives the mean PSNR of the JND targets
     against the ground truth, so a run whose targets are far off (or identical) shows it early.
     """
+    if terms is not None and (isinstance(terms, str) or not terms or set(terms) - set(TERMS)):
+        raise JNDPlugValueError(f"wrap_model: terms must be a non-empty list of {', '.join(TERMS)} (TERMS for all), "
+                                f"got {terms!r}")
+    terms = default_terms(model) if terms is None else tuple(t for t in TERMS if t in terms)
     upstream = model.optimize_parameters
-    psnrs: list[torch.Tensor] = []  # per step, on the device: read once, at the report
+    psnrs: list[torch.Tensor] = []  # per JND image of the first steps, on the device: read once, at the report
+    steps = 0
 
     @functools.wraps(upstream)
     def optimize_parameters(*args, **kwargs):
+        nonlocal steps
+        steps += 1
         true = {name: getattr(model, name) for name in TARGET_ATTRIBUTES
                 if isinstance(getattr(model, name, None), torch.Tensor)}
-        for name, tensor in true.items():
-            # video models hold [B, T, 3, H, W] clips: JND images frame by frame
-            jnd = target(tensor.flatten(0, -4)).view_as(tensor)
-            if name == "gt" and len(psnrs) < report_steps:
-                psnrs.append(_mean_psnr(jnd, tensor))
-                if len(psnrs) == report_steps:
-                    get_root_logger().info(
-                        f"jndplug: JND targets over the first {report_steps} steps: mean PSNR "
-                        f"{torch.stack(psnrs).mean().item():.2f} dB against the ground truth "
-                        f"({target.describe()})")
-            setattr(model, name, jnd)
+        jnds: dict[str, torch.Tensor] = {}
+
+        def jnd_of(name: str) -> torch.Tensor:
+            if name not in jnds:
+                tensor = true[name]
+                # video models hold [B, T, 3, H, W] clips: JND images frame by frame
+                jnds[name] = target(tensor.flatten(0, -4)).view_as(tensor)
+                if steps <= report_steps:
+                    psnrs.append(_mean_psnr(jnds[name], tensor))
+            return jnds[name]
+
+        def route(value, want_jnd: bool):
+            # the loss was given what the attribute holds: the true tensor, or (with adversarial) its JND image
+            for name, tensor in true.items():
+                if _same_data(value, tensor if want_jnd else jnds[name]):
+                    return (jnd_of(name) if want_jnd else tensor).view_as(value)
+            return value
+
+        adversarial = "adversarial" in terms
+        if adversarial:
+            for name in true:
+                setattr(model, name, jnd_of(name))
+        losses = {attr: getattr(model, attr) for term, attr in LOSS_ATTRIBUTES.items()
+                  if (term in terms) != adversarial and getattr(model, attr, None) is not None}
+        for attr, loss in losses.items():
+            setattr(model, attr, _routed(loss, route, want_jnd=not adversarial))
         try:
-            return upstream(*args, **kwargs)
+            result = upstream(*args, **kwargs)
         finally:
             for name, tensor in true.items():
                 setattr(model, name, tensor)
+            for attr, loss in losses.items():
+                setattr(model, attr, loss)
+        if steps == report_steps and psnrs:
+            get_root_logger().info(
+                f"jndplug: JND targets over the first {report_steps} steps: mean PSNR "
+                f"{torch.stack(psnrs).mean().item():.2f} dB against the ground truth "
+                f"({target.describe()}; {describe_terms(terms)})")
+        return result
 
     model.optimize_parameters = optimize_parameters
     return model
+
+
+def _routed(loss, route, want_jnd: bool):
+    def routed(output, target, *args, **kwargs):
+        return loss(output, route(target, want_jnd), *args, **kwargs)
+
+    return routed
+
+
+def _same_data(a, b: torch.Tensor) -> bool:
+    """Whether ``a`` is ``b`` or a reshaped view of it (``gt.view(-1, c, h, w)``)."""
+    return a is b or (isinstance(a, torch.Tensor) and a.data_ptr() == b.data_ptr() and a.numel() == b.numel()
+                      and a.is_contiguous() and b.is_contiguous())
 
 
 def _report_offline_targets(model, jnd_root: str, source_root: str, description: str,
@@ -196,8 +262,10 @@ def _build_model(upstream):
             jnd_root = opt["datasets"]["train"]["dataroot_gt"]
             logger.info(f"jndplug: offline JND targets, read from {jnd_root} ({target.describe()})")
             return _report_offline_targets(model, jnd_root, cfg["source_gt"], target.describe(), REPORT_STEPS)
-        logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target.describe()}")
-        return wrap_model(model, target, REPORT_STEPS)
+        terms = default_terms(model) if cfg["terms"] is None else cfg["terms"]
+        logger.info(f"jndplug: online JND targets for {type(model).__name__}: {target.describe()}; "
+                    f"{describe_terms(terms)}")
+        return wrap_model(model, target, REPORT_STEPS, terms)
 
     return build_model
 

@@ -1,6 +1,6 @@
 """The ``jnd_target`` block of a BasicSR option file, checked when the options are parsed.
 
-The block holds the adapter's own keys (``enable``, ``mode``, ``source_gt``) and a
+The block holds the adapter's own keys (``enable``, ``mode``, ``source_gt``, ``terms``) and a
 :class:`jndplug.spec.TargetSpec` (``estimator``, ``strength``, ``sur``, ``kind``, ``gain``), which
 validates its settings itself. Every problem is a :class:`JNDOptionError` whose message starts
 with the offending key, raised before BasicSR creates the experiment folder, datasets or networks.
@@ -24,8 +24,12 @@ ADAPTER_DEFAULTS = {
     "enable": True,        # the block's presence switches JND targets on; `enable: false` turns them off
     "mode": "online",
     "source_gt": None,     # offline only: the original GT folder given to `jndplug precompute SRC --out DST`
+    "terms": None,         # which loss terms see the JND image; None: the model's (basicsr.default_terms)
 }
 MODES = ("online", "offline")
+# the loss terms of BasicSR's models that read the ground truth; `adversarial` is every other use of
+# model.gt in the step: the discriminator's real samples (and ESRGAN's relativistic generator term)
+TERMS = ("pixel", "perceptual", "adversarial")
 BLOCK = "jnd_target"
 
 
@@ -68,6 +72,7 @@ def check_options(opt: dict) -> dict | None:
         raise JNDOptionError(f"{BLOCK}.mode", f"must be online or offline, got {cfg['mode']!r}")
     if cfg["source_gt"] is not None and cfg["mode"] != "offline":
         raise JNDOptionError(f"{BLOCK}.source_gt", "is only used with mode: offline")
+    cfg["terms"] = check_terms(cfg["terms"], cfg["mode"], has_discriminator="network_d" in opt)
     spec = spec_of(block)
     # resolved values, so that BasicSR's dump of the options shows what is trained on
     # the settings of the block's kind (the kind table's), not those of another (gain of kind jnd)
@@ -172,6 +177,33 @@ def _check_offline(cfg: dict, train: dict, target: JNDTarget) -> None:
         check_precomputed(src, dst, target, name=lambda setting: f"{BLOCK}.{setting}")
     except PrecomputedFolderError as exc:
         raise JNDOptionError("datasets.train.dataroot_gt", str(exc)) from None
+
+
+def check_terms(value, mode: str, has_discriminator: bool) -> list[str] | None:
+    """``jnd_target.terms`` as a list in :data:`TERMS` order, or ``None`` (unset: the model's default).
+
+    Offline mode has only the JND images on disk, so every term trains on them: a block that asks
+    for anything else, the default of a model with a discriminator (``network_d``) included, is refused.
+    """
+    key = f"{BLOCK}.terms"
+    if value is None or value == "all":
+        terms = None if value is None else list(TERMS)
+    elif not isinstance(value, list) or not value:
+        raise JNDOptionError(key, f"must be all or a list of terms such as [pixel, perceptual], got {value!r}; "
+                                  f"known terms: {', '.join(TERMS)}")
+    else:
+        for term in value:
+            if term not in TERMS:
+                near = difflib.get_close_matches(str(term), TERMS, n=1)
+                raise JNDOptionError(key, f"unknown term {term!r}; {f'did you mean {near[0]}? ' if near else ''}"
+                                          f"known terms: {', '.join(TERMS)} (a list), or all")
+        terms = [t for t in TERMS if t in value]
+    if mode == "offline" and terms != list(TERMS) and (terms is not None or has_discriminator):
+        asked = f"terms: [{', '.join(terms)}]" if terms else "the default of a model with a discriminator, " \
+                                                               "terms: [pixel, perceptual],"
+        raise JNDOptionError(key, f"mode: offline reads only the JND images, so every term sees them, and {asked} "
+                                  "cannot be honoured; use mode: online, or set terms: all")
+    return terms
 
 
 # -- a block BasicSR would silently ignore ---------------------------------------------------------

@@ -50,7 +50,9 @@ class SRSettings:
     archs: list[str] = flag(list(SR_ARCHS), choices=SR_ARCHS)
     targets: list[str] = flag(list(SR_TARGETS),
                               "gt (required), tolerant, screen transforms (usm, jnd, directed:strength=K,gain=G "
-                              "...), perceptual:weight=W, post:TRANSFORM, gan:gt and gan:TRANSFORM")
+                              "...), perceptual:weight=W, post:TRANSFORM, gan:gt and gan:TRANSFORM, whose image "
+                              "replaces the GT in all terms or those of terms=, e.g. gan:directed:strength=2,"
+                              "terms=pixel+perceptual (gan:usm: pixel+perceptual, Real-ESRGAN's recipe)")
     seeds: list[int] = flag([0, 1, 2])
     estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
     train_images: int = 200

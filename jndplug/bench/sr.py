@@ -21,8 +21,11 @@ For every architecture this command
    ``T(y)`` approximates under L2. ``gan:TARGET`` (``gan:gt``, ``gan:directed:strength=2``) is the
    setting perception-oriented SR lives in: an SRGAN-style fine-tune (``GAN_WEIGHTS``: L1, the VGG16
    feature distance above and a non-saturating adversarial term from a small spectral-norm patch
-   discriminator trained alongside), where TARGET replaces the ground truth in all three, the
-   discriminator's real samples included; it is compared seed by seed with ``gan:gt``;
+   discriminator trained alongside), where TARGET replaces the ground truth in the terms of its
+   ``terms=`` option (``gan:directed:strength=2,terms=pixel+perceptual``): by default all three, the
+   discriminator's real samples included, except for ``gan:usm``, Real-ESRGAN's recipe (its USM
+   ground truth in the pixel and perceptual terms, the true one for the discriminator); it is
+   compared seed by seed with ``gan:gt``;
 3. scores every fine-tune on the central crops of the test sets with ``jndplug.metrics``;
 4. runs ``jndplug bench screen`` on the pretrained network's own test outputs and reports how often
    its predicted sign of each metric change agrees with the fine-tunes' measured one.
@@ -60,8 +63,8 @@ from tqdm import tqdm
 from jndplug.bench.common import BenchError, finished_run, machine, resolve_estimator, write_json, write_text
 from jndplug.bench.recipe import add_targets, run_name, save_atomic, to_tensor, training_files, transform_specs
 from jndplug.bench.settings import SR_ARCHS as ARCHS, SRSettings as Settings
-from jndplug.bench.sr_arms import (GAN_WEIGHTS, POST, GANTerm, arm_of, check_arms, feature_network, images_of,
-                                   perceptual_weight)
+from jndplug.bench.sr_arms import (GAN_TERMS, GAN_WEIGHTS, POST, GANTerm, arm_of, check_arms, feature_network,
+                                   gan_parts, images_of, perceptual_weight)
 from jndplug.bench.sr_report import PD, crops, pd_plane, report
 from jndplug.imageio import list_images, read_image, tensor_to_array, to_8bit, write_image
 from jndplug.losses import JNDTolerantLoss
@@ -102,27 +105,26 @@ def load_training(s: Settings) -> dict:
 
 
 def batch(data: dict, target: str, rng: np.random.Generator, s: Settings):
-    """A batch of LQ/target/map patches: random image, position, flip and rotation."""
+    """A batch of LQ/target/map/ground-truth patches: random image, position, flip and rotation."""
     p, lp = s.patch, s.patch // SCALE
-    xs, ys, ms = [], [], []
+    xs, ys, ms, gs = [], [], [], []
     for _ in range(s.batch):
         i = int(rng.integers(len(data["lq"])))
         lq = data["lq"][i]
         top, left = int(rng.integers(lq.shape[0] - lp + 1)), int(rng.integers(lq.shape[1] - lp + 1))
         src = data["gt"][i] if images_of(target) == "gt" else data["targets"][images_of(target)][i]
         x = lq[top:top + lp, left:left + lp]
-        y = src[top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p]
+        y, g = (a[top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p] for a in (src, data["gt"][i]))
         m = (data["map"][i] if "map" in data else np.zeros(src.shape[:2], np.float16))[
             top * SCALE:top * SCALE + p, left * SCALE:left * SCALE + p, None]
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        for j, a in enumerate((x, y, m)):
+        for j, a in enumerate((x, y, m, g)):
             a = np.rot90(a, k)
             a = a[:, ::-1] if flip else a
-            (xs, ys, ms)[j].append(np.ascontiguousarray(a))
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255.0
-    y = torch.from_numpy(np.stack(ys)).permute(0, 3, 1, 2).float() / 255.0
+            (xs, ys, ms, gs)[j].append(np.ascontiguousarray(a))
+    x, y, g = (torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float() / 255.0 for a in (xs, ys, gs))
     m = torch.from_numpy(np.stack(ms).astype(np.float32)).permute(0, 3, 1, 2)
-    return x, y, m
+    return x, y, m, g
 
 
 @torch.no_grad()
@@ -162,7 +164,7 @@ def pretrain(arch: str, data: dict, s: Settings) -> Path:
     t0 = time.perf_counter()
     bar = tqdm(total=s.pretrain_steps, initial=state["step"], desc=f"pretrain {arch}", unit="step")
     while state["step"] < s.pretrain_steps:
-        x, y, _ = batch(data, "gt", np.random.default_rng((0, state["step"])), s)
+        x, y, _, _ = batch(data, "gt", np.random.default_rng((0, state["step"])), s)
         loss = F.l1_loss(net(x.to(s.device)), y.to(s.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -213,6 +215,8 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.8 * s.steps)], 0.5)
     tolerant = JNDTolerantLoss(None, kind="l1") if target == "tolerant" else None
     features, gan = None, None
+    # the terms trained against the target's images; the others (a gan: arm's terms=) against the GT
+    terms = gan_parts(target)[1] if arm_of(target) == "gan" else GAN_TERMS
     if arm_of(target) in ("perceptual", "gan"):
         weight = perceptual_weight(target) if arm_of(target) == "perceptual" else GAN_WEIGHTS["perceptual"]
         features = feature_network(target, s.device)
@@ -221,19 +225,20 @@ def finetune(arch: str, target: str, seed: int, init: Path, data: dict, tests: l
     t0 = time.perf_counter()
     for step in tqdm(range(s.steps), desc=run.name, unit="step", leave=False):
         # seed and step fix the batch: every target of one seed sees the same patches in the same order
-        x, y, m = (t.to(s.device) for t in batch(data, target, np.random.default_rng((1000 + seed, step)), s))
+        x, y, m, g = (t.to(s.device) for t in batch(data, target, np.random.default_rng((1000 + seed, step)), s))
+        y_of = {term: y if term in terms else g for term in GAN_TERMS}
         pred = net(x)
-        loss = tolerant(pred, y, jnd_map=m) if tolerant is not None else F.l1_loss(pred, y)
+        loss = tolerant(pred, y, jnd_map=m) if tolerant is not None else F.l1_loss(pred, y_of["pixel"])
         if gan is not None:
             loss = GAN_WEIGHTS["pixel"] * loss + GAN_WEIGHTS["adversarial"] * gan.generator_loss(pred)
         if features is not None:
-            loss = loss + weight * sum(F.l1_loss(a, b) for a, b in zip(features(pred), features(y)))
+            loss = loss + weight * sum(F.l1_loss(a, b) for a, b in zip(features(pred), features(y_of["perceptual"])))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if gan is not None:  # after the generator's step, as SRGAN alternates
-            gan.discriminator_step(real=y, fake=pred.detach())
+            gan.discriminator_step(real=y_of["adversarial"], fake=pred.detach())
     train_seconds = time.perf_counter() - t0
     net.eval()
     return score(run, arch, target, seed, [(name, gt, upscale(net, lq)) for name, gt, lq in tests], suite,

@@ -1,9 +1,11 @@
 """The arms of ``bench sr`` beside the plain targets, named by their prefix in ``--targets``
-(``perceptual:``, ``gan:``, ``post:``): which arm a target is, the checks of its spelling, and the
-loss terms of the perceptual-loss and GAN fine-tunes (``sr.finetune`` runs them, ``sr.post_sharpen``
-the post-sharpening)."""
+(``perceptual:``, ``gan:``, ``post:``): which arm a target is, the checks of its spelling (a ``gan:``
+arm's ``terms=`` included), and the loss terms of the perceptual-loss and GAN fine-tunes
+(``sr.finetune`` runs them, ``sr.post_sharpen`` the post-sharpening)."""
 
 from __future__ import annotations
+
+import difflib
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,14 @@ PERCEPTUAL, POST, GAN = "perceptual:", "post:", "gan:"
 # VGG16 trunk; the discriminator starts from scratch at GAN_D_LR, the generator uses --finetune-lr
 GAN_WEIGHTS = {"pixel": 1e-2, "perceptual": 1.0, "adversarial": 5e-3}
 GAN_D_LR = 1e-4
+# the terms a gan: arm's image can replace the ground truth in (gan:TRANSFORM,terms=pixel+perceptual);
+# adversarial: the discriminator's real samples
+GAN_TERMS = tuple(GAN_WEIGHTS)
+TERMS_OPTION = "terms="
+# Real-ESRGAN's recipe for its USM ground truth (l1_gt_usm, percep_gt_usm, gan_gt_usm: True, True,
+# False), gan:usm's default; every other gan: arm defaults to all terms, what its label meant before
+# terms= existed
+USM_TERMS = ("pixel", "perceptual")
 
 
 def arm_of(target: str) -> str:
@@ -31,8 +41,32 @@ def arm_of(target: str) -> str:
 
 def images_of(target: str) -> str:
     """The training images a target's fine-tune compares with: ``gt`` or a transform's label."""
-    inner = target[len(GAN):] if arm_of(target) == "gan" else target
+    inner = gan_parts(target)[0] if arm_of(target) == "gan" else target
     return inner if arm_of(inner) == "transform" else "gt"
+
+
+def gan_parts(target: str) -> tuple[str, tuple[str, ...]]:
+    """``(TARGET, terms)`` of a ``gan:`` target: what it trains with (``terms=`` taken out of its
+    options) and the terms in which that image replaces the ground truth, in ``GAN_TERMS`` order."""
+    name, colon, rest = target[len(GAN):].partition(":")
+    items = rest.split(",") if colon else []
+    given = [item[len(TERMS_OPTION):] for item in items if item.startswith(TERMS_OPTION)]
+    kept = [item for item in items if not item.startswith(TERMS_OPTION)]
+    inner = name + (":" + ",".join(kept) if kept else "")
+    if not given:
+        return inner, USM_TERMS if name == "usm" else GAN_TERMS
+    if len(given) > 1 or inner == "gt":
+        raise BenchError(f"--targets {target}: give terms= once, to a gan:TRANSFORM (gan:gt trains every term on "
+                         "the ground truth)")
+    words = given[0].split("+")
+    if words == ["all"]:
+        return inner, GAN_TERMS
+    for word in words:
+        if word not in GAN_TERMS:
+            near = difflib.get_close_matches(word, GAN_TERMS, n=1)
+            raise BenchError(f"--targets {target}: unknown term {word!r}; {f'did you mean {near[0]}? ' if near else ''}"
+                             f"write terms=all or terms=A+B... with terms of {', '.join(GAN_TERMS)}")
+    return inner, tuple(t for t in GAN_TERMS if t in words)
 
 
 def perceptual_weight(target: str) -> float:
@@ -53,7 +87,7 @@ def check_arms(targets: list[str]) -> None:
             perceptual_weight(t)
         elif arm_of(t) == "post":
             transform_specs(["gt", t[len(POST):]])
-        elif arm_of(t) == "gan" and arm_of(t[len(GAN):]) not in ("gt", "transform"):
+        elif arm_of(t) == "gan" and arm_of(gan_parts(t)[0]) not in ("gt", "transform"):
             raise BenchError(f"--targets {t}: write gan:gt or gan:TRANSFORM (e.g. gan:directed:strength=2)")
         if arm_of(t) == "gan" and "gan:gt" not in targets:
             raise BenchError(f"--targets {t}: add gan:gt, the GAN baseline every gan: target is compared with")

@@ -12,6 +12,7 @@ import pytest
 from conftest import make_image
 from jndplug.bench import sr
 from jndplug.bench.common import BenchError
+from jndplug.bench.sr_arms import GAN_TERMS, gan_parts, images_of
 from jndplug.cli import build_parser
 
 
@@ -151,7 +152,97 @@ def test_bad_arm_settings_fail_before_training(tmp_path):
                              (["gt", "post:blur"], "unknown transform"),
                              (["gt", "gan:directed:strength=2"], "add gan:gt"),
                              (["gt", "gan:gt", "gan:post:usm"], "write gan:gt or gan:TRANSFORM"),
-                             (["gt", "gan:gt", "gan:blur"], "unknown transform")):
+                             (["gt", "gan:gt", "gan:blur"], "unknown transform"),
+                             (["gt", "gan:gt", "gan:directed:strength=2,terms=pixl"],
+                              "unknown term 'pixl'; did you mean pixel\\? write terms=all or terms=A\\+B"),
+                             (["gt", "gan:gt", "gan:usm:terms=discriminator"], "unknown term 'discriminator'; write"),
+                             (["gt", "gan:gt", "gan:usm:terms="], "unknown term ''"),
+                             (["gt", "gan:gt", "gan:gt:terms=pixel"], "give terms= once, to a gan:TRANSFORM"),
+                             (["gt", "gan:gt", "gan:usm:terms=pixel,terms=all"], "give terms= once")):
         with pytest.raises(BenchError, match=message):
             sr.run(sr.Settings(train=str(tmp_path), test=str(tmp_path), out=str(tmp_path / "o"), targets=targets))
     assert not (tmp_path / "o").exists()
+
+
+def test_gan_arm_terms_spelling():
+    assert gan_parts("gan:gt") == ("gt", GAN_TERMS)
+    # every term by default, as gan: arms trained before terms= existed
+    assert gan_parts("gan:directed:strength=2") == ("directed:strength=2", GAN_TERMS)
+    assert gan_parts("gan:directed:terms=perceptual+pixel,strength=2") == ("directed:strength=2",
+                                                                           ("pixel", "perceptual"))
+    assert gan_parts("gan:jnd:terms=adversarial") == ("jnd", ("adversarial",))
+    # Real-ESRGAN's recipe by default, every term when asked
+    assert gan_parts("gan:usm") == ("usm", ("pixel", "perceptual"))
+    assert gan_parts("gan:usm:weight=0.7,terms=all") == ("usm:weight=0.7", GAN_TERMS)
+    # the image trained with is the transform's, shared with the other arms of that transform
+    assert images_of("gan:directed:strength=2,terms=pixel") == "directed:strength=2"
+
+
+def test_gan_arms_give_each_term_its_images(tmp_path, estimator_file, monkeypatch):
+    """Per step, what the pixel loss, the perceptual features and the discriminator's real samples
+    are given: the arms' own images where their terms say so, the ground truth (gan:gt's) elsewhere."""
+    pytest.importorskip("stlpips_pytorch")
+    import torch
+
+    from jndplug.bench import sr_arms
+
+    _folder(tmp_path / "train" / "a", 5, 0)
+    _folder(tmp_path / "test" / "S", 1, 50)
+    targets = ["gt", "gan:gt", "gan:directed:strength=2", "gan:directed:strength=2,terms=pixel+perceptual",
+               "gan:usm"]
+    seen = {t: {"pixel": [], "perceptual": [], "adversarial": []} for t in targets}
+    current = []
+    finetune, feature_network, l1 = sr.finetune, sr.feature_network, torch.nn.functional.l1_loss
+    d_step = sr_arms.GANTerm.discriminator_step
+
+    def tagged(arch, target, *args, **kwargs):
+        current[:] = [target]
+        return finetune(arch, target, *args, **kwargs)
+
+    def features(target, device):
+        net = feature_network(target, device)
+
+        def call(x):
+            if not x.requires_grad:  # the image compared with (the output carries gradients)
+                seen[current[0]]["perceptual"].append(x.clone())
+            return net(x)
+
+        return call
+
+    def pixel(a, b, *args, **kwargs):
+        if current and b.shape[1] == 3:  # the feature distances compare many-channel maps
+            seen[current[0]]["pixel"].append(b.clone())
+        return l1(a, b, *args, **kwargs)
+
+    def discriminator_step(self, real, fake):
+        seen[current[0]]["adversarial"].append(real.clone())
+        return d_step(self, real, fake)
+
+    monkeypatch.setattr(sr, "finetune", tagged)
+    monkeypatch.setattr(sr, "feature_network", features)
+    monkeypatch.setattr(torch.nn.functional, "l1_loss", pixel)
+    monkeypatch.setattr(sr_arms.GANTerm, "discriminator_step", discriminator_step)
+    s = sr.Settings(train=str(tmp_path / "train"), test=str(tmp_path / "test"), out=str(tmp_path / "out"),
+                    estimator=str(estimator_file), test_sets=["S"], archs=["edsr"], seeds=[0], train_images=4,
+                    val_images=1, val_side=32, crop=48, patch=16, batch=2, blocks=1, features=8, pretrain_steps=2,
+                    val_every=2, steps=2, metrics=["psnr_y"], targets=targets, device="cpu")
+    report = sr.run(s)
+
+    def same(a, b):
+        return len(a) == len(b) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+    truth = seen["gan:gt"]["pixel"]  # the ground-truth patches of the seed's two steps
+    assert same(seen["gan:gt"]["perceptual"], truth) and same(seen["gan:gt"]["adversarial"], truth)
+    every = seen["gan:directed:strength=2"]
+    assert same(every["perceptual"], every["pixel"]) and same(every["adversarial"], every["pixel"])
+    # the random test estimator leaves some 16-px patches as they are, not both of these
+    assert not same(every["pixel"], truth)
+    split = seen["gan:directed:strength=2,terms=pixel+perceptual"]
+    assert same(split["pixel"], every["pixel"]) and same(split["perceptual"], every["pixel"])
+    assert same(split["adversarial"], truth)
+    usm = seen["gan:usm"]  # Real-ESRGAN: the USM ground truth for pixel and perceptual, the GT for the discriminator
+    assert same(usm["perceptual"], usm["pixel"]) and same(usm["adversarial"], truth)
+    assert not same(usm["pixel"], truth)
+    table = report["table"]["edsr"]
+    for target in targets[2:]:
+        assert table[target]["psnr_y"]["baseline"] == "gan:gt"

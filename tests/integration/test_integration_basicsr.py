@@ -265,7 +265,8 @@ def test_without_the_block_training_is_unchanged(tmp_path, monkeypatch, data, jn
 
 def test_online_esrgan_gan_real_samples_are_jnd(tmp_path, monkeypatch, data, jnd_truth, estimator_file):
     spy = Spy(monkeypatch)
-    opt = make_opt(data, "esrgan_jnd", {"estimator": str(estimator_file)}, gan=True, total_iter=2)
+    # every term on the JND image; the default for GAN models and the other choices: test_gan_terms.py
+    opt = make_opt(data, "esrgan_jnd", {"estimator": str(estimator_file), "terms": "all"}, gan=True, total_iter=2)
     run_pipeline(monkeypatch, tmp_path, opt)
 
     gts, jnds = jnd_truth
@@ -405,6 +406,7 @@ BAD = {
     "negative strength": ({"strength": -0.1}, {}, "jnd_target.strength"),
     "strength not a number": ({"strength": "strong"}, {}, "jnd_target.strength"),
     "bad mode": ({"mode": "sometimes"}, {}, "jnd_target.mode"),
+    "unknown term": ({"terms": ["pixel", "discriminator"]}, {}, "jnd_target.terms"),
     "missing estimator file": ({"estimator": "missing/nothing.safetensors"}, {}, "jnd_target.estimator"),
     "sur without conditioning": ({"sur": 0.75}, {}, "jnd_target.sur"),
     "source_gt online": ({"source_gt": "HR"}, {}, "jnd_target.source_gt"),
@@ -582,7 +584,7 @@ def test_an_empty_block_switches_jnd_on_with_the_defaults():
     cfg = check_options(opt)
     # every setting resolved, so that BasicSR's dump of the options shows what is trained on
     assert cfg == {"enable": True, "estimator": "default", "strength": 2.0, "sur": None, "mode": "online",
-                   "source_gt": None, "kind": "directed", "gain": 1.0, "bound": "estimator", "sigma": 1.0}
+                   "source_gt": None, "terms": None, "kind": "directed", "gain": 1.0, "bound": "estimator", "sigma": 1.0}
     # no gain, bound or sigma: the kind has none
     assert not {"gain", "bound", "sigma"} & set(check_options({"jnd_target": {"kind": "jnd"}}))
     assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None
