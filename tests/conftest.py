@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import socket
@@ -53,6 +54,22 @@ def torch_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+@pytest.fixture
+def basicsr_log():
+    """The records of BasicSR's logger at the level a training run sets. By name: its file belongs
+    to the first run in this process, and get_root_logger() would set it up here without one; a
+    test that called it first without a log file left the level unset."""
+    logger, records = logging.getLogger("basicsr"), []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def make_image(h=48, w=64, seed=0, dtype=np.uint8):

@@ -2,7 +2,6 @@
 ``train_pipeline`` with SRGANModel and ESRGANModel at toy size, ``wrap_model`` on a stand-in model,
 and the block's checks."""
 
-import logging
 
 import pytest
 import torch
@@ -35,20 +34,6 @@ class SpyPerceptualLoss(torch.nn.Module):
 
 if "SpyPerceptualLoss" not in LOSS_REGISTRY:
     LOSS_REGISTRY.register(SpyPerceptualLoss)
-
-
-@pytest.fixture
-def basicsr_log():
-    """The records of BasicSR's logger at the level a training run sets (its file belongs to the first run)."""
-    logger, records = logging.getLogger("basicsr"), []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 # per iteration, the discriminator's calls on the real batch (the rest are on the generator's output)

@@ -281,29 +281,16 @@ def test_online_esrgan_gan_real_samples_are_jnd(tmp_path, monkeypatch, data, jnd
 
 
 def test_offline_reads_precomputed_gt_and_validates_on_gt(tmp_path, monkeypatch, data, jnd_folder, jnd_truth,
-                                                          estimator_file):
+                                                          estimator_file, basicsr_log):
     import jndplug.integrations.basicsr as integration
 
     spy = Spy(monkeypatch)
     monkeypatch.setattr(integration, "REPORT_STEPS", 2)  # the two steps of this run (10 by default)
-    # BasicSR's logger writes to the file of the first run in this process: read its records instead
-    # (by name: get_root_logger() would set it up here, without the run's log file)
-    logger, records = logging.getLogger("basicsr"), []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    # a test that called get_root_logger() first, without a log file, left the level unset; a training
-    # run sets INFO with its log file
-    level = logger.level
-    logger.setLevel(logging.INFO)
+    records = basicsr_log
     opt = make_opt(data, "edsr_offline", {"estimator": str(estimator_file), "mode": "offline",
                                           "source_gt": str(data / "train" / "hr")}, total_iter=2)
     opt["datasets"]["train"]["dataroot_gt"] = str(jnd_folder)
-    try:
-        run_pipeline(monkeypatch, tmp_path, opt)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    run_pipeline(monkeypatch, tmp_path, opt)
 
     files = torch.stack([read_gt(p) for p in sorted(jnd_folder.glob("*.png"))])
     gts, jnds = jnd_truth
