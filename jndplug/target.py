@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from jndplug.bounds import estimator_map
-from jndplug.errors import JNDPlugTypeError
+from jndplug.errors import JNDPlugTypeError, JNDPlugValueError
 from jndplug.imageio import check_image_tensor
 from jndplug.spec import BOUNDS, DEFAULT_KIND, KIND_TABLE, TargetSpec, TargetSpecError, number_text
 from jndplug.tiling import batch_chunks, blend, check_tile, pad_to_stride, tile_for, tiled_forward
@@ -177,6 +177,9 @@ class JNDTarget:
         ResJND does for its JND maps (an image whose map is all zero stays zero).
         """
         check_image_tensor(x, values=self.check_values)
+        if normalize and self.spec.bound == "none":
+            raise JNDPlugValueError("jnd_map(normalize=True): bound none bounds nothing (its map is infinite), "
+                                    "so there is nothing to normalise; use another bound or distortion(x)")
         batch = x[None] if x.ndim == 3 else x
         xf = self._float32(batch)
         m = torch.zeros_like(xf[:, :1]) if self.strength == 0 else self._by_chunks(self._bound_of, xf, 1)

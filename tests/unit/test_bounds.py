@@ -87,3 +87,12 @@ def test_infer_names_the_bound_it_draws_and_refuses_a_map_of_no_bound(tmp_path, 
     assert not (tmp_path / "b.png").exists()  # refused before any work
     assert JNDTarget.from_spec(TargetSpec(bound="profile")).bound_label == BOUNDS["profile"].label
     assert JNDTarget().bound_label == BOUNDS["estimator"].label
+
+
+def test_no_bound_has_no_map_to_normalise(estimator_file):
+    from jndplug.errors import JNDPlugValueError
+
+    target = JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="none", strength=0.3))
+    assert bool(torch.isinf(target.jnd_map(_image(6))).all())
+    with pytest.raises(JNDPlugValueError, match="bound none bounds nothing"):
+        target.jnd_map(_image(6), normalize=True)
