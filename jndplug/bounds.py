@@ -9,13 +9,14 @@ A new bound is a row in ``BOUNDS`` and a function here returning the ``[B,1,H,W]
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
 
 from jndplug import directed
 from jndplug.pixels import luma
-from jndplug.spec import BOUNDS
+from jndplug.spec import bound_row
 
 LOCAL_RADIUS = 3  # the 7x7 window of the local standard deviation
 
@@ -29,7 +30,7 @@ def directed_image(target, x: torch.Tensor) -> torch.Tensor:
     """The perception-directed JND image (``kind="directed"``): ``x`` plus the zero-mean luma
     sharpening of :func:`jndplug.directed.directed_distortion`, bounded by the spec's bound."""
     bound = target._bound(x)
-    gain = target.gain * (target.strength if BOUNDS[target.spec.bound].scales_sharpening else 1.0)
+    gain = target.gain * (target.strength if bound_row(target.spec.bound).scales_sharpening else 1.0)
     return (x + directed.directed_distortion(x, bound, gain, target.spec.sigma)).clamp_(0, 1)
 
 
@@ -43,6 +44,12 @@ def profile_map(target, x: torch.Tensor) -> torch.Tensor:
     """The analytic JND profile (luminance adaptation and contrast masking combined by NAMM; the
     untrained :class:`jndplug.models.jnd_profile.JNDProfile`) times strength."""
     return target.strength * _profile(x.device).jnd_map(x).to(torch.float32)
+
+
+def profile_file_map(target, x: torch.Tensor) -> torch.Tensor:
+    """A trained JND profile's map (the file ``bound`` names) times strength."""
+    path = target.spec.bound
+    return target.strength * _profile_file(path, os.stat(path).st_mtime_ns, x.device).jnd_map(x).to(torch.float32)
 
 
 def localstd_map(target, x: torch.Tensor) -> torch.Tensor:
@@ -70,4 +77,12 @@ def _profile(device: torch.device):
     from jndplug.models.jnd_profile import JNDProfile
 
     return JNDProfile().to(device).eval().requires_grad_(False)
+
+
+@functools.lru_cache(maxsize=4)
+def _profile_file(path: str, mtime_ns: int, device: torch.device):
+    # keyed by the file's time as well: a profile retrained in place is read again
+    from jndplug.models.jnd_profile import load_profile
+
+    return load_profile(path).to(device)
 

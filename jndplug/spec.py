@@ -131,7 +131,9 @@ class TargetSpec:
     gain: float | None = _field(None, f"sharpening gain of --kind directed (default {DEFAULT_GAIN:g})", float)
     bound: str | None = _field(None, "what bounds the change of --kind directed per pixel: "
                                      + "; ".join(f"{k}: {b.label}" for k, b in BOUNDS.items())
-                                     + f" (default {DEFAULT_BOUND})", str, tuple(BOUNDS))
+                                     + "; or the path of a trained JND profile (.safetensors written by "
+                                       f"`jndplug jnd-profile`), its map (default {DEFAULT_BOUND})", str,
+                               metavar="NAME|PROFILE")
     sigma: float | None = _field(None, "blur of --kind directed's high-pass, in output pixels "
                                        f"(default {DEFAULT_SIGMA:g})", float)
 
@@ -163,7 +165,7 @@ class TargetSpec:
         if self.strength is not None:
             strength = _number("strength", self.strength)
         elif self.bound is not None:
-            strength = BOUNDS[self.bound].default_strength
+            strength = bound_row(self.bound).default_strength
             if strength is None:
                 raise TargetSpecError("strength", f"bound {self.bound} has no calibrated default strength; give "
                                                   "one (`jndplug bench visibility` finds the strength at the line)")
@@ -183,7 +185,7 @@ class TargetSpec:
     @property
     def uses_estimator(self) -> bool:
         """Whether the estimator (and so ``sur``) takes part in the target."""
-        return self.bound is None or BOUNDS[self.bound].uses_estimator
+        return self.bound is None or bound_row(self.bound).uses_estimator
 
     def applies(self) -> tuple[str, ...]:
         """The settings that change what this spec's target is: its kind's, and the estimator and
@@ -342,8 +344,38 @@ def number_text(value: float) -> str:
 _CHECKS = {  # the settings a kind's row may name: how each is checked
     "gain": lambda v: _number_at_least("gain", v, 0.0),
     "sigma": lambda v: _number_above("sigma", v),
-    "bound": lambda v: _choice("bound", v, BOUNDS),
+    "bound": lambda v: _check_bound(v),
 }
+
+
+def bound_row(bound: str) -> Bound:
+    """The :data:`BOUNDS` row of a bound's name; a trained JND profile's file is a row of its own,
+    uncalibrated (its strength must be given)."""
+    if bound in BOUNDS:
+        return BOUNDS[bound]
+    return Bound("jndplug.bounds:profile_file_map", False, f"the trained JND profile {bound}")
+
+
+def _check_bound(value) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value in BOUNDS:
+        return value
+    known = f"must be one of {', '.join(BOUNDS)} or the path of a trained JND profile"
+    if not isinstance(value, str) or not value.endswith(".safetensors"):
+        raise TargetSpecError("bound", f"{known} (.safetensors written by `jndplug jnd-profile`), got {value!r}")
+    from jndplug.artifacts import format_of  # imports torch: only for a path
+    from jndplug.models.jnd_profile import PROFILE_FORMAT
+
+    if not os.path.isfile(value):
+        raise TargetSpecError("bound", f"{known}; {value} does not exist (a relative path is read from "
+                                       f"{os.getcwd()})")
+    fmt = format_of(value)
+    if fmt != PROFILE_FORMAT:
+        hint = ("it holds an estimator's weights: give it as estimator=PATH with bound=estimator"
+                if fmt is not None and "estimator" in fmt else f"its format is {fmt!r}, not {PROFILE_FORMAT}")
+        raise TargetSpecError("bound", f"{value} is not a JND profile file: {hint}")
+    return value
 
 
 def _check(name: str, value):
@@ -361,12 +393,6 @@ def _number_above(name: str, value) -> float:
     value = _number(name, value)
     if not value > 0:
         raise TargetSpecError(name, f"must be a finite number > 0, got {value:g}")
-    return value
-
-
-def _choice(name: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise TargetSpecError(name, f"must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from jndplug.bounds import estimator_map
 from jndplug.errors import JNDPlugTypeError, JNDPlugValueError
 from jndplug.imageio import check_image_tensor
-from jndplug.spec import BOUNDS, DEFAULT_KIND, KIND_TABLE, TargetSpec, TargetSpecError, number_text
+from jndplug.spec import DEFAULT_KIND, KIND_TABLE, TargetSpec, TargetSpecError, bound_row, number_text
 from jndplug.tiling import batch_chunks, blend, check_tile, pad_to_stride, tile_for, tiled_forward
 from jndplug.weights import load_estimator
 
@@ -88,7 +88,7 @@ class JNDTarget:
         self.spec = spec
         row = KIND_TABLE[spec.kind]
         self._image = _function(row.image)
-        self._bound_of = _function(BOUNDS[spec.bound].provider) if spec.bound is not None else estimator_map
+        self._bound_of = _function(bound_row(spec.bound).provider) if spec.bound is not None else estimator_map
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -126,7 +126,7 @@ class JNDTarget:
     @property
     def bound_label(self) -> str:
         """What :meth:`jnd_map` is, in words, for figures and logs."""
-        return BOUNDS[self.spec.bound].label if self.spec.bound is not None else BOUNDS["estimator"].label
+        return bound_row(self.spec.bound if self.spec.bound is not None else "estimator").label
 
     @property
     def estimator_name(self) -> str:

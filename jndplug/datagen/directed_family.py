@@ -95,3 +95,60 @@ def summarize_thresholds(labels: dict, p: float, strengths=STRENGTHS) -> dict:
             "median": float(np.median(values)) if len(values) else None,
             "percentiles": {q: float(np.percentile(finite, q)) for q in (10, 25, 50)} if len(finite) else {},
             "per_image": per}
+
+
+# The directed change under each bound at equal visibility on CBSD68 (BENCHMARKS.md, "Where the
+# budget goes"): the ladders of :func:`allocation_levels` are centred there, so every allocation
+# crosses the threshold near its middle level and the study's labels say, per allocation, where
+# the same sharpening starts to show.
+ALLOCATIONS = {"estimator": 2.0, "profile": 0.591, "localstd": 0.221, "flat": 4.61, "none": 0.305}
+# a quarter to four times the calibrated strength, sqrt(2) apart
+ALLOCATION_FACTORS = tuple(round(2 ** ((k - 4) / 2), 4) for k in range(9))
+
+
+def allocation_of(x: torch.Tensor, allocations=tuple(ALLOCATIONS)) -> str:
+    """The allocation an image gets in :func:`allocation_levels`: picked by a hash of its 8-bit
+    pixels, so every photo has one ladder, the same on every machine, and the allocations are
+    about equally common over many photos."""
+    import hashlib
+
+    pixels = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy().tobytes()
+    return allocations[int(hashlib.sha256(pixels).hexdigest(), 16) % len(allocations)]
+
+
+def make_allocation_levels(allocations: dict | None = None, factors=ALLOCATION_FACTORS, estimator="default"):
+    """A level function for the directed change at gain 1 (the target's own) whose spatial
+    allocation differs from photo to photo: level k of a photo is ``directed:bound=B,strength=s_B *
+    factors[k-1]`` with B = :func:`allocation_of` the photo and s_B its calibrated strength. The
+    study then labels where each allocation becomes visible, which is what a bound learned for the
+    directed distortion is trained on (docs/directed.md)."""
+    from jndplug.spec import TargetSpec
+    from jndplug.target import JNDTarget
+    from jndplug.weights import load_estimator
+
+    allocations = dict(ALLOCATIONS if allocations is None else allocations)
+    factors = [float(f) for f in factors]
+    if any(b <= a for a, b in zip(factors, factors[1:])):
+        raise ValueError(f"factors must increase, got {factors}")
+    model = load_estimator(estimator) if not isinstance(estimator, torch.nn.Module) else estimator
+    targets = {b: [JNDTarget(spec=TargetSpec(estimator=model, bound=b, strength=round(s * f, 6))) for f in factors]
+               for b, s in allocations.items()}
+
+    def levels(x: torch.Tensor, level: int) -> torch.Tensor:
+        if not 1 <= level <= len(factors):
+            raise ValueError(f"level must be 1..{len(factors)}, got {level}")
+        return targets[allocation_of(x, tuple(allocations))][level - 1](x)
+
+    levels.allocations, levels.factors = allocations, factors
+    return levels
+
+
+_allocation_default = None
+
+
+def allocation_levels(x: torch.Tensor, level: int) -> torch.Tensor:
+    """Level ``level`` of :func:`make_allocation_levels` with the shipped estimator (made once)."""
+    global _allocation_default
+    if _allocation_default is None:
+        _allocation_default = make_allocation_levels()
+    return _allocation_default(x, level)

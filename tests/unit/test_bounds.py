@@ -96,3 +96,41 @@ def test_no_bound_has_no_map_to_normalise(estimator_file):
     assert bool(torch.isinf(target.jnd_map(_image(6))).all())
     with pytest.raises(JNDPlugValueError, match="bound none bounds nothing"):
         target.jnd_map(_image(6), normalize=True)
+
+
+def test_a_trained_profile_file_is_a_bound_through_every_entry_point(tmp_path, estimator_file, monkeypatch):
+    from jndplug.models.jnd_profile import JNDProfile, save_profile
+
+    profile = JNDProfile()
+    with torch.no_grad():  # a structural factor that is not 1: the file, not NAMM, must decide
+        profile.structure_net[-1].bias.fill_(0.5)
+    save_profile(profile, tmp_path / "p.safetensors")
+    monkeypatch.chdir(tmp_path)  # a relative path, as users type it
+    with pytest.raises(TargetSpecError, match="strength: bound p.safetensors has no calibrated default"):
+        TargetSpec(bound="p.safetensors")
+    spec = TargetSpec(bound="p.safetensors", strength=0.5)
+    assert not spec.uses_estimator and "estimator" not in spec.applies()
+    x = _image(7)
+    learned = JNDTarget.from_spec(spec)
+    namm = JNDTarget.from_spec(TargetSpec(bound="profile", strength=0.5))
+    # exp(0.5) times the analytic profile everywhere (the first layers feed a zero last weight)
+    assert torch.allclose(learned.jnd_map(x), namm.jnd_map(x) * np.exp(0.5), rtol=1e-5)
+    assert float((learned(x) - namm(x)).abs().max()) > 0
+    assert "p.safetensors" in learned.bound_label
+    # compact form, YAML block, flags, precompute manifest
+    assert TargetSpec.parse(spec.text()) == spec
+    assert TargetSpec.from_mapping({"bound": "p.safetensors", "strength": 0.5}, "jnd_target.") == spec
+    p = argparse.ArgumentParser()
+    TargetSpec.add_arguments(p, "jnd-")
+    assert TargetSpec.from_args(p.parse_args(shlex.split(spec.flags("jnd-"))), "jnd-") == spec
+    back = TargetSpec.from_manifest({"arch": "unet", **spec.manifest_settings()})
+    assert back.differences(spec, compare_estimator=False) == []
+
+
+def test_a_bound_file_that_is_not_a_profile_is_refused_with_the_fix(tmp_path, estimator_file):
+    with pytest.raises(TargetSpecError, match="holds an estimator's weights: give it as estimator=PATH"):
+        TargetSpec(bound=str(estimator_file), strength=1.0)
+    with pytest.raises(TargetSpecError, match="missing.safetensors does not exist"):
+        TargetSpec(bound=str(tmp_path / "missing.safetensors"), strength=1.0)
+    with pytest.raises(TargetSpecError, match="bound: must be one of estimator, profile, localstd, flat, none"):
+        TargetSpec(bound="flatt", strength=1.0)
