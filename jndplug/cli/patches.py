@@ -10,6 +10,7 @@ import argparse
 import json
 
 from jndplug.cli import add_command, add_out_argument
+from jndplug.errors import JNDPlugValueError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,13 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "jnd-profile", description="Fit the structural visibility network of the JND profile to "
                                                     "the judgements of a patch-pair dataset.")
-    training_args(p, "profile file to write (.safetensors)", "FILE", buckets_default=None)
+    training_args(p, "profile file to write (.safetensors)", "FILE", buckets_default=None,
+                  dataset_help="a dataset written by `jndplug patches build`, or generated:DATASET[,LABELS] (a "
+                               "`jndplug datagen` dataset labelled by the study) to fit whole images' judgements")
+    p.add_argument("--pooling", type=float, default=None,
+                   help="generated: Minkowski exponent pooling the change over the image (default 4)")
+    p.add_argument("--no-structure", dest="structure", action="store_false", default=None,
+                   help="generated: fit only the overall scale and the slope (the analytic profile's baseline)")
     p.set_defaults(func=_profile_train)
 
 
-def training_args(p: argparse.ArgumentParser, out_help: str, out_metavar: str, buckets_default) -> None:
+def training_args(p: argparse.ArgumentParser, out_help: str, out_metavar: str, buckets_default,
+                  dataset_help: str = "a dataset written by `jndplug patches build`") -> None:
     """What a model trained on a patch-pair dataset takes: the dataset, its --out and the training."""
-    p.add_argument("dataset", help="a dataset written by `jndplug patches build`")
+    p.add_argument("dataset", help=dataset_help)
     add_out_argument(p, out_help, metavar=out_metavar)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
@@ -105,8 +113,21 @@ def _patches_calibrate(args: argparse.Namespace) -> int:
 
 def _profile_train(args: argparse.Namespace) -> int:
     from jndplug.models.jnd_profile import save_profile
-    from jndplug.patches.profile import train_structural_visibility
+    from jndplug.patches.profile import train_on_study, train_structural_visibility
 
+    if args.dataset.startswith("generated:"):
+        if args.buckets is not None:
+            raise JNDPlugValueError("--buckets: applies to a patch-pair dataset, not to generated:DATASET")
+        profile, info = train_on_study(args.dataset, config_of(args, ("epochs", "batch", "lr", "seed", "pooling",
+                                                                       "structure")))
+        save_profile(profile, args.out, info)
+        last = info["history"][info["best_epoch"] - 1]
+        print(f"best epoch {info['best_epoch']}: validation loss {last['val_loss']:.4f}, noticed fraction off by "
+              f"{last['val_mae']:.3f}; test {info['test_loss']:.4f}, {info['test_mae']:.3f} -> {args.out}")
+        return 0
+    if args.pooling is not None or args.structure is not None:
+        raise JNDPlugValueError("--pooling and --no-structure: apply to generated:DATASET only, not to a "
+                                "patch-pair dataset")
     config = config_of(args, ("epochs", "batch", "lr", "seed", "buckets"))
     profile, info = train_structural_visibility(args.dataset, config)
     save_profile(profile, args.out, info)

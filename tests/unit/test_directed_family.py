@@ -84,3 +84,21 @@ def test_threshold_strength_reads_the_sur_curve():
                                     "c": {"sur": None}, "d": {"sur": [1, 1, 1]}}, 0.75, s)
     assert summary["images"] == 3 and summary["below_ladder"] == 1 and summary["above_ladder"] == 1
     assert summary["median"] == pytest.approx(2 * 2 ** 0.5)
+
+
+def test_allocation_family_gives_each_photo_one_bound_at_its_calibrated_ladder(photo):
+    from jndplug.datagen.directed_family import ALLOCATIONS, allocation_of, make_allocation_levels
+    from jndplug.spec import TargetSpec
+    from jndplug.target import JNDTarget
+
+    levels = make_allocation_levels()
+    # the same photo always gets the same bound; shifted copies spread over several
+    assert allocation_of(photo) == allocation_of(photo.clone())
+    assert len({allocation_of(torch.roll(photo, k, dims=2)) for k in range(12)}) >= 3
+    bound = allocation_of(photo)
+    middle = JNDTarget.from_spec(TargetSpec(bound=bound, strength=ALLOCATIONS[bound]))(photo)
+    assert torch.equal(levels(photo, 5), middle)  # the middle level is the calibrated strength
+    rms = [float((levels(photo, k) - photo).pow(2).mean().sqrt()) for k in range(1, 10)]
+    assert all(b > a for a, b in zip(rms, rms[1:])), rms
+    with pytest.raises(ValueError, match="factors must increase"):
+        make_allocation_levels(factors=[1.0, 0.5])

@@ -149,3 +149,78 @@ def test_jnd_profile_command_writes_the_profile(tmp_path, run_cli):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith(f"-> {out}") and is_profile_file(out)
     assert len(load_profile(out).provenance["history"]) == 2
+
+
+def _study_dataset(tmp_path, scale=2.0, slope=4.0, n_images=6, side=40):
+    """A datagen-shaped dataset whose labels follow the image-level model exactly: the panel notices a
+    level with probability sigmoid(slope * log r), r the Minkowski-4 mean of the luma change over
+    ``scale`` times the analytic profile."""
+    import json
+
+    from jndplug.imageio import read_image, to_tensor
+
+    root = tmp_path / "ds"
+    (root / "originals").mkdir(parents=True)
+    profile, g, images = JNDProfile(), torch.Generator().manual_seed(0), {}
+    for i in range(n_images):
+        x = 0.25 + 0.5 * torch.nn.functional.avg_pool2d(torch.rand(1, 3, side, side, generator=g), 5, 1, 2)
+        noise = torch.randn(1, 1, side, side, generator=g)
+        Image.fromarray((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+            root / "originals" / f"im{i}.png")
+        x = to_tensor(read_image(root / "originals" / f"im{i}.png"))[None]
+        (root / "distorted" / f"im{i}").mkdir(parents=True)
+        with torch.no_grad():
+            t = profile.components(x)["jnd"] * scale
+        sur = []
+        for k in range(1, 10):
+            y = (x + noise * (2 ** (k / 2) * (1 + i / 4)) / 255).clamp(0, 1)
+            Image.fromarray((y[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+                root / "distorted" / f"im{i}" / f"{k}.png")
+            y = to_tensor(read_image(root / "distorted" / f"im{i}" / f"{k}.png"))[None]
+            r = float(((luminance_of(y) - luminance_of(x)).abs() / t).pow(4).mean().pow(0.25))
+            sur.append(round(1 - 1 / (1 + r ** -slope), 6))
+        images[f"im{i}"] = {"jnd_level": sum(s >= 0.5 for s in sur), "sur": sur}
+    (root / "study").mkdir()
+    (root / "study" / "labels.json").write_text(json.dumps({"n_levels": 9, "images": images}))
+    return root
+
+
+def luminance_of(x):
+    from jndplug.models.jnd_profile import luminance
+
+    return luminance(x)
+
+
+def test_profile_on_study_recovers_the_scale_and_slope_of_image_judgements(tmp_path):
+    from jndplug.patches.profile import train_on_study
+
+    root = _study_dataset(tmp_path)
+    torch.manual_seed(0)  # the trainer's seed: its initial weights
+    start = JNDProfile()
+    profile, info = train_on_study(f"generated:{root}", {"structure": False, "epochs": 150, "lr": 0.05, "batch": 4},
+                                   progress=False)
+    # only the overall scale and the slope move in the baseline
+    for (name, p), p0 in zip(profile.structure_net.named_parameters(), start.structure_net.parameters()):
+        if name != "4.bias":  # the last layer's bias: the overall scale
+            assert torch.equal(p, p0), name
+    assert math.exp(float(profile.structure_net[-1].bias)) == pytest.approx(2.0, rel=0.1)
+    assert math.exp(float(profile.log_slope)) == pytest.approx(4.0, rel=0.25)
+    assert info["test_mae"] < 0.03 and info["history"][info["best_epoch"] - 1]["val_mae"] < 0.03
+
+
+def test_jnd_profile_command_fits_a_study_and_the_file_is_a_bound(tmp_path, run_cli):
+    from jndplug.spec import TargetSpec
+
+    root = _study_dataset(tmp_path, n_images=4, side=32)
+    out = tmp_path / "study.safetensors"
+    res = run_cli("jnd-profile", f"generated:{root}", "--out", out, "--epochs", "3", "--lr", "0.01")
+    assert res.returncode == 0, res.stderr
+    assert "noticed fraction off by" in res.stdout and res.stdout.strip().endswith(f"-> {out}")
+    profile = load_profile(out)
+    assert profile.provenance["config"]["pooling"] == 4.0 and len(profile.provenance["history"]) == 3
+    x = _grey(100, 32, 32)
+    target = JNDTarget.from_spec(TargetSpec(bound=str(out), strength=1.0))
+    assert torch.allclose(target.jnd_map(x), profile.jnd_map(x))
+    res = run_cli("jnd-profile", f"generated:{root}", "--out", tmp_path / "b.safetensors", "--buckets", "x")
+    assert res.returncode == 1 and "--buckets: applies to a patch-pair dataset" in res.stderr
+    assert not (tmp_path / "b.safetensors").exists()
