@@ -174,6 +174,10 @@ class TargetSpec:
         if strength < 0:
             raise TargetSpecError("strength", f"must be a finite number >= 0, got {strength:g}")
         set_(self, "strength", strength)
+        if self.sur is not None and not self.uses_estimator:
+            # silently ignored, a YAML block's sur would look like it changed the target
+            raise TargetSpecError("sur", f"applies where the estimator takes part (kind jnd, or bound estimator); "
+                                         f"bound {self.bound} does not use it: leave sur out, or use bound=estimator")
 
     # -- the kind table --------------------------------------------------------------------------
 

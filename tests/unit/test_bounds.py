@@ -54,6 +54,15 @@ def test_bounds_other_than_the_estimator_need_no_estimator_and_no_sur():
         assert ("estimator" in spec.applies()) == (name == "estimator")
 
 
+def test_sur_is_refused_where_the_estimator_takes_no_part():
+    for name, row in BOUNDS.items():
+        if row.uses_estimator:
+            assert TargetSpec(bound=name, strength=1.0, sur=0.9).sur == 0.9
+        else:
+            with pytest.raises(TargetSpecError, match=f"sur: applies where the estimator takes part.*bound {name}"):
+                TargetSpec(bound=name, strength=1.0, sur=0.9)
+
+
 def test_uncalibrated_bounds_ask_for_a_strength():
     for name in ("localstd", "flat", "none"):
         with pytest.raises(TargetSpecError, match=f"strength: bound {name} has no calibrated default"):

@@ -101,9 +101,9 @@ def test_differences_list_each_differing_setting():
     assert a.differences(b) == [("estimator", "default", "x.safetensors"), ("strength", 1.0, 0.5),
                                 ("kind", "directed", "jnd")]
     assert [name for name, *_ in a.differences(b, compare_estimator=False)] == ["strength", "kind"]
-    # a profile-bounded target uses no estimator: another estimator or SUR is the same target
+    # a profile-bounded target uses no estimator: another estimator is the same target (a SUR is refused)
     profile = TargetSpec(bound="profile")
-    assert profile.differences(TargetSpec(bound="profile", estimator="x.safetensors", sur=0.5)) == []
+    assert profile.differences(TargetSpec(bound="profile", estimator="x.safetensors")) == []
     assert profile.differences(TargetSpec()) == [("bound", "profile", "estimator")]
 
 
