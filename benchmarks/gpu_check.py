@@ -59,7 +59,7 @@ def steps(train: str, test: str, out: Path, smoke: bool) -> list[tuple[str, list
         ("estimator", py + ["-m", "jndplug", "bench", "estimator", "--parts", "speed", "overhead",
                             "--out", str(out / "estimator"), *estimator], 120),
         ("sr", py + ["-m", "jndplug", "bench", "sr", "--train", train, "--test", test, "--out", str(out / "sr"),
-                     "--archs", "edsr", "--seeds", "0", "--targets", "gt", "directed:strength=1", "directed:strength=2",
+                     "--archs", "edsr", "--seeds", "0", "--targets", "gt", "directed:bound=estimator,strength=2", "directed",
                      *sr], 290),
     ]
 

@@ -43,13 +43,15 @@ def estimator_map(target, x: torch.Tensor) -> torch.Tensor:
 def profile_map(target, x: torch.Tensor) -> torch.Tensor:
     """The analytic JND profile (luminance adaptation and contrast masking combined by NAMM; the
     untrained :class:`jndplug.models.jnd_profile.JNDProfile`) times strength."""
-    return target.strength * _profile(x.device).jnd_map(x).to(torch.float32)
+    # the profile's forward, not its jnd_map: the target has checked (or, with check_values=False,
+    # deliberately not checked) the batch already
+    return target.strength * _profile(x.device)(x).to(torch.float32)
 
 
 def profile_file_map(target, x: torch.Tensor) -> torch.Tensor:
     """A trained JND profile's map (the file ``bound`` names) times strength."""
     path = target.spec.bound
-    return target.strength * _profile_file(path, os.stat(path).st_mtime_ns, x.device).jnd_map(x).to(torch.float32)
+    return target.strength * _profile_file(path, os.stat(path).st_mtime_ns, x.device)(x).to(torch.float32)
 
 
 def localstd_map(target, x: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,11 @@ def _estimator_archs() -> list[str]:
 
 
 SR_ARCHS = ("edsr", "srresnet")
-# the arms of BENCHMARKS.md's SR proof, budgets spelled out so a default's change cannot rename a result
-SR_TARGETS = ["gt", "directed:strength=1", "directed:strength=2", "perceptual:weight=0.3", "perceptual:weight=1",
-              "perceptual:weight=3", "post:directed:strength=2"]
+# the arms of BENCHMARKS.md's SR proof, bound and budget spelled out so a default's change cannot
+# rename a result: the default target, the previous one, the perceptual-loss curve, post-sharpening
+SR_TARGETS = ["gt", "directed:bound=profile,strength=0.591", "directed:bound=estimator,strength=2",
+              "perceptual:weight=0.3", "perceptual:weight=1", "perceptual:weight=3",
+              "post:directed:bound=profile,strength=0.591"]
 SR_METRICS = ["psnr_y", "ssim_y", "niqe", "flip", "stlpips", "ssimulacra2"]
 CODEC_FACTOR = 64  # the codec's downsampling factor
 SCREEN_METRICS = ("psnr_y", "ssim_y", "niqe", "flip", "stlpips")
@@ -82,7 +84,7 @@ class CodecSettings:
     train: str = flag(help="training photos (searched recursively)")
     eval: str = flag(help="evaluation photos, e.g. Kodak24")
     out: str = flag("bench-codec", "results folder (rerun to resume)")
-    targets: list[str] = flag(["gt", "directed:strength=1", "directed:strength=2"],
+    targets: list[str] = flag(["gt", "directed:bound=profile,strength=0.591", "directed:bound=estimator,strength=2"],
                               "gt (required) and screen transforms: jnd, directed:strength=K,gain=G, usm ...")
     seeds: list[int] = flag([0, 1])
     estimator: str = flag("default", "JND estimator: pretrained name or .safetensors path")
@@ -141,7 +143,7 @@ class TargetsSettings:
 
     images: str = flag(help="folder of photos (searched recursively), e.g. Kodak24")
     targets: list[str] = flag(["directed"], "targets as KIND[:key=value,...], e.g. directed "
-                                            "directed:strength=2,gain=4 jnd (default: directed, the shipped default)",
+                                            "directed:bound=estimator jnd (default: directed, the shipped default)",
                               metavar="SPEC")
     out: str = flag("bench-targets", "results folder (rerun to resume; default bench-targets)")
     limit: int | None = flag(None, "at most N photos, spread over the sorted list")

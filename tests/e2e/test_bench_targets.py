@@ -32,8 +32,9 @@ def test_report_scores_each_target_and_resumes(photos, tmp_path, run_cli):
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     rows = {r["target"]: r for r in json.loads((out / "targets.json").read_text())["rows"]}
-    # each row is named by the target's compact form, its strength spelled out (the default's: 2)
-    assert list(rows) == ["directed:strength=0", "directed:strength=2", "directed:strength=3,gain=4"]
+    # each row is named by the target's compact form, its strength spelled out (the default's: 0.591,
+    # the analytic profile's, the default bound, not spelled out)
+    assert list(rows) == ["directed:strength=0", "directed:strength=0.591", "directed:strength=3,gain=4"]
     for r in rows.values():
         assert [i["file"] for i in r["per_image"]] == ["astronaut.png", "chelsea.png"]
         s = r["summary"]
@@ -47,7 +48,7 @@ def test_report_scores_each_target_and_resumes(photos, tmp_path, run_cli):
     zero = rows["directed:strength=0"]["per_image"]
     assert all(i["rms_255"] == 0 and i["noticed"] == 0 and i["ssimulacra2"] == 100 for i in zero)
     # a larger budget spent at a higher gain changes the photos more, and is seen more
-    big, default = rows["directed:strength=3,gain=4"]["summary"], rows["directed:strength=2"]["summary"]
+    big, default = rows["directed:strength=3,gain=4"]["summary"], rows["directed:strength=0.591"]["summary"]
     assert big["rms_255_mean"] > default["rms_255_mean"] > 0
     assert big["ssimulacra2_mean"] < default["ssimulacra2_mean"] < 100
     assert big["noticed_mean"] > default["noticed_mean"]

@@ -34,6 +34,7 @@ from basicsr.losses.basic_loss import L1Loss
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import MODEL_REGISTRY
 from jndplug.precompute import precompute
+from jndplug.spec import TargetSpec
 
 OPTIONS_DIR = Path(jndplug.__file__).resolve().parent.parent / "integrations" / "basicsr" / "options"
 N_TRAIN = 8
@@ -493,9 +494,16 @@ def test_log_names_the_kind_gain_estimator_and_the_sur_in_effect(data, estimator
     line = shipped.describe()
     assert line.startswith("estimated JND image, estimator default (unet), strength 1")  # make_opt: kind jnd
     assert "SUR 0.75 (the estimator's default" in line  # sur unset: the model's own default, shown
-    directed = make_target(check_options({"jnd_target": {"sur": 0.9}})).describe()
-    assert directed.startswith("directed JND image (gain 1), estimator default (unet)") and directed.endswith("SUR 0.9")
-    assert "SUR none" in jndplug.JNDTarget(estimator_file).describe()
+    # the directed image bounded by the estimator's map: the estimator and its SUR take part
+    directed = make_target(check_options({"jnd_target": {"sur": 0.9, "bound": "estimator"}})).describe()
+    assert directed.startswith("directed JND image (gain 1, bound estimator), estimator default (unet)")
+    assert directed.endswith("SUR 0.9")
+    by_estimator = jndplug.JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="estimator"))
+    assert "SUR none" in by_estimator.describe()
+    # the default bound, the analytic profile, uses neither: the line names neither, and a sur is refused
+    assert make_target(check_options({"jnd_target": {}})).describe() == "directed JND image (gain 1), strength 0.591"
+    with pytest.raises(JNDOptionError, match="jnd_target.sur: applies where the estimator takes part"):
+        check_options({"jnd_target": {"sur": 0.9}})
 
 
 def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
@@ -518,7 +526,7 @@ def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
     level = logger.level
     logger.setLevel(logging.INFO)  # what BasicSR's training sets up with its log file
     try:
-        target = jndplug.JNDTarget(estimator_file, strength=3.0)
+        target = jndplug.JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="estimator", strength=3.0))
         model = wrap_model(Step(), target, report_steps=3)
         expected = []
         for i in range(5):
@@ -534,7 +542,8 @@ def test_wrap_model_logs_the_targets_psnr_after_the_first_steps(estimator_file):
     assert len(lines) == 1  # one line, after the third step
     assert lines[0].startswith("jndplug: JND targets over the first 3 steps: mean PSNR ")
     assert f"{np.mean(expected):.2f} dB against the ground truth" in lines[0]
-    assert "(directed JND image (gain 1), estimator " in lines[0] and "strength 3, SUR none" in lines[0]
+    assert "(directed JND image (gain 1, bound estimator), estimator " in lines[0]
+    assert "strength 3, SUR none" in lines[0]
 
 
 def load_options(path):
@@ -562,7 +571,9 @@ def test_example_option_files(estimator_file):
                 build_network(deepcopy(dict(base[net])))
         # the block is valid once an estimator exists (the shipped default is trained elsewhere)
         jnd["jnd_target"] = dict(block, estimator=str(estimator_file))
-        assert check_options(jnd)["mode"] == "online" and check_options(jnd)["strength"] == 2.0
+        # the default target: the directed image bounded by the analytic profile at 0.591
+        assert check_options(jnd)["mode"] == "online"
+        assert (check_options(jnd)["bound"], check_options(jnd)["strength"]) == ("profile", 0.591)
 
 
 def test_an_empty_block_switches_jnd_on_with_the_defaults():
@@ -570,8 +581,8 @@ def test_an_empty_block_switches_jnd_on_with_the_defaults():
     assert opt["jnd_target"] is None  # what YAML makes of the bare line
     cfg = check_options(opt)
     # every setting resolved, so that BasicSR's dump of the options shows what is trained on
-    assert cfg == {"enable": True, "estimator": "default", "strength": 2.0, "sur": None, "mode": "online",
-                   "source_gt": None, "terms": None, "kind": "directed", "gain": 1.0, "bound": "estimator", "sigma": 1.0}
+    assert cfg == {"enable": True, "estimator": "default", "strength": 0.591, "sur": None, "mode": "online",
+                   "source_gt": None, "terms": None, "kind": "directed", "gain": 1.0, "bound": "profile", "sigma": 1.0}
     # no gain, bound or sigma: the kind has none
     assert not {"gain", "bound", "sigma"} & set(check_options({"jnd_target": {"kind": "jnd"}}))
     assert check_options(yaml.load("name: x\n", Loader=ordered_yaml()[0])) is None

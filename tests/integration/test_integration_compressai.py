@@ -146,13 +146,13 @@ def test_offline_training_uses_the_same_crop_of_the_precomputed_jnd(tmp_path, da
     args = cli_parser("precompute").parse_args(shlex.split(command))
     assert (args.src, args.out, args.overwrite) == (str(data), str(jnd_dir), True)
     assert TargetSpec.from_args(args) == TargetSpec(str(estimator_file), strength=0.5, kind="jnd")
-    # the default kind on a folder made with kind jnd: the kind's resolved defaults are named, a setting
-    # kind jnd does not use (gain) is not
-    with pytest.raises(CodecError, match=r"\(--jnd-strength: folder 1, this run 2; --jnd-kind: folder jnd, this "
-                                         r"run directed\)") as err:
+    # the default kind on a folder made with kind jnd: the kind's resolved defaults (the default bound,
+    # the analytic profile, at 0.591) are named, a setting kind jnd does not use (gain) is not
+    with pytest.raises(CodecError, match=r"\(--jnd-strength: folder 1, this run 0\.591; --jnd-kind: folder jnd, "
+                                         r"this run directed\)") as err:
         _train(tmp_path / "run2", data, "--jnd-target", "--jnd-estimator", estimator_file,
                "--jnd-mode", "offline", "--jnd-offline-dir", jnd_dir, steps=1)
-    assert "--strength 2 --kind directed --gain 1" in str(err.value)
+    assert "--strength 0.591 --kind directed --gain 1 --bound profile" in str(err.value)
     (jnd_dir / "train" / "img1.png").unlink()
     with pytest.raises(CodecError, match="lacks the JND image of 1 image.*train/img1.png"):
         _train(tmp_path / "run3", data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-kind", "jnd",
@@ -380,13 +380,19 @@ def test_jnd_tolerant_distortion(tmp_path, data, estimator_file):
         _train(tmp_path / "both", data, "--jnd-tolerant", "--jnd-target", "--jnd-estimator", estimator_file)
 
 
-def test_header_logs_the_resolved_target(tmp_path, data, estimator_file, capsys):
-    _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, steps=1)
+@pytest.mark.parametrize("bound", [None, "estimator"])  # the default bound (the analytic profile), the estimator's map
+def test_header_logs_the_resolved_target(tmp_path, data, estimator_file, capsys, bound):
+    _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file,
+           *(["--jnd-bound", bound] if bound else []), steps=1)
     err = capsys.readouterr().err
-    spec = TargetSpec(str(estimator_file))
-    # the kind, the effective gain and the SUR, as the spec resolves them; never "gain default"
-    assert f"target: {spec.describe()}, computed online" in err
-    assert "directed JND image (gain 1)" in err and "SUR " in err and "gain default" not in err
+    spec = TargetSpec(str(estimator_file), bound=bound)
+    # the kind, the effective gain and the SUR (where the estimator takes part), as the spec resolves
+    # them; never "gain default"
+    assert f"target: {spec.describe()}, computed online" in err and "gain default" not in err
+    if bound == "estimator":
+        assert "directed JND image (gain 1, bound estimator)" in err and "strength 2, SUR " in err
+    else:
+        assert "target: directed JND image (gain 1), strength 0.591, computed online" in err
 
 
 def test_a_rerun_into_a_previous_run_needs_resume_or_overwrite(tmp_path, data):
@@ -413,7 +419,8 @@ def test_dataset_that_is_a_file_is_named_as_such(tmp_path, data):
 
 def test_resume_mismatch_names_only_the_differing_keys(tmp_path, data, estimator_file):
     _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, steps=1)
-    with pytest.raises(CodecError, match=r"other settings \(jnd\.strength: 2\.0 there, 0\.5 now\)") as err:
+    # trained with the default target: bound profile at 0.591
+    with pytest.raises(CodecError, match=r"other settings \(jnd\.strength: 0\.591 there, 0\.5 now\)") as err:
         _train(tmp_path, data, "--jnd-target", "--jnd-estimator", estimator_file, "--jnd-strength", "0.5",
                "--resume", steps=2)
     assert "fingerprint" not in str(err.value) and "{" not in str(err.value)

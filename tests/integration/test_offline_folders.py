@@ -43,12 +43,16 @@ def test_basicsr_loads_the_estimator_once(pairs, estimator_file, monkeypatch):
     from jndplug.integrations.basicsr import JNDOptionError, check_options
     from jndplug.integrations.basicsr.options import make_target
 
+    from jndplug.spec import TargetSpec
+
+    # bounded by the estimator's map: the estimator takes part (the default bound, the analytic profile, does not)
     dst = pairs / "hr_jnd"
-    precompute(pairs / "hr", dst, jndplug.JNDTarget(estimator_file, strength=1.5), progress=False)
+    precompute(pairs / "hr", dst, jndplug.JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="estimator",
+                                                                         strength=1.5)), progress=False)
     loads = []
     real = jndplug.target.load_estimator
     monkeypatch.setattr(jndplug.target, "load_estimator", lambda *a, **k: loads.append(a) or real(*a, **k))
-    cfg = check_options(_basicsr_opt(pairs, dst, estimator_file, strength=1.5))
+    cfg = check_options(_basicsr_opt(pairs, dst, estimator_file, strength=1.5, bound="estimator"))
     target = make_target(cfg)  # what the model hook does next
     assert len(loads) == 1 and target.strength == 1.5
     # the target comes from the spec the check validated, not from the block's values: a copy was never checked

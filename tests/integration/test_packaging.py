@@ -58,7 +58,10 @@ def test_every_package_folder_is_installed():
 def test_import_and_jndtarget_need_neither_matplotlib_nor_scikit_image():
     # a user who only trains with JNDTarget installs the core dependencies: the figures and the
     # demo's photographs are the viz extra
+    # the default target (bounded by the analytic profile) and the one bounded by the estimator's map
     code = ("import sys, torch\nimport jndplug\nt = jndplug.JNDTarget()\nt(torch.rand(1, 3, 32, 32))\n"
+            "from jndplug.spec import TargetSpec\n"
+            "jndplug.JNDTarget.from_spec(TargetSpec(bound='estimator'))(torch.rand(1, 3, 32, 32))\n"
             "print([m for m in ('matplotlib', 'skimage') if m in sys.modules])")
     assert fresh_python(code).splitlines()[-1] == "[]"
 

@@ -15,8 +15,10 @@ from jndplug.target import JNDTarget
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# "directed" is bounded by the default bound, the analytic profile; "directed:bound=estimator" by the
+# map of the estimator the screen is given
 LABELS = ["jnd", "jnd:strength=0.5", "directed", "directed:strength=2,gain=4", "directed:gain=1,bound=profile,sigma=2",
-          "directed:strength=1,gain=0"]
+          "directed:strength=1,gain=0", "directed:bound=estimator", "directed:bound=estimator,strength=1,gain=2"]
 
 
 def _eight_bits(t) -> np.ndarray:
@@ -33,6 +35,7 @@ def test_the_jnd_transforms_are_exactly_the_targets(estimator_file):
         target = JNDTarget.from_spec(dataclasses.replace(TargetSpec.parse(label), estimator=str(estimator_file)))
         assert np.array_equal(got[label], _eight_bits(target(array_to_tensor(out)[None]))), label
     assert not np.array_equal(got["directed:strength=2,gain=4"], out)
+    assert not np.array_equal(got["directed:bound=estimator"], got["directed"])  # the bound decides
     assert np.array_equal(got["directed:strength=1,gain=0"], out)
 
 

@@ -67,7 +67,10 @@ def test_uncalibrated_bounds_ask_for_a_strength():
     for name in ("localstd", "flat", "none"):
         with pytest.raises(TargetSpecError, match=f"strength: bound {name} has no calibrated default"):
             TargetSpec(bound=name)
-    assert TargetSpec(bound="estimator").strength == 2.0 == TargetSpec().strength
+    assert TargetSpec(bound="estimator").strength == 2.0
+    # the default bound is the analytic profile, at its calibrated strength
+    assert (TargetSpec().bound, TargetSpec().strength) == ("profile", 0.591)
+    assert TargetSpec(bound="profile").strength == 0.591 == TargetSpec().strength
 
 
 @pytest.mark.parametrize("spec", [TargetSpec(bound="localstd", strength=0.19), TargetSpec(bound="flat", strength=4.0),
@@ -82,8 +85,10 @@ def test_every_entry_point_takes_a_bound(spec):
     assert TargetSpec.from_args(p.parse_args(shlex.split(spec.flags("jnd-"))), "jnd-") == spec
     back = TargetSpec.from_manifest({"arch": "unet", **spec.manifest_settings()})
     assert back.differences(spec, compare_estimator=False) == []
-    # a folder made with another bound is named as such in a mismatch
-    assert ("bound", spec.bound, "estimator") in spec.differences(TargetSpec())
+    # a folder made with another bound is named as such in a mismatch, against the default (profile)
+    # and against the estimator's map
+    assert ("bound", spec.bound, "profile") in spec.differences(TargetSpec())
+    assert ("bound", spec.bound, "estimator") in spec.differences(TargetSpec(bound="estimator"))
 
 
 def test_infer_names_the_bound_it_draws_and_refuses_a_map_of_no_bound(tmp_path, run_cli):
@@ -94,8 +99,8 @@ def test_infer_names_the_bound_it_draws_and_refuses_a_map_of_no_bound(tmp_path, 
                   "--map")
     assert res.returncode == 1 and "--map: --bound none bounds nothing" in res.stderr
     assert not (tmp_path / "b.png").exists()  # refused before any work
-    assert JNDTarget.from_spec(TargetSpec(bound="profile")).bound_label == BOUNDS["profile"].label
-    assert JNDTarget().bound_label == BOUNDS["estimator"].label
+    assert JNDTarget.from_spec(TargetSpec(bound="estimator")).bound_label == BOUNDS["estimator"].label
+    assert JNDTarget().bound_label == BOUNDS["profile"].label  # the default bound
 
 
 def test_no_bound_has_no_map_to_normalise(estimator_file):

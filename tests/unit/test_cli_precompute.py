@@ -200,7 +200,8 @@ def test_precompute_rerun_with_other_settings_is_refused_and_overwrite_replaces(
     assert r.returncode == 1
     message = r.stderr.strip()
     assert message.startswith(f"jndplug precompute: error: {dst} holds JND images made with other settings")
-    assert "strength: folder 2, this run 0.5" in message and "kind: folder directed, this run jnd" in message
+    # the folder holds the default target: directed, bound profile at strength 0.591
+    assert "strength: folder 0.591, this run 0.5" in message and "kind: folder directed, this run jnd" in message
     assert "--overwrite" in message and "another --out" in message and "Traceback" not in r.stderr
     assert {p: p.read_bytes() for p in dst.rglob("*.png")} == before  # nothing rewritten
     r = run_cli("precompute", image_folder, "--out", dst, "--estimator", estimator_file, "--strength", "0.5",

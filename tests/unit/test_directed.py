@@ -109,9 +109,12 @@ def test_operator_rejects_bad_arguments():
 
 
 def test_jndtarget_directed_is_the_operator_bounded_by_its_jnd_map(estimator_file):
+    from jndplug.spec import TargetSpec
+
     x = _images()
     seed_paper = JNDTarget(estimator_file, kind="jnd")
-    target = JNDTarget(estimator_file, kind="directed", strength=1, gain=0.7)
+    target = JNDTarget.from_spec(TargetSpec(estimator=estimator_file, kind="directed", bound="estimator",
+                                            strength=1, gain=0.7))
     want = directed_jnd(x, seed_paper.jnd_map(x), 0.7)
     torch.testing.assert_close(target(x), want, rtol=0, atol=1e-6)
     torch.testing.assert_close(target(x[0]), want[0], rtol=0, atol=1e-6)  # a single image
@@ -125,12 +128,19 @@ def test_jndtarget_directed_is_the_operator_bounded_by_its_jnd_map(estimator_fil
     # the perception-directed image is the default, on the evidence of BENCHMARKS.md "Converged restorers"
     default = JNDTarget(estimator_file)
     assert default.kind == "directed" and default.gain == jndplug.spec.DEFAULT_GAIN
-    # at twice the estimator's map (the directed distortion's own threshold, BENCHMARKS.md): its bound is
-    # the estimated JND image's change at strength 2
-    assert default.strength == 2.0
+    # bounded by the analytic JND profile at 0.591 (as visible as the estimator's map at 2 on the
+    # calibration photos, BENCHMARKS.md "Where the budget goes")
+    assert (default.spec.bound, default.strength) == ("profile", 0.591)
+    profile = 0.591 * JNDProfile().jnd_map(x)
+    torch.testing.assert_close(default.jnd_map(x), profile, rtol=0, atol=1e-6)
+    torch.testing.assert_close(default(x), directed_jnd(x, profile, 1.0), rtol=0, atol=1e-6)
+    # bounded by the estimator's map, its default strength is twice the map (the directed distortion's
+    # own threshold, BENCHMARKS.md): its bound is the estimated JND image's change at strength 2
+    by_estimator = JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="estimator"))
+    assert by_estimator.strength == 2.0
     twice = JNDTarget(estimator_file, kind="jnd", strength=2)
-    torch.testing.assert_close(default.jnd_map(x), twice.jnd_map(x), rtol=0, atol=1e-6)
-    torch.testing.assert_close(default(x), directed_jnd(x, twice.jnd_map(x), 1.0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(by_estimator.jnd_map(x), twice.jnd_map(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(by_estimator(x), directed_jnd(x, twice.jnd_map(x), 1.0), rtol=0, atol=1e-6)
 
 
 def test_jndtarget_rejects_bad_kind_and_gain(estimator_file):
@@ -149,20 +159,23 @@ def test_directed_with_the_analytic_profile_bound():
     assert float(d.abs().max()) > 1e-3 and bool((d.abs() <= m + 1e-7).all())
 
 
-def test_shipped_directed_target_adds_high_frequency_luma_to_a_bicubic_photo():
+@pytest.mark.parametrize("bound", [None, "estimator"])  # the default bound (profile), the shipped estimator's map
+def test_shipped_directed_target_adds_high_frequency_luma_to_a_bicubic_photo(bound):
     """Astronaut (512 px) downscaled x4 and bicubic-upscaled back, as an SR input would look.
 
     The directed JND image must add power in the 1/4-1/2 cycles/px luma band (3.92x measured with
-    the estimator file shipped on 2026-12-01, sha256 fa780d608b0166dd...). Observed on that same
-    file, not asserted because the weights are being retrained: the seed paper's JND image lowers
-    that band's power to 0.66x, and 0.76x in the 1/8-1/4 band, on this exact input.
+    the estimator file shipped on 2026-12-01, sha256 fa780d608b0166dd..., as the bound). Observed on
+    that same file, not asserted because the weights are being retrained: the seed paper's JND image
+    lowers that band's power to 0.66x, and 0.76x in the 1/8-1/4 band, on this exact input.
     """
     from skimage import data as skdata
+
+    from jndplug.spec import TargetSpec
 
     photo = Image.fromarray(skdata.astronaut())
     up = np.asarray(photo.resize((128, 128), Image.BICUBIC).resize((512, 512), Image.BICUBIC))
     x = jndplug.to_tensor(up.copy())
-    y = JNDTarget(kind="directed")(x)
+    y = JNDTarget.from_spec(TargetSpec(kind="directed", bound=bound))(x)
     ratios = band_power_ratios(up.astype(np.float64) / 255, y.permute(1, 2, 0).numpy().astype(np.float64))
     assert ratios[-1] > 1.0, ratios
 
@@ -289,24 +302,38 @@ def test_jndtarget_takes_the_profile_bound_and_sigma_from_its_spec(estimator_fil
     expected = (x + directed_distortion(x, bound, 1.0, sigma=2.0)).clamp(0, 1)
     assert torch.allclose(target(x), expected, atol=1e-6)
     # the bound decides: the same spec bounded by the estimator makes another image
-    assert not torch.allclose(target(x), JNDTarget(estimator_file, strength=1.5)(x), atol=1e-3)
-    assert "bound profile, sigma 2" in target.describe() and "bound='profile', sigma=2," in repr(target)
+    by_estimator = JNDTarget.from_spec(TargetSpec(estimator=estimator_file, bound="estimator", sigma=2.0,
+                                                  strength=1.5))
+    assert not torch.allclose(target(x), by_estimator(x), atol=1e-3)
+    # the profile is the default bound: named only where another bound is used
+    assert target.describe() == "directed JND image (gain 1, sigma 2), strength 1.5"
+    assert "gain=1, sigma=2, sur=" in repr(target) and "bound" not in repr(target)
+    assert "(gain 1, bound estimator, sigma 2)" in by_estimator.describe()
+    assert "bound='estimator', sigma=2," in repr(by_estimator)
 
 
-def test_check_values_false_is_honoured_by_the_default_kind(estimator_file):
+@pytest.mark.parametrize("bound", [None, "estimator"])  # the default bound (profile), and the estimator's map
+def test_check_values_false_is_honoured_by_the_default_kind(estimator_file, bound):
+    from jndplug.spec import TargetSpec
+
+    spec = TargetSpec(estimator=estimator_file, bound=bound)
     x = _images(4)
     x[0, 0, 3, 3] = float("nan")
     with pytest.raises(jndplug.errors.JNDPlugValueError, match="NaN"):
-        JNDTarget(estimator_file)(x)
-    # the caller vouches for its inputs: no check (and no device sync), whatever the kind
-    out = JNDTarget(estimator_file, check_values=False)(x)
+        JNDTarget.from_spec(spec)(x)
+    # the caller vouches for its inputs: no check (and no device sync), whatever the kind and bound
+    out = JNDTarget.from_spec(spec, check_values=False)(x)
     assert out.shape == x.shape
 
 
 def test_low_precision_inputs_get_a_float32_bound(estimator_file):
-    # the bound used to be rounded to the input's dtype inside the estimator pass (bf16 steps of ~1/256)
+    from jndplug.spec import TargetSpec
+
+    # the bound used to be rounded to the input's dtype inside the estimator pass (bf16 steps of ~1/256);
+    # the default directed target (bounded by the profile), the directed one bounded by the estimator, kind jnd
     xb = _images(5).to(torch.bfloat16)
-    for kind in ("directed", "jnd"):
-        target = JNDTarget(estimator_file, kind=kind)
+    for spec in (TargetSpec(estimator=estimator_file), TargetSpec(estimator=estimator_file, bound="estimator"),
+                 TargetSpec(estimator=estimator_file, kind="jnd")):
+        target = JNDTarget.from_spec(spec)
         assert torch.equal(target.jnd_map(xb), target.jnd_map(xb.float()).to(torch.bfloat16))
         assert torch.equal(target(xb), target(xb.float()).to(torch.bfloat16))

@@ -132,23 +132,29 @@ def test_offline_check_notices_a_source_edited_after_precompute(tmp_path, image_
 
 def test_sur_equal_to_the_default_is_the_same_setting_as_none(tmp_path, image_folder):
     from jndplug.precompute import check_precomputed
+    from jndplug.spec import TargetSpec
 
     conditioned = jndplug.create_estimator("unet", sur_conditioning=True, default_sur=0.75).eval()
+
+    def bounded_by_the_estimator(sur=None):  # the SUR applies where the estimator's map is the bound
+        return jndplug.JNDTarget.from_spec(TargetSpec(estimator=conditioned, bound="estimator", sur=sur))
+
     dst = tmp_path / "dst"
-    precompute(image_folder, dst, jndplug.JNDTarget(conditioned), progress=False)
-    explicit = jndplug.JNDTarget(conditioned, sur=0.75)
+    precompute(image_folder, dst, bounded_by_the_estimator(), progress=False)
+    explicit = bounded_by_the_estimator(0.75)
     check_precomputed(image_folder, dst, explicit)
     again = precompute(image_folder, dst, explicit, progress=False)
     assert again.written == [] and len(again.skipped) == 3
     assert "sur: folder the estimator's default, this run 0.5" in _check(
-        image_folder, dst, jndplug.JNDTarget(conditioned, sur=0.5))
+        image_folder, dst, bounded_by_the_estimator(0.5))
 
 
 def test_a_setting_the_kind_does_not_use_is_never_named(tmp_path, image_folder, unet):
     dst = tmp_path / "dst"
     precompute(image_folder, dst, jndplug.JNDTarget(unet, kind="directed", gain=3.0), progress=False)
     message = _check(image_folder, dst, jndplug.JNDTarget(unet, kind="jnd"))
-    assert "kind: folder directed, this run jnd" in message and "strength: folder 2, this run 1" in message
+    # the folder's strength is the default bound's (profile, 0.591)
+    assert "kind: folder directed, this run jnd" in message and "strength: folder 0.591, this run 1" in message
     assert "gain" not in message.split("`")[0]
 
 

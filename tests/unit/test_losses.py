@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from jndplug.models.jnd_profile import JNDProfile, save_profile
 from jndplug.losses import JNDTolerantLoss
+from jndplug.spec import TargetSpec
 from jndplug.target import JNDTarget
 
 
@@ -78,13 +79,21 @@ def test_estimator_and_profile_providers(tmp_path):
     assert from_module.item() == pytest.approx(2 / 255, abs=1e-6)
     assert JNDTolerantLoss(JNDTarget(Brighter(), kind="jnd"))(pred, gt).item() == pytest.approx(from_module.item())
     # a target's map is its estimator's JND magnitude times the strength whatever the kind: the directed
-    # target's too (its default strength 2 doubles the map: 8/255 covers the 6/255 error)
-    assert JNDTolerantLoss(JNDTarget(Brighter(), strength=1))(pred, gt).item() == pytest.approx(from_module.item())
-    assert JNDTolerantLoss(JNDTarget(Brighter()))(pred, gt).item() == 0
+    # target's too where the estimator bounds it (its default strength 2 doubles the map: 8/255 covers
+    # the 6/255 error)
+    def bounded_by_the_estimator(**settings):
+        return JNDTarget.from_spec(TargetSpec(estimator=Brighter(), bound="estimator", **settings))
+
+    assert JNDTolerantLoss(bounded_by_the_estimator(strength=1))(pred, gt).item() == pytest.approx(from_module.item())
+    assert JNDTolerantLoss(bounded_by_the_estimator())(pred, gt).item() == 0
     # a profile, as an object or as a file, gives the same loss; the loss holds no weights of its own
     profile = JNDProfile()
     path = save_profile(profile, tmp_path / "p.safetensors")
     expected = torch.relu((pred - gt).abs() - profile.jnd_map(gt)).mean()
+    # the default directed target is bounded by the analytic profile at 0.591, whatever its estimator
+    by_default = torch.relu((pred - gt).abs() - 0.591 * profile.jnd_map(gt)).mean()
+    assert JNDTolerantLoss(JNDTarget(Brighter()))(pred, gt).item() == pytest.approx(by_default.item())
+    assert by_default.item() > 0  # the smaller bound leaves part of the error: the comparison is not 0 == 0
     assert JNDTolerantLoss(profile)(pred, gt).item() == pytest.approx(expected.item())
     from_file = JNDTolerantLoss(str(path))
     assert from_file(pred, gt).item() == pytest.approx(expected.item())

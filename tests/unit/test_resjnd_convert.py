@@ -12,6 +12,7 @@ import jndplug
 from conftest import make_image
 from jndplug.cli import main
 from jndplug.models.resjnd_convert import convert_resjnd
+from jndplug.spec import TargetSpec
 from jndplug.training.loop import train
 from jndplug.weights import read_metadata
 
@@ -75,8 +76,8 @@ def test_convert_round_trip_through_cli(tmp_path, capsys):
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
         assert torch.allclose(model(x), _reference_forward(state, x, 3), atol=1e-5)
-    # and the converted file is an ordinary estimator for JNDTarget
-    out = jndplug.JNDTarget(dst)(torch.rand(3, 32, 32))
+    # and the converted file is an ordinary estimator for JNDTarget (bounding the directed image by its map)
+    out = jndplug.JNDTarget.from_spec(TargetSpec(estimator=dst, bound="estimator"))(torch.rand(3, 32, 32))
     assert out.shape == (3, 32, 32)
 
 
@@ -141,7 +142,7 @@ def test_resjnd_trains_on_cplset_and_gives_normalised_maps(tmp_path):
     assert result["finished"]
     model = jndplug.load_estimator(export)
     assert model.arch_name == "resjnd" and model.provenance["label_source"] == ["cplset"]
-    target = jndplug.JNDTarget(export)
+    target = jndplug.JNDTarget.from_spec(TargetSpec(estimator=export, bound="estimator"))  # the trained model's map
     x = jndplug.to_tensor(make_image(48, 64, 20))[None]
     m = target.jnd_map(x)
     n = target.jnd_map(x, normalize=True)
@@ -149,5 +150,6 @@ def test_resjnd_trains_on_cplset_and_gives_normalised_maps(tmp_path):
     assert float(n.max()) == pytest.approx(1.0)
     assert torch.allclose(n * m.max(), m, atol=1e-6)
     # an image whose map is zero everywhere stays zero rather than dividing by zero
-    zero = jndplug.JNDTarget(export, strength=0).jnd_map(x, normalize=True)
+    zero = jndplug.JNDTarget.from_spec(TargetSpec(estimator=export, bound="estimator", strength=0)).jnd_map(
+        x, normalize=True)
     assert torch.count_nonzero(zero) == 0

@@ -16,12 +16,15 @@ def test_defaults_resolve_once():
     assert (spec.estimator, spec.strength, spec.sur, spec.kind, spec.gain) == (
         "default", DEFAULT_STRENGTH[DEFAULT_KIND], None, DEFAULT_KIND, DEFAULT_GAIN)
     assert DEFAULT_KIND in KINDS and TargetSpec(kind="jnd").gain is None
-    # the strength default is the kind's: the directed image at its own threshold, the JND image at the estimator's
+    # the strength default is the kind's: the directed image at its default bound's (the analytic profile's)
+    # calibrated strength, the JND image at the estimator's threshold
     assert set(DEFAULT_STRENGTH) == set(KINDS)
     assert TargetSpec(kind="jnd").strength == DEFAULT_STRENGTH["jnd"] == 1.0
-    assert TargetSpec(kind="directed").strength == DEFAULT_STRENGTH["directed"] == 2.0
-    assert TargetSpec.parse("directed").text() == "directed:strength=2" and TargetSpec.parse("jnd:strength=2").strength == 2.0
-    assert TargetSpec(strength=1, sur=1).sur == 1.0 and isinstance(TargetSpec(strength=1).strength, float)
+    assert TargetSpec(kind="directed").strength == DEFAULT_STRENGTH["directed"] == 0.591
+    assert TargetSpec.parse("directed").text() == "directed:strength=0.591"
+    assert TargetSpec.parse("jnd:strength=2").strength == 2.0
+    assert TargetSpec(strength=1, sur=1, bound="estimator").sur == 1.0
+    assert isinstance(TargetSpec(strength=1).strength, float)
     with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'strength'"):
         spec.strength = 2.0
 
@@ -84,7 +87,8 @@ def test_flags_rebuild_an_equal_spec(spec, prefix):
 
 
 def test_manifest_round_trip():
-    for spec in (TargetSpec(strength=0.5, sur=0.8), TargetSpec(kind="jnd"), TargetSpec(gain=0.0)):
+    for spec in (TargetSpec(strength=0.5, sur=0.8, bound="estimator"), TargetSpec(kind="jnd"), TargetSpec(gain=0.0),
+                 TargetSpec()):
         settings = {"estimator_fingerprint": "f" * 64, "arch": "unet", **spec.manifest_settings()}
         back = TargetSpec.from_manifest(settings)
         assert back.differences(spec, compare_estimator=False) == []
@@ -92,10 +96,17 @@ def test_manifest_round_trip():
     # a manifest written before kind and gain existed was made with the estimated JND image
     old = TargetSpec.from_manifest({"arch": "unet", "strength": 1.0, "sur": None})
     assert old.kind == "jnd" and old.gain is None
+    # a directed one written before bounds existed (or while the estimator's map was the default bound)
+    # was bounded by the estimator's map, not by today's default
+    before_bounds = TargetSpec.from_manifest({"arch": "unet", "strength": 2.0, "sur": None, "kind": "directed",
+                                              "gain": 1.0})
+    assert (before_bounds.bound, before_bounds.strength) == ("estimator", 2.0) and before_bounds.uses_estimator
+    assert TargetSpec.from_manifest({"arch": "unet", **TargetSpec().manifest_settings()}).bound == "profile"
 
 
 def test_differences_list_each_differing_setting():
-    a, b = TargetSpec(strength=1.0), TargetSpec(estimator="x.safetensors", strength=0.5, kind="jnd")  # both set
+    # both use the estimator
+    a, b = TargetSpec(strength=1.0, bound="estimator"), TargetSpec(estimator="x.safetensors", strength=0.5, kind="jnd")
     assert a.differences(a) == []
     # gain, bound and sigma do not apply to a jnd target: the kind differs, they are not named
     assert a.differences(b) == [("estimator", "default", "x.safetensors"), ("strength", 1.0, 0.5),
@@ -104,18 +115,29 @@ def test_differences_list_each_differing_setting():
     # a profile-bounded target uses no estimator: another estimator is the same target (a SUR is refused)
     profile = TargetSpec(bound="profile")
     assert profile.differences(TargetSpec(bound="profile", estimator="x.safetensors")) == []
-    assert profile.differences(TargetSpec()) == [("bound", "profile", "estimator")]
+    assert profile.differences(TargetSpec()) == []  # the default bound
+    assert TargetSpec(bound="profile", strength=2.0).differences(TargetSpec(bound="estimator")) == [
+        ("bound", "profile", "estimator")]
+    assert profile.differences(TargetSpec(bound="estimator")) == [("strength", 0.591, 2.0),
+                                                                  ("bound", "profile", "estimator")]
 
 
 def test_describe_names_kind_gain_and_sur():
-    assert TargetSpec().describe() == "directed JND image (gain 1), estimator default, strength 2, SUR estimator default"
+    # the default bound (the analytic profile) is not named, and it uses no estimator and no SUR
+    assert TargetSpec().describe() == "directed JND image (gain 1), strength 0.591"
+    assert TargetSpec(bound="estimator").describe() == \
+        "directed JND image (gain 1, bound estimator), estimator default, strength 2, SUR estimator default"
+    assert TargetSpec(bound="estimator", sur=0.9).describe() == \
+        "directed JND image (gain 1, bound estimator), estimator default, strength 2, SUR 0.9"
     assert TargetSpec(kind="jnd", sur=0.9).describe() == "estimated JND image, estimator default, strength 1, SUR 0.9"
 
 
 @pytest.mark.parametrize("text,canonical", [
-    ("directed", "directed:strength=2"), ("jnd", "jnd:strength=1"), ("directed:strength=2,gain=4", None),
+    ("directed", "directed:strength=0.591"), ("jnd", "jnd:strength=1"), ("directed:strength=2,gain=4", None),
     ("directed:gain=4,strength=1", "directed:strength=1,gain=4"), ("jnd:strength=0.5", None),
-    ("directed:sur=0.9", "directed:strength=2,sur=0.9"), ("jnd:estimator=my.safetensors", "jnd:estimator=my.safetensors,strength=1"),
+    ("directed:bound=estimator", "directed:strength=2,bound=estimator"),
+    ("directed:bound=estimator,sur=0.9", "directed:strength=2,sur=0.9,bound=estimator"),
+    ("jnd:estimator=my.safetensors", "jnd:estimator=my.safetensors,strength=1"),
 ])
 def test_compact_form_round_trips(text, canonical):
     spec = TargetSpec.parse(text)
@@ -142,20 +164,24 @@ def test_kind_table_owns_each_kinds_defaults_and_settings():
     assert jnd.applies() == ("estimator", "strength", "sur", "kind")
     assert TargetSpec(bound="profile").applies() == ("strength", "kind", "gain", "bound", "sigma")
     assert TargetSpec.parse("directed:bound=profile,sigma=2") == TargetSpec(bound="profile", sigma=2.0)
-    assert TargetSpec.parse("directed:bound=profile,sigma=2").text() == "directed:strength=2,bound=profile,sigma=2"
+    # the default bound is not spelled out; another is
+    assert TargetSpec.parse("directed:bound=profile,sigma=2").text() == "directed:strength=0.591,sigma=2"
+    assert TargetSpec.parse("directed:bound=estimator,sigma=2").text() == "directed:strength=2,bound=estimator,sigma=2"
     with pytest.raises(TargetSpecError, match="bound: applies to kind directed only"):
         TargetSpec.parse("jnd:bound=profile")
     assert TargetSpec.from_mapping({"bound": "profile"}, "jnd_target.").bound == "profile"
     with pytest.raises(TargetSpecError, match=r"jnd_target\.bound: must be one of estimator, profile"):
         TargetSpec.from_mapping({"bound": "flatt"}, "jnd_target.")
-    assert TargetSpec(bound="profile", sigma=2).describe() == \
-        "directed JND image (gain 1, bound profile, sigma 2), strength 2"
+    assert TargetSpec(bound="profile", sigma=2).describe() == "directed JND image (gain 1, sigma 2), strength 0.591"
+    assert TargetSpec(bound="localstd", strength=0.2, sigma=2).describe() == \
+        "directed JND image (gain 1, bound localstd, sigma 2), strength 0.2"
 
 
 def test_compact_form_names_the_bad_part():
     assert TargetSpec.parse("directed:gain=1") == TargetSpec()  # the default gain is not spelled out
     for text, message in [("sharp", "kind: must be directed or jnd"), ("directed:gain", "is not key=value"),
                           ("directed:foo=1", "foo: unknown key"), ("jnd:gain=2", "gain: applies to kind directed"),
-                          ("directed:gain=x", "gain: must be a number")]:
+                          ("directed:gain=x", "gain: must be a number"),
+                          ("directed:sur=0.9", "sur: applies where the estimator takes part.*bound profile")]:
         with pytest.raises(TargetSpecError, match=message):
             TargetSpec.parse(text)

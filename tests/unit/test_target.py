@@ -11,14 +11,22 @@ from PIL import Image
 import jndplug
 from conftest import make_image
 from jndplug import JNDTarget
+from jndplug.spec import TargetSpec
 
 # the memory benchmark's tensor meter and its stand-in estimator
 _BENCH = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tiling_memory.py"))
 
 
-@pytest.fixture(scope="module")
-def target(unet):
-    return JNDTarget(unet)
+def _estimator_bound(estimator, runtime=None, **settings):
+    """The directed target bounded by the estimator's map (the default bound, the analytic profile,
+    runs no estimator)."""
+    return JNDTarget.from_spec(TargetSpec(estimator=estimator, bound="estimator", **settings), **(runtime or {}))
+
+
+@pytest.fixture(scope="module", params=["default", "estimator bound"])
+def target(unet, request):
+    # the default target (bounded by the analytic profile) and the one that runs the estimator
+    return JNDTarget(unet) if request.param == "default" else _estimator_bound(unet)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +38,7 @@ def test_shape_dtype_device_and_range(target, batch):
     out = target(batch)
     assert out.shape == batch.shape and out.dtype == batch.dtype and out.device == batch.device
     assert out.min() >= 0 and out.max() <= 1
-    assert not torch.equal(out, batch)  # the estimator changes the image
+    assert not torch.equal(out, batch)  # the target changes the image
     single = target(batch[0])
     assert single.shape == batch[0].shape
     assert torch.allclose(single, out[0], atol=1e-5)
@@ -61,12 +69,17 @@ def test_strength_scales_the_distortion(unet, batch):
 
 def test_sur_only_for_conditioned_estimators(unet, batch):
     with pytest.raises(ValueError, match="needs an estimator trained with SUR conditioning"):
-        JNDTarget(unet, sur=0.9)
+        _estimator_bound(unet, sur=0.9)
+    with pytest.raises(ValueError, match="needs an estimator trained with SUR conditioning"):
+        JNDTarget(unet, kind="jnd", sur=0.9)
     cond = jndplug.create_estimator("unet", sur_conditioning=True)
-    out = JNDTarget(cond, sur=0.9)(batch)
+    out = _estimator_bound(cond, sur=0.9)(batch)
     assert out.shape == batch.shape
     with pytest.raises(ValueError, match=r"sur: must be in \(0, 1\]"):
-        JNDTarget(cond, sur=1.5)
+        _estimator_bound(cond, sur=1.5)
+    # the default bound (the analytic profile) uses no estimator: a SUR is refused, not ignored
+    with pytest.raises(ValueError, match="sur: applies where the estimator takes part"):
+        JNDTarget(cond, sur=0.9)
 
 
 @pytest.mark.parametrize("hw", [(16, 16), (17, 23), (31, 100), (33, 65)])
@@ -75,14 +88,22 @@ def test_any_size_from_16(target, hw):
     assert target(x).shape == x.shape
 
 
-def test_jnd_map(target, batch):
+def test_jnd_map(unet, batch):
+    from jndplug.models.jnd_profile import JNDProfile
+
+    target = _estimator_bound(unet)
     m = target.jnd_map(batch)
     assert m.shape == (2, 1, *batch.shape[-2:])
-    # the bound is the estimated JND image's change at the target's strength (2 for the default)
+    # the estimator's bound is the estimated JND image's change at the target's strength (2 by default)
+    assert target.strength == 2.0
     seed_paper = JNDTarget(target.model, kind="jnd", strength=target.strength)
     expected = (seed_paper(batch) - batch).pow(2).mean(1, keepdim=True).sqrt()
     assert torch.allclose(m, expected, atol=1e-6)
     assert target.jnd_map(batch[0]).shape == (1, *batch.shape[-2:])
+    # the default target's bound is the analytic profile at 0.591
+    default = JNDTarget(unet)
+    assert torch.allclose(default.jnd_map(batch), 0.591 * JNDProfile().jnd_map(batch), atol=1e-6)
+    assert default.jnd_map(batch[0]).shape == (1, *batch.shape[-2:])
 
 
 @pytest.mark.parametrize("kind,gain", [("directed", None), ("directed", 0.0), ("jnd", None)])
@@ -90,18 +111,21 @@ def test_jnd_map_is_the_estimators_jnd_whatever_the_kind(unet, batch, kind, gain
     # the estimator's own JND image, times strength: the bound, not the size of the target's change
     seed_paper = JNDTarget(unet, kind="jnd", strength=0.6)
     want = (seed_paper(batch) - batch).pow(2).mean(1, keepdim=True).sqrt()
-    got = JNDTarget(unet, kind=kind, gain=gain, strength=0.6).jnd_map(batch)
+    bound = "estimator" if kind == "directed" else None  # the directed kind bounded by the estimator's map
+    spec = TargetSpec(estimator=unet, kind=kind, gain=gain, strength=0.6, bound=bound)
+    got = JNDTarget.from_spec(spec).jnd_map(batch)
     assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_distortion_is_the_change_the_target_makes(unet, batch):
-    for target in (JNDTarget(unet), JNDTarget(unet, kind="jnd")):
+    for target in (JNDTarget(unet), _estimator_bound(unet), JNDTarget(unet, kind="jnd")):
         d = target.distortion(batch)
         assert d.shape == batch.shape and d.dtype == batch.dtype
         assert torch.equal(d, target(batch) - batch)
-    directed = JNDTarget(unet)
-    # the directed change is luma sharpening within the bound, smaller than the bound at its largest
-    assert bool((directed.distortion(batch).abs().amax(1, keepdim=True) <= directed.jnd_map(batch) + 1e-6).all())
+    # the directed change is luma sharpening within the bound (the default's, the estimator's map),
+    # smaller than the bound at its largest
+    for directed in (JNDTarget(unet), _estimator_bound(unet)):
+        assert bool((directed.distortion(batch).abs().amax(1, keepdim=True) <= directed.jnd_map(batch) + 1e-6).all())
     assert torch.equal(JNDTarget(unet, gain=0.0).distortion(batch), torch.zeros_like(batch))
 
 
@@ -119,15 +143,18 @@ def test_settings_come_from_one_spec(unet, estimator_file):
 
 
 def test_repr_and_effective_sur_show_the_settings_in_effect(unet, estimator_file):
-    t = JNDTarget(estimator_file)
+    t = _estimator_bound(estimator_file)
     assert t.effective_sur is None and t.sur is None  # not SUR-conditioned
     assert repr(t).startswith(f"JNDTarget(estimator={str(estimator_file)!r}, kind='directed', strength=2, gain=1, "
-                              "sur=None,")
+                              "bound='estimator', sur=None,")
+    # the default bound is not shown
+    assert repr(JNDTarget(estimator_file)).startswith(f"JNDTarget(estimator={str(estimator_file)!r}, "
+                                                      "kind='directed', strength=0.591, gain=1, sur=None,")
     assert "kind='jnd', strength=0.5, sur=None" in repr(JNDTarget(unet, kind="jnd", strength=0.5))
     assert "estimator='UNetJND'" in repr(JNDTarget(unet))
     torch.manual_seed(0)
     cond = jndplug.create_estimator("unet", sur_conditioning=True, default_sur=0.75)
-    unset, set_ = JNDTarget(cond), JNDTarget(cond, sur=0.9)
+    unset, set_ = _estimator_bound(cond), _estimator_bound(cond, sur=0.9)
     assert (unset.sur, unset.effective_sur, set_.effective_sur) == (None, 0.75, 0.9)
     assert "sur=0.75" in repr(unset) and "sur=0.9" in repr(set_)
 
@@ -180,7 +207,9 @@ def test_bad_constructor_arguments(unet):
 
 
 def test_loads_from_file(estimator_file, batch, unet):
-    assert torch.allclose(JNDTarget(estimator_file)(batch), JNDTarget(unet)(batch))
+    # through the estimator's map (the default bound, the analytic profile, does not run the estimator)
+    assert torch.allclose(_estimator_bound(estimator_file)(batch), _estimator_bound(unet)(batch))
+    assert torch.allclose(JNDTarget(estimator_file, kind="jnd")(batch), JNDTarget(unet, kind="jnd")(batch))
 
 
 def test_conversion_helpers():
@@ -227,14 +256,31 @@ def _stand_in():
     return _BENCH["StandIn"]()
 
 
+def _profile_weights() -> int:
+    """Bytes of the analytic profile's own weights, made the first time a profile-bounded target runs
+    on a device (``jndplug.bounds._profile``): they do not grow with the image."""
+    from jndplug.models.jnd_profile import JNDProfile
+
+    return sum(p.nbytes for p in JNDProfile().parameters())
+
+
 @pytest.mark.usefixtures("small_budgets", "one_thread")
-def test_default_target_keeps_few_image_sized_buffers():
-    # the float32 copy of the input and the result (12 bytes per pixel each), the bound and the
-    # distortion (4 each) and the tiler's strip of 128 rows: 33 bytes per pixel, as kind jnd's
-    # tiler alone; with the directed step on the whole image it took 48
+@pytest.mark.parametrize("bound", [None, "estimator"])  # the default bound (the analytic profile), the estimator's map
+def test_default_target_keeps_few_image_sized_buffers(bound):
     x = torch.rand(1, 3, 512, 768)
-    target = JNDTarget(_stand_in(), tile=(128, 16))
-    assert _bytes_per_pixel(target, x) <= 36
+    target = JNDTarget.from_spec(TargetSpec(estimator=_stand_in(), bound=bound), tile=(128, 16))
+    if bound == "estimator":
+        # the float32 copy of the input and the result (12 bytes per pixel each), the bound and the
+        # distortion (4 each) and the tiler's strip of 128 rows: 33 bytes per pixel, as kind jnd's
+        # tiler alone; with the directed step on the whole image it took 48
+        assert _bytes_per_pixel(target, x) <= 36
+    else:
+        # measured 164.0 on 2026-12-07 and derived from the code: the float32 copy of the input (12),
+        # the profile's six one-channel maps held at once (luma, mean, strength, structure, luminance
+        # adaptation, contrast masking: 4 each) and its structure network's two 16-channel
+        # activations at its ReLU (64 each), on the whole image (the profile is not tiled); plus the
+        # profile's weights the first time it is made
+        assert _bytes_per_pixel(target, x) <= 12 + 6 * 4 + 2 * 64 + _profile_weights() / x[0, 0].numel()
     by_strips = target(x)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(jndplug.directed, "STRIP_PIXELS", 512 * 768)  # one strip: the whole image at once
@@ -245,12 +291,18 @@ def test_default_target_keeps_few_image_sized_buffers():
 def test_a_batch_is_made_in_chunks_that_follow_a_pixel_budget():
     # four images, one at a time: the float32 copy of the batch (12 bytes per pixel), the rest
     # for one image only (19 in all); the whole batch at once took 48 bytes per pixel, 36 for kind jnd
+    # (the directed kind bounded by the estimator's map, and kind jnd)
     x = torch.rand(4, 3, 256, 256)
-    for kind in ("directed", "jnd"):
-        assert _bytes_per_pixel(JNDTarget(_stand_in(), tile=False, kind=kind), x) <= 24, kind
-    target = JNDTarget(_stand_in(), tile=False)
-    chunked, chunked_map = target(x), target.jnd_map(x)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(jndplug.tiling, "BATCH_PIXELS", 4 * 256 * 256)
-        whole, whole_map = target(x), target.jnd_map(x)
-    assert (chunked - whole).abs().max() <= 1e-6 and (chunked_map - whole_map).abs().max() <= 1e-6
+    for spec in (TargetSpec(estimator=_stand_in(), bound="estimator"), TargetSpec(estimator=_stand_in(), kind="jnd")):
+        assert _bytes_per_pixel(JNDTarget.from_spec(spec, tile=False), x) <= 24, spec
+    # the default, bounded by the analytic profile: the copy of the batch (12) and a quarter of the
+    # profile's 152 bytes per pixel of one image (test_default_target_keeps_few_image_sized_buffers):
+    # 50, measured 50.0 on 2026-12-07 (the whole batch at once: 164)
+    default = JNDTarget(_stand_in(), tile=False)
+    assert _bytes_per_pixel(default, x) <= 12 + (6 * 4 + 2 * 64) / 4 + _profile_weights() / x[:, 0].numel()
+    for target in (default, _estimator_bound(_stand_in(), {"tile": False})):
+        chunked, chunked_map = target(x), target.jnd_map(x)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(jndplug.tiling, "BATCH_PIXELS", 4 * 256 * 256)
+            whole, whole_map = target(x), target.jnd_map(x)
+        assert (chunked - whole).abs().max() <= 1e-6 and (chunked_map - whole_map).abs().max() <= 1e-6

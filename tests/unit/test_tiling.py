@@ -14,16 +14,23 @@ import jndplug.tiling as tiling
 from conftest import make_image
 from jndplug import JNDTarget
 from jndplug.models.base import Estimator, GlobalPooling
+from jndplug.spec import TargetSpec
 from jndplug.tiling import _TileGrid, pad_mode, tiled_forward
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _estimator_bound(estimator, tile, **settings):
+    """The directed target bounded by the estimator's map, which the tiles run (the default bound,
+    the analytic profile, runs no estimator)."""
+    return JNDTarget.from_spec(TargetSpec(estimator=estimator, bound="estimator", **settings), tile=tile)
+
+
 def test_tiled_matches_untiled(unet):
     # the random unet keeps squeeze-excitation: its image-wide means are measured tile by tile
     x = jndplug.to_tensor(make_image(300, 420, 7))[None]
-    whole = JNDTarget(unet, tile=False)(x)
-    tiled = JNDTarget(unet, tile=(160, 64))(x)
+    whole = _estimator_bound(unet, tile=False)(x)
+    tiled = _estimator_bound(unet, tile=(160, 64))(x)
     assert (tiled - whole).abs().max() <= 1 / 255
 
 
@@ -32,8 +39,8 @@ def test_tiled_keeps_dtype_strength_and_batch(zero_mean):
     torch.manual_seed(1)
     model = jndplug.create_estimator("unet", zero_mean=zero_mean).eval()
     x = torch.stack([jndplug.to_tensor(make_image(200, 260, s)) for s in (3, 4)]).to(torch.bfloat16)
-    whole = JNDTarget(model, strength=0.5, tile=False)(x)
-    tiled = JNDTarget(model, strength=0.5, tile=(96, 32))(x)
+    whole = _estimator_bound(model, strength=0.5, tile=False)(x)
+    tiled = _estimator_bound(model, strength=0.5, tile=(96, 32))(x)
     assert tiled.dtype == torch.bfloat16 and tiled.shape == x.shape
     assert (tiled.float() - whole.float()).abs().max() <= 2 / 255  # bfloat16 steps are 1/256 near 1
 
@@ -48,13 +55,13 @@ def astronaut():
 
 @pytest.fixture(scope="module")
 def shipped_whole(astronaut):
-    return JNDTarget("default", tile=False)(astronaut)
+    return _estimator_bound("default", tile=False)(astronaut)
 
 
 def test_tiled_matches_untiled_with_the_shipped_weights(astronaut, shipped_whole):
     # whatever "default" is when the test runs: with squeeze-excitation (the image-wide means
     # are measured first) or without
-    tiled = JNDTarget("default", tile=(512, 128))(astronaut)
+    tiled = _estimator_bound("default", tile=(512, 128))(astronaut)
     assert (tiled - shipped_whole).abs().max() <= 1 / 255
 
 
@@ -68,9 +75,9 @@ def test_automatic_tiles_suit_a_model_without_global_pooling(astronaut, shipped_
         k = rms(shipped_whole - astronaut) / rms(model(astronaut) - astronaut)
         model.head[-1].weight.mul_(k)
         model.head[-1].bias.mul_(k)
-    whole = JNDTarget(model, tile=False)(astronaut)
+    whole = _estimator_bound(model, tile=False)(astronaut)
     # tiles smaller than the image, with the automatic tiles' overlap (and so their halo)
-    tiled = JNDTarget(model, tile=(2 * tiling.AUTO_TILE[1] + 32, tiling.AUTO_TILE[1]))(astronaut)
+    tiled = _estimator_bound(model, tile=(2 * tiling.AUTO_TILE[1] + 32, tiling.AUTO_TILE[1]))(astronaut)
     assert (tiled - whole).abs().max() <= 1 / 255
 
 
@@ -88,7 +95,7 @@ def test_automatic_tiling_above_threshold(unet, monkeypatch):
     monkeypatch.setattr(tiling, "AUTO_TILE_PIXELS", 100 * 100)
     monkeypatch.setattr(tiling, "AUTO_TILE", (64, 32))
     calls = []
-    t = JNDTarget(unet)
+    t = _estimator_bound(unet, tile=None)  # automatic tiles
     original = t._run
     monkeypatch.setattr(t, "_run", lambda x, **kw: calls.append(x.shape[-2:]) or original(x, **kw))
     t(torch.rand(1, 3, 128, 160))

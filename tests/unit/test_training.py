@@ -19,6 +19,7 @@ from conftest import free_port, make_image
 from jndplug.datagen import distortion_measure
 from jndplug.errors import JNDPlugValueError
 from jndplug.imageio import read_image
+from jndplug.spec import TargetSpec
 from jndplug.training.loop import split_records, train
 from jndplug.training.config import resolve_config
 from jndplug.training.datasets import read_source
@@ -181,7 +182,8 @@ def test_sur_conditioning_and_level_metrics(tmp_path, generated):
     # the summary is the per-image agreement of predicted and labelled level
     assert v["level_exact"] == pytest.approx(np.mean([r["level_pred"] == r["level_label"] for r in rows]))
     assert v["level_within1"] == pytest.approx(np.mean([abs(r["level_pred"] - r["level_label"]) <= 1 for r in rows]))
-    t = jndplug.JNDTarget(str(tmp_path / "c.safetensors"), sur=0.9)
+    # the exported file is a SUR-conditioned estimator a target runs with a SUR (bounded by its map)
+    t = jndplug.JNDTarget.from_spec(TargetSpec(estimator=str(tmp_path / "c.safetensors"), bound="estimator", sur=0.9))
     assert t(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from jndplug.bench import targets, visibility
 from jndplug.bench.common import BenchError
+from jndplug.spec import TargetSpec
 
 
 def _psychometric(s50, slope=3.0):
@@ -62,16 +63,18 @@ def test_bench_visibility_calibrates_each_bound_end_to_end(photos, tmp_path, mon
     monkeypatch.setattr(targets, "noticed", lambda d, sens: 1 - math.exp(-d))
     out = tmp_path / "vis"
     result = visibility.run(visibility.Settings(
-        images=str(photos), targets=[f"directed:estimator={estimator_file}", "directed:bound=flat",
-                                     "directed:bound=localstd,strength=0.5"],
+        images=str(photos), targets=[f"directed:estimator={estimator_file},bound=estimator", "directed:bound=flat",
+                                     "directed:bound=localstd,strength=0.5", "directed"],  # the last: the default bound
         out=str(out), level=0.3, statistic="mean", tolerance=0.02, evaluations=8, observers=2))
     rows = {r["target"].split(",strength")[0]: r for r in result["results"]}
-    assert len(rows) == 3
+    assert len(rows) == 4
+    assert {TargetSpec.parse(r["target"]).bound for r in result["results"]} == {"estimator", "flat", "localstd",
+                                                                                 "profile"}
     for r in result["results"]:
         assert abs(r["value"] - 0.3) <= 0.02 and r["converged"]
         assert r["calibrated"].endswith(f"strength={r['strength']:g}") or f"strength={r['strength']:g}," in r["calibrated"]
         assert r["summary"]["noticed_mean"] == pytest.approx(r["value"])
-    # the stub notices the RMS of the change: at equal visibility the three change the photos about
+    # the stub notices the RMS of the change: at equal visibility the four change the photos about
     # equally (1-exp(-rms/4) within 0.3 +- 0.02 bounds rms to [1.31, 1.54] levels), whatever the strengths
     rms = [r["summary"]["rms_255_mean"] for r in result["results"]]
     assert max(rms) / min(rms) < 1.3
