@@ -50,15 +50,20 @@ def make_levels(strengths=STRENGTHS, gain: float = GAIN, estimator="default"):
     return levels
 
 
-_default = None
+def _made_once(make, doc: str):
+    """A level function for ``--level-fn`` that builds ``make()`` (loading the estimator) on first use."""
+    made = []
+
+    def level_fn(x: torch.Tensor, level: int) -> torch.Tensor:
+        if not made:
+            made.append(make())
+        return made[0](x, level)
+
+    level_fn.__doc__ = doc
+    return level_fn
 
 
-def levels(x: torch.Tensor, level: int) -> torch.Tensor:
-    """Level ``level`` of :data:`STRENGTHS` at :data:`GAIN` with the shipped estimator (loaded once)."""
-    global _default
-    if _default is None:
-        _default = make_levels()
-    return _default(x, level)
+levels = _made_once(make_levels, "Level ``level`` of :data:`STRENGTHS` at :data:`GAIN` with the shipped estimator.")
 
 
 def threshold_strength(sur: list[float], p: float, strengths=STRENGTHS) -> float:
@@ -143,12 +148,5 @@ def make_allocation_levels(allocations: dict | None = None, factors=ALLOCATION_F
     return levels
 
 
-_allocation_default = None
-
-
-def allocation_levels(x: torch.Tensor, level: int) -> torch.Tensor:
-    """Level ``level`` of :func:`make_allocation_levels` with the shipped estimator (made once)."""
-    global _allocation_default
-    if _allocation_default is None:
-        _allocation_default = make_allocation_levels()
-    return _allocation_default(x, level)
+allocation_levels = _made_once(make_allocation_levels,
+                               "Level ``level`` of :func:`make_allocation_levels` with the shipped estimator.")
