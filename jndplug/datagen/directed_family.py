@@ -39,7 +39,7 @@ def make_levels(strengths=STRENGTHS, gain: float = GAIN, estimator="default"):
     if any(b <= a for a, b in zip(strengths, strengths[1:])):
         raise ValueError(f"strengths must increase, got {strengths}")
     model = load_estimator(estimator) if not isinstance(estimator, torch.nn.Module) else estimator
-    targets = [JNDTarget(spec=TargetSpec(estimator=model, strength=s, gain=gain)) for s in strengths]
+    targets = [JNDTarget(spec=TargetSpec(estimator=model, bound="estimator", strength=s, gain=gain)) for s in strengths]
 
     def levels(x: torch.Tensor, level: int) -> torch.Tensor:
         if not 1 <= level <= len(targets):
