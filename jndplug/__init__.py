@@ -3,7 +3,7 @@
 The public API is deliberately small::
 
     from jndplug import JNDTarget
-    target = JNDTarget()            # the shipped default estimator
+    target = JNDTarget()            # the default target (directed, bounded by the JND profile)
     jnd_gt = target(gt)             # [B,3,H,W] in [0,1] -> JND images, same shape/dtype/device
 
 Its names are imported on first use, so that ``import jndplug`` (and ``jndplug --help``) does not

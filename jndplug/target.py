@@ -27,8 +27,9 @@ class JNDTarget:
             or an ``nn.Module`` taking ``[B,3,H,W]`` in [0,1] and returning the JND image.
         strength: scales the JND bound of the directed image, and the estimator's distortion
             ``gt + strength * (jnd - gt)`` of the estimated one; 0 returns ``gt``. ``None``: the
-            kind's default (:data:`jndplug.spec.DEFAULT_STRENGTH`): 2 for ``directed``, where the
-            directed distortion's own threshold lies, 1 for ``jnd``, the estimator's threshold.
+            bound's default for ``directed`` (:data:`jndplug.spec.BOUNDS`: 0.591 for the default
+            bound, the JND profile, 2 for the estimator's map, each at the visibility line), 1 for
+            ``jnd``, the estimator's threshold.
         sur: target satisfied-user ratio in (0, 1] (fraction of people who must not notice),
             only for estimators trained with that conditioning; ``None`` uses the estimator's
             own default (``effective_sur``).

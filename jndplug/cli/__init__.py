@@ -20,7 +20,7 @@ COMMANDS = {
     "train": ("jndplug.cli.train", "train a JND estimator on labelled datasets (KIND:PATH)"),
     "infer": ("jndplug.cli.infer", "write JND images (and optionally maps and comparisons) for a file or folder"),
     "precompute": ("jndplug.cli.infer", "JND pseudo-ground-truth for a whole folder tree (resumable)"),
-    "demo": ("jndplug.cli.infer", "run the default estimator on scikit-image's sample photographs"),
+    "demo": ("jndplug.cli.infer", "run the default target on scikit-image's sample photographs"),
     "convert": ("jndplug.cli.convert", "import the ResJND authors' .pth checkpoint as jndplug weights"),
     "patches": ("jndplug.cli.patches", "patch pairs and a patch-level visibility regressor"),
     "jnd-profile": ("jndplug.cli.patches", "fit the patch-level JND profile (structural visibility "

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "is refused)")
     p.set_defaults(func=_precompute)
 
-    p = add_command(sub, "demo", description="Run the default estimator on scikit-image's sample photographs.")
+    p = add_command(sub, "demo", description="Run the default target on scikit-image's sample photographs.")
     p.add_argument("--out", default="jndplug-demo", help="output folder (default ./jndplug-demo)")
     _target_args(p)
     p.set_defaults(func=_demo)
